@@ -1,0 +1,91 @@
+"""chatplug: a pluggable multi-provider chat-completion framework.
+
+::
+
+    from chatplug import registry
+    text = registry.get("GravityEngine").create(messages=[{"role": "user", "content": "Hi"}])
+
+Providers are pluggy plugins found through the ``chatplug.providers`` entry
+points.  Importing chatplug is cheap: requests and pydantic are imported only
+when a request or a setting needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AuthenticationError,
+    ChatplugError,
+    ConfigurationError,
+    InvalidRequestError,
+    ModelNotSupportedError,
+    PluginLoadError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderNotFoundError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    RateLimitError,
+    StreamInterruptedError,
+)
+from .hooks import hookimpl, hookspec
+from .params import Parameter
+from .provider import Provider, Stream
+from .registry import ENTRY_POINT_GROUP, Registry
+
+if TYPE_CHECKING:
+    from .http import HTTPClient, Reply, Transport
+    from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "AuthenticationError",
+    "ChatplugError",
+    "ConfigurationError",
+    "HTTPClient",
+    "InvalidRequestError",
+    "ModelNotSupportedError",
+    "Parameter",
+    "PluginLoadError",
+    "Provider",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderNotFoundError",
+    "ProviderResponseError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "Registry",
+    "Reply",
+    "Settings",
+    "Stream",
+    "StreamInterruptedError",
+    "Transport",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "registry",
+]
+
+#: The default registry: reads the installed entry points once, on first use.
+registry = Registry()
+
+_LAZY = {
+    "HTTPClient": "http",
+    "Reply": "http",
+    "Transport": "http",
+    "Settings": "settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # These pull in requests or pydantic; import them only when asked for.
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'chatplug' has no attribute {name!r}")

@@ -1,0 +1,170 @@
+"""chatplug's exception hierarchy.
+
+Every failure that reaches a caller of chatplug is a :class:`ChatplugError`.
+Each message says what happened and what to do about it; ``provider`` and
+``model`` are filled in wherever they are known.  No message ever contains an
+API key: the transport redacts the configured key from anything a server
+echoes back before it becomes part of an error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ChatplugError",
+    "ConfigurationError",
+    "InvalidRequestError",
+    "ModelNotSupportedError",
+    "PluginLoadError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderNotFoundError",
+    "ProviderResponseError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "StreamInterruptedError",
+]
+
+
+class ChatplugError(Exception):
+    """Base class of every error chatplug raises.
+
+    ``provider`` and ``model`` name the provider and model involved, when known.
+    ``str(error)`` is prefixed with the provider's name so that a one-line
+    report (the CLI prints exactly that) says where it happened.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None, model: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.model = model
+
+    def __str__(self) -> str:
+        if self.provider and not self.message.startswith(f"{self.provider}:"):
+            return f"{self.provider}: {self.message}"
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class ConfigurationError(ChatplugError):
+    """A setting (environment variable or ``.env`` entry) has an invalid value."""
+
+
+class PluginLoadError(ChatplugError):
+    """A provider plugin could not be loaded (raised only with ``CHATPLUG_STRICT_PLUGINS=1``;
+    otherwise the reason is recorded in ``registry.errors``)."""
+
+    def __init__(self, message: str, *, entry_point: str):
+        super().__init__(message)
+        self.entry_point = entry_point
+
+
+class InvalidRequestError(ChatplugError, ValueError):
+    """The call was rejected before anything was sent: bad messages, model or parameters."""
+
+
+class ProviderNotFoundError(InvalidRequestError, LookupError):
+    """No provider of that name is installed (or it is disabled or failed to load)."""
+
+
+class ModelNotSupportedError(InvalidRequestError):
+    """The provider does not list the requested model."""
+
+
+class ProviderError(ChatplugError):
+    """Base class for failures that happened while talking to a provider."""
+
+
+class AuthenticationError(ProviderError):
+    """No API key is configured for a provider that needs one, or the server refused it.
+
+    ``status_code`` is the HTTP status (401/403) when the server refused the key,
+    ``None`` when the key was missing and nothing was sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+    ):
+        super().__init__(message, provider=provider, model=model)
+        self.status_code = status_code
+
+
+class ProviderHTTPError(ProviderError):
+    """The server answered with an HTTP error status.
+
+    ``status_code`` is the status, ``body`` a short excerpt of what it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str = "",
+        provider: str | None = None,
+        model: str | None = None,
+    ):
+        super().__init__(message, provider=provider, model=model)
+        self.status_code = status_code
+        self.body = body
+
+
+class RateLimitError(ProviderHTTPError):
+    """The server answered 429; ``retry_after`` is its hint in seconds, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        body: str = "",
+        retry_after: float | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+    ):
+        super().__init__(
+            message, status_code=status_code, body=body, provider=provider, model=model
+        )
+        self.retry_after = retry_after
+
+
+class ProviderTimeoutError(ProviderError, TimeoutError):
+    """The server did not connect or did not send data within the configured timeout."""
+
+
+class ProviderConnectionError(ProviderError, ConnectionError):
+    """The server could not be reached: refused, unresolvable name, TLS failure, reset."""
+
+
+class StreamInterruptedError(ProviderError):
+    """The reply ended before it was complete (no ``[DONE]`` and no finish reason).
+
+    Raised after the pieces that did arrive were delivered; ``received`` holds
+    how many characters of text had arrived, so a caller can tell a cut reply
+    from a whole one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        received: int = 0,
+        provider: str | None = None,
+        model: str | None = None,
+    ):
+        super().__init__(message, provider=provider, model=model)
+        self.received = received
+
+
+class ProviderResponseError(ProviderError):
+    """The server's body is not what its wire format promises (HTML, bad JSON, no choices,
+    an error object inside a stream, or a provider plugin that misbehaved)."""

@@ -1,0 +1,158 @@
+"""Settings from ``CHATPLUG_*`` environment variables and a ``.env`` file (pydantic-settings).
+
+Besides the fixed settings, every provider, a third party's included, gets
+``CHATPLUG_<NAME>_URL`` and ``CHATPLUG_<NAME>_API_KEY``, where ``<NAME>`` is the
+provider's name upper-cased with runs of other characters turned into ``_``.
+The OpenAI provider also honours the conventional ``OPENAI_API_KEY`` and
+``OPENAI_BASE_URL``.  Keys are ``SecretStr``: they never show in a repr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+__all__ = ["Settings", "env_name", "load_settings", "provider_slug"]
+
+PREFIX = "CHATPLUG_"
+#: Conventional variables other tools use, honoured as fallbacks.
+CONVENTIONAL = {"openai": {"url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}}
+
+
+def env_name(provider: str, what: str = "API_KEY") -> str:
+    """The environment variable holding ``what`` (``URL`` or ``API_KEY``) for a provider."""
+    return f"{PREFIX}{provider_slug(provider).upper()}_{what.upper()}"
+
+
+def provider_slug(provider: str) -> str:
+    """The settings key of a provider name: lower case, runs of other characters as `_`."""
+    return re.sub(r"[^0-9a-z]+", "_", provider.lower()).strip("_")
+
+
+class _ProviderEntries(PydanticBaseSettingsSource):
+    """Collects ``CHATPLUG_<NAME>_URL`` / ``_API_KEY`` for any name, from env and ``.env``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], dotenv: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._dotenv = dotenv
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        dotenv_vars = getattr(self._dotenv, "env_vars", {}) or {}
+        values = {str(k).lower(): v for k, v in dotenv_vars.items()}
+        values.update((k.lower(), v) for k, v in os.environ.items())
+        urls: dict[str, str] = {}
+        keys: dict[str, str] = {}
+        prefix = PREFIX.lower()
+        for key, value in values.items():
+            if not key.startswith(prefix) or value is None or not str(value).strip():
+                continue
+            rest = key[len(prefix):]
+            if rest.endswith("_api_key"):
+                keys[rest[: -len("_api_key")]] = str(value).strip()
+            elif rest.endswith("_url"):
+                urls[rest[: -len("_url")]] = str(value).strip()
+        for slug, names in CONVENTIONAL.items():
+            url = values.get(names["url"].lower())
+            secret = values.get(names["api_key"].lower())
+            if slug not in urls and url and str(url).strip():
+                urls[slug] = str(url).strip()
+            if slug not in keys and secret and str(secret).strip():
+                keys[slug] = str(secret).strip()
+        return {"provider_urls": urls, "provider_api_keys": keys}
+
+
+class Settings(BaseSettings):
+    """chatplug's settings; see docs/configuration.md for the table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    timeout: float = Field(600.0, gt=0, le=86400, description="total seconds one call may take")
+    read_timeout: float = Field(
+        60.0, gt=0, le=3600, description="seconds the server may stay silent"
+    )
+    connect_timeout: float = Field(10.0, gt=0, le=600, description="seconds to connect")
+    strict_plugins: bool = Field(False, description="raise on any plugin load error")
+    ca_bundle: str | None = Field(None, description="CA bundle path for TLS verification")
+    provider_urls: dict[str, str] = Field(default_factory=dict)
+    provider_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            _ProviderEntries(settings_cls, dotenv_settings),
+            file_secret_settings,
+        )
+
+    @field_validator("provider_urls")
+    @classmethod
+    def _urls_are_http(cls, urls: dict[str, str]) -> dict[str, str]:
+        for slug, url in urls.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{PREFIX}{slug.upper()}_URL={url!r} must start with http:// or https://"
+                )
+        return {slug: url.rstrip("/") for slug, url in urls.items()}
+
+    def url_for(self, provider: str) -> str | None:
+        """The configured base URL of ``provider``, or ``None``."""
+        return self.provider_urls.get(provider_slug(provider))
+
+    def api_key_for(self, provider: str) -> SecretStr | None:
+        """The configured API key of ``provider``, or ``None``."""
+        return self.provider_api_keys.get(provider_slug(provider))
+
+
+_ENV_FOR_FIELD = {
+    "timeout": "CHATPLUG_TIMEOUT",
+    "read_timeout": "CHATPLUG_READ_TIMEOUT",
+    "connect_timeout": "CHATPLUG_CONNECT_TIMEOUT",
+    "strict_plugins": "CHATPLUG_STRICT_PLUGINS",
+    "ca_bundle": "CHATPLUG_CA_BUNDLE",
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; ``overrides`` take precedence over the environment.
+
+    :raises ConfigurationError: a value is invalid; the message names the variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [str(part) for part in error["loc"]]
+        variable = _ENV_FOR_FIELD.get(loc[0], loc[0]) if loc else "settings"
+        if loc and loc[0] in ("provider_urls", "provider_api_keys") and len(loc) > 1:
+            variable = env_name(loc[1], "URL" if loc[0] == "provider_urls" else "API_KEY")
+        message = error["msg"].removeprefix("Value error, ")
+        if loc and loc[0] == "provider_urls":
+            raise ConfigurationError(
+                f"invalid setting {message}. Fix it in the environment or in .env."
+            ) from None
+        value = "" if loc and loc[0] == "provider_api_keys" else f"={error.get('input')!r}"
+        raise ConfigurationError(
+            f"invalid setting {variable}{value}: {message}. "
+            "Fix it in the environment or in .env."
+        ) from None

@@ -1,0 +1,149 @@
+"""Server-sent events decoded from raw bytes, as the WHATWG spec describes.
+
+Lines end at CR, LF or CRLF, also when the CR and the LF arrive in separate
+network reads; a line is decoded as UTF-8 only once it is whole, so a
+multi-byte character split across reads is never mangled (undecodable bytes
+become U+FFFD, as in browsers' EventSource).  Nothing is held back: a line is
+handed on the moment its terminator arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+__all__ = ["LineSplitter", "SSEDecoder", "ServerSentEvent", "iter_events"]
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One dispatched event; ``data`` joins multi-line ``data:`` fields with ``\\n``."""
+
+    data: str
+    event: str = "message"
+    id: str | None = None
+    retry: int | None = None
+
+
+class LineSplitter:
+    """Split a byte stream into lines on CR, LF and CRLF without waiting for more data.
+
+    :meth:`feed` returns the lines completed by a chunk (terminators removed);
+    :meth:`pending` is the unterminated tail, which at end of stream means the
+    last line was cut.
+    """
+
+    __slots__ = ("_buffer", "_skip_lf")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._skip_lf = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self._skip_lf:
+            # The previous chunk ended in CR; a LF starting this one is the same line break.
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if not chunk:
+            return []
+        data = self._buffer + chunk if self._buffer else chunk
+        lines = data.splitlines(keepends=True)
+        last = lines[-1]
+        if last[-1:] in (b"\n", b"\r"):
+            self._buffer = b""
+            self._skip_lf = last[-1:] == b"\r"
+        else:
+            self._buffer = lines.pop()
+        return [
+            line[:-2] if line[-2:] == b"\r\n" else line[:-1]
+            for line in lines
+        ]
+
+    @property
+    def pending(self) -> bytes:
+        return self._buffer
+
+
+class SSEDecoder:
+    """Incremental event-stream decoder: feed bytes, get :class:`ServerSentEvent` objects."""
+
+    __slots__ = ("_data", "_event", "_id", "_last_id", "_lines", "_retry")
+
+    def __init__(self) -> None:
+        self._lines = LineSplitter()
+        self._data: list[str] = []
+        self._event = ""
+        self._id: str | None = None
+        self._last_id: str | None = None
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        events: list[ServerSentEvent] = []
+        for raw in self._lines.feed(chunk):
+            event = self._process_line(raw.decode("utf-8", "replace"))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def end(self) -> list[ServerSentEvent]:
+        """Signal a clean end of stream.
+
+        Fields whose lines were complete but never followed by the blank
+        dispatch line are still dispatched (servers often omit the final blank
+        line).  An unterminated last line was cut in transit and is dropped, so
+        a truncated JSON chunk never reaches the parser.
+        """
+        if self._data:
+            event = self._process_line("")
+            return [event] if event is not None else []
+        return []
+
+    @property
+    def cut_line(self) -> bool:
+        """True when bytes of an unterminated line are buffered."""
+        return bool(self._lines.pending)
+
+    def _process_line(self, line: str) -> ServerSentEvent | None:
+        if not line:
+            return self._dispatch()
+        if line[0] == ":":
+            return None  # comment, used as keep-alive
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\0" not in value:
+                self._id = value
+        elif name == "retry" and value.isdigit():
+            self._retry = int(value)
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        if self._id is not None:
+            self._last_id = self._id
+        if not self._data:
+            self._event = ""
+            return None
+        event = ServerSentEvent(
+            data="\n".join(self._data),
+            event=self._event or "message",
+            id=self._last_id,
+            retry=self._retry,
+        )
+        self._data = []
+        self._event = ""
+        self._id = None
+        return event
+
+
+def iter_events(chunks: Iterable[bytes]) -> Iterator[ServerSentEvent]:
+    """Decode an iterable of byte chunks into events, including those at a clean end."""
+    decoder = SSEDecoder()
+    for chunk in chunks:
+        yield from decoder.feed(chunk)
+    yield from decoder.end()

@@ -1,0 +1,64 @@
+"""pytest fixtures for chatplug, registered through the ``pytest11`` entry point.
+
+- ``chatplug_server``: a started :class:`ScriptedServer` on 127.0.0.1 that
+  stops after the test (and by itself after two minutes at most).
+- ``chatplug_registry``: a fresh :class:`chatplug.Registry` whose every
+  installed provider points at ``chatplug_server``, with settings that ignore
+  the environment's URLs and keys; every provider gets ``TEST_API_KEY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .server import ScriptedServer
+
+if TYPE_CHECKING:
+    from chatplug import Registry
+
+__all__ = ["SERVER_LIFETIME", "TEST_API_KEY", "chatplug_registry", "chatplug_server",
+           "registry_for"]
+
+#: A placeholder key for tests; it looks like no real provider's key.
+TEST_API_KEY = "chatplug-test-key-0000"
+SERVER_LIFETIME = 120.0
+
+
+def registry_for(server: ScriptedServer, **settings: Any) -> Registry:
+    """A fresh registry with every installed provider pointed at ``server``.
+
+    The ``OpenAI`` provider gets ``server.url + "/v1"``, every other one
+    ``server.url``; ``settings`` override any setting (``read_timeout=1``...).
+    """
+    from importlib.metadata import entry_points
+
+    from chatplug import Registry
+    from chatplug.settings import load_settings, provider_slug
+
+    slugs = [provider_slug(ep.name) for ep in entry_points(group="chatplug.providers")]
+    urls = {slug: server.url for slug in slugs}
+    urls["openai"] = server.url + "/v1"
+    values: dict[str, Any] = {
+        "provider_urls": urls,
+        "provider_api_keys": {slug: TEST_API_KEY for slug in slugs},
+    }
+    values.update(settings)
+    return Registry(settings=load_settings(**values))
+
+
+@pytest.fixture
+def chatplug_server() -> Iterator[ScriptedServer]:
+    """A scripted chat-completions server on 127.0.0.1."""
+    with ScriptedServer(lifetime=SERVER_LIFETIME) as server:
+        yield server
+
+
+@pytest.fixture
+def chatplug_registry(chatplug_server: ScriptedServer) -> Iterator[Registry]:
+    """A registry whose providers all talk to ``chatplug_server``."""
+    registry = registry_for(chatplug_server)
+    yield registry
+    registry.close()

@@ -1,0 +1,38 @@
+"""chatplug provider for llama.cpp's ``llama-server`` (its OpenAI-compatible API).
+
+A third-party provider for an OpenAI-compatible service is its metadata plus
+a few lines: chatplug's wire format and transport do the rest (timeouts,
+typed errors, live streaming).  Point it elsewhere with CHATPLUG_LLAMACPP_URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from chatplug import hookimpl
+
+url = "http://127.0.0.1:8080/v1"
+model: list[str] = []  # llama-server serves whatever model it loaded; any name is accepted
+supports_stream = True
+needs_auth = False
+
+
+@hookimpl
+def create_completion(
+    model: str,
+    messages: list,  # type: ignore[type-arg]
+    stream: bool,
+    url: str,
+    api_key: str | None,
+    http: Any,
+    temperature: float = 0.8,
+    top_k: int = 40,
+    repeat_penalty: float = 1.1,
+) -> Iterator[str]:
+    from chatplug.wire import openai
+
+    yield from openai.chat(
+        http, f"{url}/chat/completions", model=model, messages=messages, stream=stream,
+        api_key=api_key, temperature=temperature, top_k=top_k, repeat_penalty=repeat_penalty,
+    )

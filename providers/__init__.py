@@ -1,0 +1,1 @@
+"""chatplug's built-in providers, registered through chatplug's own entry points."""

@@ -1,0 +1,54 @@
+"""GravityEngine: a ChatGPT-Next-Web deployment's OpenAI proxy (the old gpt4free provider).
+
+The seed module posted to ``url + '/api/openai/v1/chat/completions'``, dropped
+the caller's temperature and presence_penalty, never sent its headers and
+parsed a streamed reply as one JSON document.  Here the options and headers
+are sent and ``stream=True`` reads a real event stream.  The base URL comes
+from ``CHATPLUG_GRAVITYENGINE_URL``, so any deployment of that kind works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from chatplug import hookimpl
+
+if TYPE_CHECKING:
+    from chatplug.http import HTTPClient
+
+url = "https://gpt4.xunika.uk"
+model = ["gpt-3.5-turbo-16k", "gpt-3.5-turbo-0613"]
+supports_stream = True
+needs_auth = False
+
+PATH = "/api/openai/v1/chat/completions"
+HEADERS = {
+    "Accept": "text/event-stream, application/json",
+    "Origin": url,
+    "Referer": f"{url}/",
+}
+
+
+@hookimpl
+def create_completion(
+    model: str,
+    messages: list,  # type: ignore[type-arg]  # shown as "messages: list", the seed's form
+    stream: bool,
+    url: str,
+    http: HTTPClient,
+    temperature: float = 0.7,
+    presence_penalty: float = 0.0,
+) -> Iterator[str]:
+    from chatplug.wire import openai
+
+    yield from openai.chat(
+        http,
+        url + PATH,
+        model=model,
+        messages=messages,
+        stream=stream,
+        headers=HEADERS,
+        temperature=temperature,
+        presence_penalty=presence_penalty,
+    )
