@@ -12,6 +12,7 @@ when a request or a setting needs them.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -70,6 +71,10 @@ __all__ = [
     "hookspec",
     "registry",
 ]
+
+# A library never prints: without the application's own logging setup, warnings
+# (a plugin that failed to load) stay silent instead of reaching stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 #: The default registry: reads the installed entry points once, on first use.
 registry = Registry()

@@ -187,7 +187,7 @@ def _chat(registry: Registry, args: argparse.Namespace, stdin: TextIO, out: Text
     converted: dict[str, Any] = provider.parse_options(options)
     prompt = args.prompt
     if prompt is None or prompt == "-":
-        prompt = stdin.read()
+        prompt = stdin.read().rstrip("\r\n")  # the newline `echo` adds is not part of it
     if not prompt.strip():
         raise UsageError("the prompt is empty; pass PROMPT or pipe it on standard input")
     messages = []

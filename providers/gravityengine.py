@@ -23,11 +23,15 @@ supports_stream = True
 needs_auth = False
 
 PATH = "/api/openai/v1/chat/completions"
-HEADERS = {
-    "Accept": "text/event-stream, application/json",
-    "Origin": url,
-    "Referer": f"{url}/",
-}
+
+
+def headers_for(base_url: str) -> dict[str, str]:
+    """The headers a Next-Web page sends; its proxy checks where the request comes from."""
+    return {
+        "Accept": "text/event-stream, application/json",
+        "Origin": base_url,
+        "Referer": f"{base_url}/",
+    }
 
 
 @hookimpl
@@ -48,7 +52,7 @@ def create_completion(
         model=model,
         messages=messages,
         stream=stream,
-        headers=HEADERS,
+        headers=headers_for(url),
         temperature=temperature,
         presence_penalty=presence_penalty,
     )

@@ -1,0 +1,72 @@
+"""Shared fixtures.  ``chatplug_server`` and ``chatplug_registry`` come from chatplug's own
+pytest plugin (``chatplug.testing.pytest_plugin``, registered through ``pytest11``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+#: A key planted in tests to prove it never leaks; it looks like no real provider's key.
+PLANTED_KEY = "planted-secret-7f3a9c"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # "No tests ran" must fail CI loudly, never pass as an empty success.
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never see the developer's keys, URLs or .env file."""
+    for key in list(os.environ):
+        if key.startswith("CHATPLUG_") or key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``chatplug`` command as a user would."""
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("CHATPLUG_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(BIN / "chatplug"), *args],
+        input=input if input is not None else "",
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def user_message() -> list[dict[str, str]]:
+    return [{"role": "user", "content": "Привет, как дела?"}]
+
+
+@pytest.fixture
+def no_threads_left() -> Iterator[None]:
+    """Fail if the test leaves a thread of its own running."""
+    import threading
+
+    before = set(threading.enumerate())
+    yield
+    deadline = 50
+    while deadline and set(threading.enumerate()) - before:
+        deadline -= 1
+        threading.Event().wait(0.1)
+    left = [t.name for t in set(threading.enumerate()) - before]
+    assert not left, f"threads left running: {left}"
