@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     )
     connect_timeout: float = Field(10.0, gt=0, le=600, description="seconds to connect")
     strict_plugins: bool = Field(False, description="raise on any plugin load error")
+    plugins: str | None = Field(
+        None,
+        description="comma-separated allow-list of third-party entry-point or distribution "
+        "names; unset: all; empty: only the built-ins",
+    )
+    disabled_providers: str = Field(
+        "", description="comma-separated provider names to block, built-ins included"
+    )
     ca_bundle: str | None = Field(None, description="CA bundle path for TLS verification")
     provider_urls: dict[str, str] = Field(default_factory=dict)
     provider_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
@@ -115,6 +123,20 @@ class Settings(BaseSettings):
                 )
         return {slug: url.rstrip("/") for slug, url in urls.items()}
 
+    @property
+    def plugin_allow_list(self) -> frozenset[str] | None:
+        """Lower-cased allowed third-party names, or ``None`` when every plugin is allowed."""
+        if self.plugins is None:
+            return None
+        return frozenset(n.strip().lower() for n in self.plugins.split(",") if n.strip())
+
+    @property
+    def disabled(self) -> frozenset[str]:
+        """Lower-cased names of the providers to block."""
+        return frozenset(
+            n.strip().lower() for n in self.disabled_providers.split(",") if n.strip()
+        )
+
     def url_for(self, provider: str) -> str | None:
         """The configured base URL of ``provider``, or ``None``."""
         return self.provider_urls.get(provider_slug(provider))
@@ -130,6 +152,8 @@ _ENV_FOR_FIELD = {
     "connect_timeout": "CHATPLUG_CONNECT_TIMEOUT",
     "strict_plugins": "CHATPLUG_STRICT_PLUGINS",
     "ca_bundle": "CHATPLUG_CA_BUNDLE",
+    "plugins": "CHATPLUG_PLUGINS",
+    "disabled_providers": "CHATPLUG_DISABLED_PROVIDERS",
 }
 
 
