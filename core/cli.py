@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chatplug: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ChatplugError as exc:
-        print(f"chatplug: error: {exc}", file=sys.stderr)
+        # One line: the headline says what happened, how often it was tried, what to do.
+        print(f"chatplug: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(file=sys.stderr)

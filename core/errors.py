@@ -35,16 +35,46 @@ class ChatplugError(Exception):
     report (the CLI prints exactly that) says where it happened.
     """
 
+    #: Whether trying the same request again could succeed (see docs/reliability.md).
+    retryable: bool = False
+    #: Messages that start with an HTTP status line ("503 Service Unavailable: ...").
+    _status_first = False
+
     def __init__(self, message: str, *, provider: str | None = None, model: str | None = None):
         super().__init__(message)
         self.message = message
         self.provider = provider
         self.model = model
+        #: One line per failed attempt when the call was retried, oldest first.
+        self.attempts: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """The failure in a few words (its first sentence), for per-attempt reports."""
+        return self.message.split(". ", 1)[0].rstrip(".")
+
+    def gave_up(self, reasons: list[str]) -> None:
+        """Record that the call failed ``len(reasons)`` times; the message says so."""
+        self.attempts = tuple(reasons)
+        count = f" after {len(reasons)} attempts"
+        reason = self.reason
+        if self._status_first and ": " in reason:
+            # "503 Service Unavailable: busy" -> "503 Service Unavailable after 3 attempts: busy"
+            head, _, rest = reason.partition(": ")
+            self.message = head + count + ": " + rest + self.message[len(reason):]
+        else:
+            self.message = reason + count + self.message[len(reason):]
 
     def __str__(self) -> str:
-        if self.provider and not self.message.startswith(f"{self.provider}:"):
-            return f"{self.provider}: {self.message}"
-        return self.message
+        text = self.message
+        if self.provider and not text.startswith(f"{self.provider}:"):
+            text = f"{self.provider}: {text}"
+        if len(self.attempts) > 1:
+            text += "".join(
+                f"\n  attempt {number}: {reason}"
+                for number, reason in enumerate(self.attempts, 1)
+            )
+        return text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
@@ -102,7 +132,14 @@ class ProviderHTTPError(ProviderError):
     """The server answered with an HTTP error status.
 
     ``status_code`` is the status, ``body`` a short excerpt of what it said.
+    408, 409, 429 and 5xx are retried; other statuses are not.
     """
+
+    _status_first = True
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.status_code in (408, 409, 429) or self.status_code >= 500
 
     def __init__(
         self,
@@ -138,11 +175,19 @@ class RateLimitError(ProviderHTTPError):
 
 
 class ProviderTimeoutError(ProviderError, TimeoutError):
-    """The server did not connect or did not send data within the configured timeout."""
+    """The server did not connect or did not send data within the configured timeout,
+    or the call's total deadline passed."""
+
+    retryable = True
 
 
 class ProviderConnectionError(ProviderError, ConnectionError):
-    """The server could not be reached: refused, unresolvable name, TLS failure, reset."""
+    """The server could not be reached: refused, unresolvable name, TLS failure, reset.
+
+    TLS failures and invalid URLs set ``retryable`` to False: trying again cannot help.
+    """
+
+    retryable = True
 
 
 class StreamInterruptedError(ProviderError):
@@ -152,6 +197,8 @@ class StreamInterruptedError(ProviderError):
     how many characters of text had arrived, so a caller can tell a cut reply
     from a whole one.
     """
+
+    retryable = True  # only before the first piece reached the caller
 
     def __init__(
         self,

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["INJECTED_ARGUMENTS", "PROJECT_NAME", "hookimpl", "hookspec"]
 
+OBSERVER_HOOKS = ("chatplug_on_request", "chatplug_on_response", "chatplug_on_error")
+
 PROJECT_NAME = "chatplug"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -54,3 +56,41 @@ def create_completion(  # type: ignore[empty-body]
     Raise :class:`chatplug.ChatplugError` subclasses for failures; anything
     else escaping a provider is reported as a bug in that plugin.
     """
+
+
+# Observers (entry-point group ``chatplug.observers``) see every completion: for
+# logging, metrics, caching.  They never see the key or the messages' text.  An
+# observer that raises is logged and ignored; it cannot break a completion.
+
+
+@hookspec
+def chatplug_on_request(provider: str, model: str, stream: bool, request_id: str) -> None:
+    """A completion is about to be sent (after validation passed)."""
+
+
+@hookspec
+def chatplug_on_response(
+    provider: str,
+    model: str,
+    request_id: str,
+    duration_s: float,
+    first_piece_s: float | None,
+    pieces: int,
+    characters: int,
+    attempts: int,
+    outcome: str,
+) -> None:
+    """A completion ended well: ``outcome`` is ``"complete"``, or ``"closed"`` when the
+    caller stopped reading a stream early."""
+
+
+@hookspec
+def chatplug_on_error(
+    provider: str,
+    model: str,
+    request_id: str,
+    duration_s: float,
+    attempts: int,
+    error: Exception,
+) -> None:
+    """A completion failed with ``error`` (a :class:`chatplug.ChatplugError`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -28,11 +29,14 @@ from .errors import (
     RateLimitError,
     StreamInterruptedError,
 )
+from .redaction import install_log_redaction, redact, remember
 
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["HTTPClient", "Reply", "Transport", "redact"]
+    from .settings import Settings
+
+__all__ = ["HTTPClient", "Reply", "Transport"]
 
 logger = logging.getLogger("chatplug.http")
 
@@ -43,13 +47,7 @@ STREAM_READ_SIZE = 16 * 1024
 ERROR_BODY_LIMIT = 64 * 1024
 EXCERPT_LENGTH = 200
 USER_AGENT = "chatplug/0.1"
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Return ``text`` with every occurrence of ``secret`` replaced by ``***``."""
-    if secret and len(secret) >= 4 and secret in text:
-        return text.replace(secret, "***")
-    return text
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 def _excerpt(body: bytes, secret: str | None) -> str:
@@ -105,6 +103,7 @@ class Transport:
     :param pool_size: connections kept per host; sized for concurrent streams.
     :param ca_bundle: a CA bundle path for TLS verification; verification is
         always on and cannot be turned off.
+    :param max_response_bytes: the most a single reply may send before it is cut off.
     """
 
     def __init__(
@@ -114,13 +113,28 @@ class Transport:
         read_timeout: float = 60.0,
         pool_size: int = 64,
         ca_bundle: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.pool_size = pool_size
         self.ca_bundle = ca_bundle
+        self.max_response_bytes = max_response_bytes
+        #: Passed with every request, so REQUESTS_CA_BUNDLE cannot override our setting.
+        self.verify: str | bool = ca_bundle or True
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
+        install_log_redaction()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Transport:
+        """A transport configured by chatplug's settings."""
+        return cls(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            ca_bundle=settings.effective_ca_bundle,
+            max_response_bytes=settings.max_response_bytes,
+        )
 
     @property
     def session(self) -> requests.Session:
@@ -139,8 +153,7 @@ class Transport:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers["User-Agent"] = USER_AGENT
-        if self.ca_bundle:
-            session.verify = self.ca_bundle
+        session.verify = self.verify
         return session
 
     def client(
@@ -149,10 +162,12 @@ class Transport:
         provider: str | None = None,
         model: str | None = None,
         api_key: str | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> HTTPClient:
-        """An :class:`HTTPClient` bound to one call."""
-        return HTTPClient(self, provider=provider, model=model, api_key=api_key, timeout=timeout)
+        """An :class:`HTTPClient` bound to one call (``deadline`` on ``time.monotonic()``)."""
+        return HTTPClient(
+            self, provider=provider, model=model, api_key=api_key, deadline=deadline
+        )
 
     def close(self) -> None:
         """Close every pooled connection; the next request opens a new session."""
@@ -167,6 +182,9 @@ class HTTPClient:
 
     Every error it raises is a :class:`chatplug.ChatplugError` carrying the
     provider and model, with the call's API key redacted from its text.
+    Connect and read timeouts never exceed what is left of the call's deadline.
+    Redirects are not followed: nothing, a key least of all, goes to a host
+    other than the configured one.
     """
 
     def __init__(
@@ -176,13 +194,32 @@ class HTTPClient:
         provider: str | None = None,
         model: str | None = None,
         api_key: str | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.transport = transport
         self.provider = provider
         self.model = model
         self._api_key = api_key
-        self.read_timeout = timeout if timeout is not None else transport.read_timeout
+        self.deadline = deadline
+        self.read_timeout = transport.read_timeout
+        remember(api_key)
+
+    def remaining(self) -> float:
+        """Seconds left before the call's deadline (infinite without one).
+
+        :raises ProviderTimeoutError: the deadline has passed.
+        """
+        if self.deadline is None:
+            return float("inf")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ProviderTimeoutError(
+                "the call's deadline passed before the reply was complete. "
+                "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().",
+                provider=self.provider,
+                model=self.model,
+            )
+        return left
 
     def __repr__(self) -> str:
         return f"<HTTPClient provider={self.provider!r} model={self.model!r}>"
@@ -205,13 +242,17 @@ class HTTPClient:
         """
         session = self.transport.session
         started = time.perf_counter()
+        left = self.remaining()
         try:
             response = session.post(
                 url,
                 data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
                 headers={"Content-Type": "application/json", **(headers or {})},
                 stream=True,
-                timeout=(self.transport.connect_timeout, self.read_timeout),
+                timeout=(min(self.transport.connect_timeout, left),
+                         min(self.read_timeout, left)),
+                allow_redirects=False,
+                verify=self.transport.verify,
             )
         except Exception as exc:
             raise self.translate(exc, url=url) from None
@@ -223,10 +264,23 @@ class HTTPClient:
             (time.perf_counter() - started) * 1000,
         )
         reply = Reply(response, self)
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             with reply:
+                if response.status_code < 400:
+                    raise self._redirect_error(response.status_code, reply, url)
                 raise self._status_error(response.status_code, reply, url)
         return reply
+
+    def _redirect_error(self, status: int, reply: Reply, url: str) -> ProviderHTTPError:
+        location = reply.headers.get("location", "")
+        return ProviderHTTPError(
+            f"{status} {reply.reason}: {url} redirects to {redact(location, self._api_key)!r}. "
+            "chatplug does not follow redirects (a key must never reach another host); "
+            "set the provider's URL setting to the final address.",
+            status_code=status,
+            provider=self.provider,
+            model=self.model,
+        )
 
     def _status_error(self, status: int, reply: Reply, url: str) -> ProviderError:
         body = reply.read(limit=ERROR_BODY_LIMIT, fail=False)
@@ -271,28 +325,47 @@ class HTTPClient:
         detail = redact(str(exc), self._api_key)
         if isinstance(exc, ChatplugError):
             return exc
+        timed_out = isinstance(exc, (requests.Timeout, u3.TimeoutError, TimeoutError))
+        if timed_out and self.deadline is not None and time.monotonic() >= self.deadline - 0.01:
+            return ProviderTimeoutError(
+                "the call's deadline passed before the reply was complete. "
+                "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().",
+                **context,
+            )
         if isinstance(exc, (requests.ConnectTimeout, u3.ConnectTimeoutError)):
             return ProviderTimeoutError(
                 f"could not connect to{where} within {self.transport.connect_timeout:g} s. "
                 "Check the URL and your network, or raise CHATPLUG_CONNECT_TIMEOUT.",
                 **context,
             )
-        if isinstance(exc, (requests.ReadTimeout, u3.ReadTimeoutError, TimeoutError)):
+        if timed_out:
             return ProviderTimeoutError(
                 f"the server{where} sent nothing for {self.read_timeout:g} s. "
-                "Try again, or raise CHATPLUG_TIMEOUT (or pass timeout=).",
+                "Try again later, or raise CHATPLUG_READ_TIMEOUT.",
                 **context,
             )
         if isinstance(exc, requests.exceptions.SSLError):
-            return ProviderConnectionError(
+            error = ProviderConnectionError(
                 f"TLS verification of{where} failed ({detail}). If the server uses a private "
                 "CA, point CHATPLUG_CA_BUNDLE at its certificate bundle.",
                 **context,
             )
+            error.retryable = False
+            return error
         if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                             requests.exceptions.InvalidSchema)):
-            return ProviderConnectionError(
+            error = ProviderConnectionError(
                 f"invalid URL{where}: {detail}. Fix the provider's URL setting.", **context
+            )
+            error.retryable = False
+            return error
+        if isinstance(exc, requests.ConnectionError) and any(
+            isinstance(cause, (u3.NameResolutionError, socket.gaierror)) for cause in _chain(exc)
+        ):
+            return ProviderConnectionError(
+                f"could not resolve the host of{where}. Check the spelling of the provider's "
+                "URL setting and your DNS.",
+                **context,
             )
         if isinstance(exc, requests.ConnectionError):
             return ProviderConnectionError(
@@ -321,17 +394,23 @@ class HTTPClient:
         )
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error chain, in a few words."""
-    seen = 0
-    while seen < 10:
-        seen += 1
+def _chain(exc: BaseException) -> list[BaseException]:
+    """A requests/urllib3 error and the errors it wraps, outermost first."""
+    chain = [exc]
+    for _ in range(10):
         nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
         reason = getattr(exc, "reason", None)
         inner = reason if isinstance(reason, BaseException) else nested or exc.__context__
-        if inner is None or inner is exc:
+        if inner is None or inner in chain:
             break
+        chain.append(inner)
         exc = inner
+    return chain
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error chain, in a few words."""
+    exc = _chain(exc)[-1]
     text = str(exc)
     if "] " in text and text.startswith("<"):
         text = text.split(": ", 1)[-1]
@@ -364,27 +443,52 @@ class Reply:
         :raises StreamInterruptedError: the connection broke before the body ended.
         :raises ProviderTimeoutError: the server went silent for the read timeout.
         """
-        raw = self._response.raw
+        client = self._client
+        limit = client.transport.max_response_bytes
+        received = 0
         try:
-            if raw.chunked and raw.supports_chunked_reads():
-                # One network chunk at a time, the moment it is complete.
-                for data in raw.read_chunked(None, decode_content=True):
-                    if data:
-                        yield data
-            else:
-                read1 = getattr(raw, "read1", None)
-                if read1 is None:  # urllib3 < 2.3: small reads keep the stream live
-                    yield from raw.stream(1, decode_content=True)
-                    return
-                while True:
-                    data = read1(STREAM_READ_SIZE, decode_content=True)
-                    if not data:
-                        break
-                    yield data
+            for data in self._raw_chunks():
+                received += len(data)
+                if received > limit:
+                    raise ProviderResponseError(
+                        f"the reply exceeded {limit} bytes and was cut off. If it is "
+                        "legitimate, raise CHATPLUG_MAX_RESPONSE_BYTES.",
+                        provider=client.provider,
+                        model=client.model,
+                    )
+                yield data
+                if client.deadline is not None:
+                    self._shorten_read_timeout(client.remaining())
         except ChatplugError:
             raise
         except Exception as exc:
-            raise self._client.translate(exc, url=self.url) from None
+            raise client.translate(exc, url=self.url) from None
+
+    def _raw_chunks(self) -> Iterator[bytes]:
+        raw = self._response.raw
+        if raw.chunked and raw.supports_chunked_reads():
+            # One network chunk at a time, the moment it is complete.
+            for data in raw.read_chunked(None, decode_content=True):
+                if data:
+                    yield data
+            return
+        read1 = getattr(raw, "read1", None)
+        if read1 is None:  # urllib3 < 2.3: small reads keep the stream live
+            yield from raw.stream(1, decode_content=True)
+            return
+        while True:
+            data = read1(STREAM_READ_SIZE, decode_content=True)
+            if not data:
+                return
+            yield data
+
+    def _shorten_read_timeout(self, left: float) -> None:
+        """Near the deadline, make the next socket read give up when the deadline comes."""
+        if left < self._client.read_timeout:
+            connection = getattr(self._response.raw, "connection", None)
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                sock.settimeout(max(left, 0.001))
 
     def read(self, *, limit: int | None = None, fail: bool = True) -> bytes:
         """Read the whole body (at most ``limit`` bytes when given).
@@ -412,7 +516,11 @@ class Reply:
         """
         body = self.read()
         try:
-            return json.loads(body)
+            try:
+                return json.loads(body)
+            except UnicodeDecodeError:
+                # Like the event stream: UTF-8 whatever is claimed, bad bytes replaced.
+                return json.loads(body.decode("utf-8", "replace"))
         except ValueError:
             kind = self.content_type or "no content type"
             raise ProviderResponseError(

@@ -9,18 +9,19 @@ pieces it yields, turning whatever escapes into chatplug's typed errors.
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from .call import Completion
 from .errors import (
     AuthenticationError,
-    ChatplugError,
     InvalidRequestError,
     ModelNotSupportedError,
-    ProviderResponseError,
 )
 from .params import Parameter, ParameterSet
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -30,7 +31,7 @@ __all__ = ["ROLES", "Provider", "Stream", "validate_messages"]
 ROLES = ("system", "user", "assistant")
 _MESSAGE_KEYS = frozenset({"role", "content", "name"})
 #: Keyword arguments of ``create()`` that are chatplug's own, never a provider's.
-RESERVED_PARAMETERS = frozenset({"timeout"})
+RESERVED_PARAMETERS = frozenset({"timeout", "max_retries"})
 
 
 def validate_messages(messages: Any) -> list[dict[str, str]]:
@@ -247,6 +248,7 @@ class Provider:
         stream: Literal[False] = ...,
         *,
         timeout: float | None = ...,
+        max_retries: int | None = ...,
         **params: Any,
     ) -> str: ...
 
@@ -258,6 +260,7 @@ class Provider:
         *,
         stream: Literal[True],
         timeout: float | None = ...,
+        max_retries: int | None = ...,
         **params: Any,
     ) -> Stream: ...
 
@@ -269,6 +272,7 @@ class Provider:
         stream: bool = ...,
         *,
         timeout: float | None = ...,
+        max_retries: int | None = ...,
         **params: Any,
     ) -> str | Stream: ...
 
@@ -279,14 +283,18 @@ class Provider:
         stream: bool = False,
         *,
         timeout: float | None = None,
+        max_retries: int | None = None,
         **params: Any,
     ) -> str | Stream:
         """Send a chat completion; the whole text, or a :class:`Stream` of pieces.
 
         Everything is validated before any network traffic.
 
-        :param timeout: seconds the server may stay silent (default ``CHATPLUG_READ_TIMEOUT``).
-        :raises InvalidRequestError: bad messages, parameters, or ``stream`` not a bool.
+        :param timeout: total seconds the call may take, retries and waits included
+            (default ``CHATPLUG_TIMEOUT``).
+        :param max_retries: retries after a failed attempt (default ``CHATPLUG_MAX_RETRIES``).
+        :raises InvalidRequestError: bad messages, parameters, ``stream``, ``timeout``
+            or ``max_retries``.
         :raises ModelNotSupportedError: a model the provider does not list.
         :raises AuthenticationError: the provider needs a key and none is configured.
         :raises ProviderError: (subclasses) when talking to the provider fails.
@@ -295,14 +303,7 @@ class Provider:
             raise InvalidRequestError(
                 f"stream must be True or False, not {stream!r}.", provider=self.name
             )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-            or not 0 < timeout <= 86400
-        ):
-            raise InvalidRequestError(
-                f"timeout must be a number of seconds in (0, 86400], not {timeout!r}.",
-                provider=self.name,
-            )
+        _check_call_options(timeout, max_retries, self.name)
         try:
             checked = validate_messages(messages)
             chosen = self.resolve_model(model)
@@ -311,13 +312,6 @@ class Provider:
             exc.provider = exc.provider or self.name
             exc.model = exc.model or model
             raise
-        arguments: dict[str, Any] = {
-            "model": chosen,
-            "messages": checked,
-            "stream": stream and self.supports_stream,
-            **options,
-        }
-        injected = self._parameter_set.injected
         settings = self._registry.settings
         secret = settings.api_key_for(self.name)
         api_key = secret.get_secret_value() if secret is not None else None
@@ -329,68 +323,70 @@ class Provider:
                 provider=self.name,
                 model=chosen,
             )
+        deadline = time.monotonic() + (timeout if timeout is not None else settings.timeout)
         http = self._registry.transport.client(
-            provider=self.name, model=chosen, api_key=api_key, timeout=timeout
+            provider=self.name, model=chosen, api_key=api_key, deadline=deadline
         )
+        arguments: dict[str, Any] = {
+            "model": chosen,
+            "messages": checked,
+            "stream": stream and self.supports_stream,
+            **options,
+        }
+        injected = self._parameter_set.injected
         if "url" in injected:
             arguments["url"] = settings.url_for(self.name) or self.default_url
         if "api_key" in injected:
             arguments["api_key"] = api_key
         if "http" in injected:
             arguments["http"] = http
-        pieces = self._run(arguments, http.translate, api_key)
+        completion = Completion(
+            provider=self.name,
+            model=chosen,
+            stream=stream,
+            function=self._function,
+            arguments=arguments,
+            translate=http.translate,
+            api_key=api_key,
+            policy=RetryPolicy(
+                max_retries=settings.max_retries if max_retries is None else max_retries,
+                initial=settings.retry_backoff,
+                cap=settings.retry_backoff_max,
+            ),
+            deadline=deadline,
+            hook=self._registry.observer_hook(),
+            origin=self._origin(),
+        )
+        pieces = completion.pieces()
         if stream:
             if not self.supports_stream:
                 pieces = _as_one_piece(pieces)
             return Stream(pieces, self.name, chosen)
         return "".join(pieces)
 
-    def _run(
-        self,
-        arguments: dict[str, Any],
-        translate: Callable[[BaseException], ChatplugError],
-        api_key: str | None,
-    ) -> Iterator[str]:
-        """Drive the provider's generator; every failure leaves as a ChatplugError."""
-        model = arguments["model"]
-        pieces: Any = None
-        try:
-            pieces = self._function(**arguments)
-            if isinstance(pieces, str):
-                yield pieces
-                return
-            for piece in pieces:
-                if type(piece) is not str:
-                    raise ProviderResponseError(
-                        f"the provider yielded {type(piece).__name__}, not text; "
-                        f"this is a bug in {self._origin()}."
-                    )
-                yield piece
-        except ChatplugError as exc:
-            exc.provider = exc.provider or self.name
-            exc.model = exc.model or model
-            raise
-        except Exception as exc:
-            origin = type(exc).__module__.split(".", 1)[0]
-            if origin in ("requests", "urllib3", "socket") or isinstance(exc, OSError):
-                raise translate(exc) from None
-            from .http import redact
-
-            raise ProviderResponseError(
-                f"the provider failed with {type(exc).__name__}: {redact(str(exc), api_key)}. "
-                f"This is a bug in {self._origin()}; please report it.",
-                provider=self.name,
-                model=model,
-            ) from None
-        finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
-
     def _origin(self) -> str:
         if self.distribution:
             return f"the plugin {self.distribution} {self.version or ''}".rstrip()
         return f"the provider module {self.module_name}"
+
+
+def _check_call_options(timeout: Any, max_retries: Any, provider: str) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+        or not 0 < timeout <= 86400
+    ):
+        raise InvalidRequestError(
+            f"timeout must be a number of seconds in (0, 86400], not {timeout!r}.",
+            provider=provider,
+        )
+    if max_retries is not None and (
+        isinstance(max_retries, bool) or not isinstance(max_retries, int)
+        or not 0 <= max_retries <= 10
+    ):
+        raise InvalidRequestError(
+            f"max_retries must be a whole number from 0 to 10, not {max_retries!r}.",
+            provider=provider,
+        )
 
 
 def _as_one_piece(pieces: Iterator[str]) -> Iterator[str]:

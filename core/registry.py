@@ -122,11 +122,7 @@ class Registry:
             with self._lock:
                 if self._transport is None:
                     settings = self.settings
-                    self._transport = Transport(
-                        connect_timeout=settings.connect_timeout,
-                        read_timeout=settings.read_timeout,
-                        ca_bundle=settings.ca_bundle,
-                    )
+                    self._transport = Transport.from_settings(settings)
         return self._transport
 
     @property
@@ -295,6 +291,19 @@ class Registry:
             raise
         self._providers[name.lower()] = provider
         return provider
+
+    def observer_hook(self) -> Any:
+        """pluggy's hook relay if any observer hook is implemented, else ``None``.
+
+        Calls check this first, so that with no observers installed a
+        completion pays nothing for the observer mechanism.
+        """
+        relay = self.plugin_manager.hook
+        for name in hooks.OBSERVER_HOOKS:
+            caller = getattr(relay, name, None)
+            if caller is not None and caller.get_hookimpls():
+                return relay
+        return None
 
     def close(self) -> None:
         """Close the pooled HTTP connections (the registry stays usable)."""

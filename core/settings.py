@@ -24,6 +24,7 @@ __all__ = ["Settings", "env_name", "load_settings", "provider_slug"]
 PREFIX = "CHATPLUG_"
 #: Conventional variables other tools use, honoured as fallbacks.
 CONVENTIONAL = {"openai": {"url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}}
+CA_BUNDLE_FALLBACKS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 
 
 def env_name(provider: str, what: str = "API_KEY") -> str:
@@ -83,6 +84,12 @@ class Settings(BaseSettings):
         60.0, gt=0, le=3600, description="seconds the server may stay silent"
     )
     connect_timeout: float = Field(10.0, gt=0, le=600, description="seconds to connect")
+    max_retries: int = Field(2, ge=0, le=10, description="retries after a failed attempt")
+    retry_backoff: float = Field(0.5, gt=0, le=60, description="first retry delay, seconds")
+    retry_backoff_max: float = Field(8.0, gt=0, le=600, description="longest retry delay")
+    max_response_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="most bytes one reply may send"
+    )
     strict_plugins: bool = Field(False, description="raise on any plugin load error")
     plugins: str | None = Field(
         None,
@@ -92,7 +99,9 @@ class Settings(BaseSettings):
     disabled_providers: str = Field(
         "", description="comma-separated provider names to block, built-ins included"
     )
-    ca_bundle: str | None = Field(None, description="CA bundle path for TLS verification")
+    ca_bundle: str | None = Field(
+        None, description="CA bundle path for TLS verification (which is never off)"
+    )
     provider_urls: dict[str, str] = Field(default_factory=dict)
     provider_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
@@ -112,6 +121,18 @@ class Settings(BaseSettings):
             _ProviderEntries(settings_cls, dotenv_settings),
             file_secret_settings,
         )
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle_is_a_path(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not os.path.exists(value):
+            raise ValueError(
+                "must be the path of a CA bundle file or directory; TLS verification "
+                "cannot be turned off"
+            )
+        return value
 
     @field_validator("provider_urls")
     @classmethod
@@ -137,6 +158,18 @@ class Settings(BaseSettings):
             n.strip().lower() for n in self.disabled_providers.split(",") if n.strip()
         )
 
+    @property
+    def effective_ca_bundle(self) -> str | None:
+        """``CHATPLUG_CA_BUNDLE``, else the usual ``REQUESTS_CA_BUNDLE`` / ``SSL_CERT_FILE``
+        when they name an existing path; ``None`` means the default trust store."""
+        if self.ca_bundle:
+            return self.ca_bundle
+        for variable in CA_BUNDLE_FALLBACKS:
+            value = os.environ.get(variable, "").strip()
+            if value and os.path.exists(value):
+                return value
+        return None
+
     def url_for(self, provider: str) -> str | None:
         """The configured base URL of ``provider``, or ``None``."""
         return self.provider_urls.get(provider_slug(provider))
@@ -150,6 +183,10 @@ _ENV_FOR_FIELD = {
     "timeout": "CHATPLUG_TIMEOUT",
     "read_timeout": "CHATPLUG_READ_TIMEOUT",
     "connect_timeout": "CHATPLUG_CONNECT_TIMEOUT",
+    "max_retries": "CHATPLUG_MAX_RETRIES",
+    "retry_backoff": "CHATPLUG_RETRY_BACKOFF",
+    "retry_backoff_max": "CHATPLUG_RETRY_BACKOFF_MAX",
+    "max_response_bytes": "CHATPLUG_MAX_RESPONSE_BYTES",
     "strict_plugins": "CHATPLUG_STRICT_PLUGINS",
     "ca_bundle": "CHATPLUG_CA_BUNDLE",
     "plugins": "CHATPLUG_PLUGINS",

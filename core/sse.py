@@ -33,10 +33,13 @@ class LineSplitter:
     last line was cut.
     """
 
-    __slots__ = ("_buffer", "_skip_lf")
+    __slots__ = ("_buffer", "_parts", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
+        # Reads of a long line without a terminator are kept apart and joined once,
+        # so a 10 MB line costs one copy, not one per read.
+        self._parts: list[bytes] = []
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[bytes]:
@@ -47,6 +50,16 @@ class LineSplitter:
                 chunk = chunk[1:]
         if not chunk:
             return []
+        if b"\n" not in chunk and b"\r" not in chunk:
+            if self._buffer:
+                self._parts.append(self._buffer)
+                self._buffer = b""
+            self._parts.append(chunk)
+            return []
+        if self._parts:
+            self._parts.append(self._buffer)
+            self._buffer = b"".join(self._parts)
+            self._parts = []
         data = self._buffer + chunk if self._buffer else chunk
         lines = data.splitlines(keepends=True)
         last = lines[-1]
@@ -62,6 +75,8 @@ class LineSplitter:
 
     @property
     def pending(self) -> bytes:
+        if self._parts:
+            return b"".join([*self._parts, self._buffer])
         return self._buffer
 
 

@@ -109,8 +109,10 @@ def test_expected_failures_are_one_line(chatplug_server: ScriptedServer) -> None
     assert_one_line_error(run_cli("chat", "hi", env={**env, "CHATPLUG_TIMEOUT": "x"}), 1,
                           "CHATPLUG_TIMEOUT")
     assert chatplug_server.requests == []
-    chatplug_server.add(status=503, text="overloaded")
-    assert_one_line_error(run_cli("chat", "hi", env=env), 1, "503 Service Unavailable")
+    for _ in range(3):
+        chatplug_server.add(status=503, text="overloaded")
+    assert_one_line_error(run_cli("chat", "hi", env={**env, "CHATPLUG_RETRY_BACKOFF": "0.01"}),
+                          1, "503 Service Unavailable after 3 attempts: overloaded.")
     assert run_cli("bogus").returncode == 2
     assert run_cli("chat", "--nonsense").returncode == 2
 

@@ -15,6 +15,9 @@ from .conftest import PLANTED_KEY
 def test_defaults() -> None:
     settings = load_settings()
     assert (settings.timeout, settings.read_timeout, settings.connect_timeout) == (600, 60, 10)
+    assert (settings.max_retries, settings.retry_backoff, settings.retry_backoff_max) == (
+        2, 0.5, 8.0)
+    assert settings.max_response_bytes == 64 * 1024 * 1024
     assert settings.strict_plugins is False
     assert settings.url_for("GravityEngine") is None
 
@@ -67,6 +70,11 @@ def test_effective_url_defaults_to_the_module_url() -> None:
     ("CHATPLUG_TIMEOUT", "-1", "greater than 0"),
     ("CHATPLUG_READ_TIMEOUT", "0", "CHATPLUG_READ_TIMEOUT"),
     ("CHATPLUG_STRICT_PLUGINS", "maybe", "CHATPLUG_STRICT_PLUGINS"),
+    ("CHATPLUG_MAX_RETRIES", "11", "CHATPLUG_MAX_RETRIES='11'"),
+    ("CHATPLUG_MAX_RETRIES", "-1", "CHATPLUG_MAX_RETRIES"),
+    ("CHATPLUG_TIMEOUT", "1e9", "less than or equal to 86400"),
+    ("CHATPLUG_MAX_RESPONSE_BYTES", "10", "CHATPLUG_MAX_RESPONSE_BYTES"),
+    ("CHATPLUG_RETRY_BACKOFF", "0", "CHATPLUG_RETRY_BACKOFF"),
     ("CHATPLUG_OPENAI_URL", "api.example.invalid", "CHATPLUG_OPENAI_URL='api.example.invalid'"),
 ])
 def test_invalid_settings_name_the_variable(

@@ -198,6 +198,13 @@ def test_provider_without_stream_support_yields_one_piece(
         ({"messages": MESSAGES, "temperature": "hot"}, "temperature"),
         ({"messages": MESSAGES, "top_k": 3}, "unknown parameter 'top_k'"),
         ({"messages": MESSAGES, "timeout": -1}, "timeout"),
+        ({"messages": MESSAGES, "timeout": 1e9}, "timeout"),
+        ({"messages": MESSAGES, "timeout": "10"}, "timeout"),
+        ({"messages": MESSAGES, "max_retries": -1}, "max_retries"),
+        ({"messages": MESSAGES, "max_retries": True}, "max_retries"),
+        ({"messages": MESSAGES, "max_retries": 2.5}, "max_retries"),
+        ({"messages": [{"role": "user", "content": "x", "name": 3}]}, "name must be"),
+        ({"messages": [None]}, "must be a dict"),
         ({"messages": MESSAGES, "model": ""}, "model"),
     ],
 )

@@ -1,0 +1,48 @@
+"""When and how long to wait before trying a failed call again.
+
+Retried: connection failures, timeouts, 408/409/429/5xx, and a stream that
+broke before its first piece reached the caller.  Never retried: 400/401/403/
+404/422, bodies that break the wire format, or anything after a piece was
+delivered (that would duplicate text).  Delays grow exponentially with jitter;
+a server's ``Retry-After`` is honoured up to :data:`MAX_RETRY_AFTER` seconds,
+and a larger hint means "give up now".  Sleeps count against the call's deadline.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .errors import ChatplugError, RateLimitError
+
+__all__ = ["MAX_RETRY_AFTER", "RetryPolicy"]
+
+#: The longest server hint (seconds) worth waiting for; beyond it the error is raised.
+MAX_RETRY_AFTER = 60.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``max_retries`` tries after the first; delays ``initial * 2**n`` capped at ``cap``."""
+
+    max_retries: int = 2
+    initial: float = 0.5
+    cap: float = 8.0
+
+    def delay(self, error: ChatplugError, failures: int, remaining: float) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to give up.
+
+        :param failures: attempts that failed so far (1 after the first).
+        :param remaining: seconds left before the call's deadline.
+        """
+        if failures > self.max_retries or not error.retryable:
+            return None
+        if isinstance(error, RateLimitError) and error.retry_after is not None:
+            if error.retry_after > MAX_RETRY_AFTER:
+                return None
+            wait = error.retry_after
+        else:
+            backoff = min(self.cap, self.initial * 2 ** (failures - 1))
+            # "Equal jitter": never less than half the backoff, so retries stay spread out.
+            wait = backoff / 2 + random.uniform(0, backoff / 2)
+        return wait if wait < remaining else None
