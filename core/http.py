@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import failures
 from .errors import (
-    AuthenticationError,
     ChatplugError,
-    ProviderConnectionError,
-    ProviderError,
-    ProviderHTTPError,
     ProviderResponseError,
     ProviderTimeoutError,
-    RateLimitError,
-    StreamInterruptedError,
 )
-from .redaction import install_log_redaction, redact, remember
+from .redaction import install_log_redaction, remember
 
 if TYPE_CHECKING:
     import requests
@@ -43,56 +37,8 @@ logger = logging.getLogger("chatplug.http")
 #: Bytes asked of the socket per read while streaming.  Reads return as soon as
 #: any data is there (``read1``), so this bounds memory, it never delays a token.
 STREAM_READ_SIZE = 16 * 1024
-#: How much of an error body is read to build a message.
-ERROR_BODY_LIMIT = 64 * 1024
-EXCERPT_LENGTH = 200
 USER_AGENT = "chatplug/0.1"
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
-
-def _excerpt(body: bytes, secret: str | None) -> str:
-    text = " ".join(body[: EXCERPT_LENGTH * 4].decode("utf-8", "replace").split())
-    if len(text) > EXCERPT_LENGTH:
-        text = text[: EXCERPT_LENGTH - 1] + "…"
-    return redact(text, secret)
-
-
-def _error_message_from_body(body: bytes) -> str | None:
-    """The ``error.message`` of an OpenAI-style error body, if that is what it is."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(payload, dict):
-        error = payload.get("error", payload.get("detail"))
-        if isinstance(error, dict):
-            error = error.get("message")
-        if isinstance(error, str) and error.strip():
-            return " ".join(error.split())[:EXCERPT_LENGTH]
-    return None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class Transport:
@@ -224,6 +170,15 @@ class HTTPClient:
     def __repr__(self) -> str:
         return f"<HTTPClient provider={self.provider!r} model={self.model!r}>"
 
+    @property
+    def api_key(self) -> str | None:
+        """The call's key (the provider already has it; used to redact server text)."""
+        return self._api_key
+
+    def translate(self, exc: BaseException, *, url: str | None = None) -> ChatplugError:
+        """Map a requests/urllib3/socket exception to chatplug's error for it."""
+        return failures.translate(self, exc, url=url)
+
     def post_json(
         self,
         url: str,
@@ -267,155 +222,9 @@ class HTTPClient:
         if response.status_code >= 300:
             with reply:
                 if response.status_code < 400:
-                    raise self._redirect_error(response.status_code, reply, url)
-                raise self._status_error(response.status_code, reply, url)
+                    raise failures.redirect_error(self, response.status_code, reply, url)
+                raise failures.status_error(self, response.status_code, reply, url)
         return reply
-
-    def _redirect_error(self, status: int, reply: Reply, url: str) -> ProviderHTTPError:
-        location = reply.headers.get("location", "")
-        return ProviderHTTPError(
-            f"{status} {reply.reason}: {url} redirects to {redact(location, self._api_key)!r}. "
-            "chatplug does not follow redirects (a key must never reach another host); "
-            "set the provider's URL setting to the final address.",
-            status_code=status,
-            provider=self.provider,
-            model=self.model,
-        )
-
-    def _status_error(self, status: int, reply: Reply, url: str) -> ProviderError:
-        body = reply.read(limit=ERROR_BODY_LIMIT, fail=False)
-        reason = _error_message_from_body(body)
-        excerpt = redact(reason, self._api_key) if reason else _excerpt(body, self._api_key)
-        label = f"{status} {reply.reason}".strip()
-        said = f": {excerpt}" if excerpt else ""
-        context: dict[str, Any] = {"provider": self.provider, "model": self.model}
-        if status in (401, 403):
-            return AuthenticationError(
-                f"the server refused the API key ({label}){said}. "
-                "Check the key you configured for this provider.",
-                status_code=status,
-                **context,
-            )
-        if status == 429:
-            after = _retry_after(reply.headers)
-            wait = f" The server asks to wait {after:g} s." if after is not None else ""
-            return RateLimitError(
-                f"rate limited ({label}){said}.{wait} Retry later or lower the request rate.",
-                body=excerpt,
-                retry_after=after,
-                **context,
-            )
-        if status == 404:
-            hint = f" Check the provider's URL setting; {url} does not exist."
-        elif status >= 500:
-            hint = " The server failed; try again later."
-        else:
-            hint = " The server rejected the request."
-        return ProviderHTTPError(
-            f"{label}{said}.{hint}", status_code=status, body=excerpt, **context
-        )
-
-    def translate(self, exc: BaseException, *, url: str | None = None) -> ChatplugError:
-        """Map a requests/urllib3/socket exception to chatplug's error for it."""
-        import requests
-        import urllib3.exceptions as u3
-
-        context: dict[str, Any] = {"provider": self.provider, "model": self.model}
-        where = f" {url}" if url else ""
-        detail = redact(str(exc), self._api_key)
-        if isinstance(exc, ChatplugError):
-            return exc
-        timed_out = isinstance(exc, (requests.Timeout, u3.TimeoutError, TimeoutError))
-        if timed_out and self.deadline is not None and time.monotonic() >= self.deadline - 0.01:
-            return ProviderTimeoutError(
-                "the call's deadline passed before the reply was complete. "
-                "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().",
-                **context,
-            )
-        if isinstance(exc, (requests.ConnectTimeout, u3.ConnectTimeoutError)):
-            return ProviderTimeoutError(
-                f"could not connect to{where} within {self.transport.connect_timeout:g} s. "
-                "Check the URL and your network, or raise CHATPLUG_CONNECT_TIMEOUT.",
-                **context,
-            )
-        if timed_out:
-            return ProviderTimeoutError(
-                f"the server{where} sent nothing for {self.read_timeout:g} s. "
-                "Try again later, or raise CHATPLUG_READ_TIMEOUT.",
-                **context,
-            )
-        if isinstance(exc, requests.exceptions.SSLError):
-            error = ProviderConnectionError(
-                f"TLS verification of{where} failed ({detail}). If the server uses a private "
-                "CA, point CHATPLUG_CA_BUNDLE at its certificate bundle.",
-                **context,
-            )
-            error.retryable = False
-            return error
-        if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                            requests.exceptions.InvalidSchema)):
-            error = ProviderConnectionError(
-                f"invalid URL{where}: {detail}. Fix the provider's URL setting.", **context
-            )
-            error.retryable = False
-            return error
-        if isinstance(exc, requests.ConnectionError) and any(
-            isinstance(cause, (u3.NameResolutionError, socket.gaierror)) for cause in _chain(exc)
-        ):
-            return ProviderConnectionError(
-                f"could not resolve the host of{where}. Check the spelling of the provider's "
-                "URL setting and your DNS.",
-                **context,
-            )
-        if isinstance(exc, requests.ConnectionError):
-            return ProviderConnectionError(
-                f"could not reach{where}: {_root_cause(exc)}. "
-                "Check the URL setting and that the server is running.",
-                **context,
-            )
-        if isinstance(exc, (requests.exceptions.ChunkedEncodingError, u3.ProtocolError)):
-            return StreamInterruptedError(
-                "the server closed the connection before the reply ended. "
-                "The reply is incomplete; try again.",
-                **context,
-            )
-        if isinstance(exc, (ConnectionError, OSError)):
-            return StreamInterruptedError(
-                f"the connection broke while reading the reply ({_root_cause(exc)}). "
-                "The reply is incomplete; try again.",
-                **context,
-            )
-        if isinstance(exc, (requests.exceptions.ContentDecodingError, u3.DecodeError)):
-            return ProviderResponseError(
-                f"the reply's content encoding is broken ({detail}).", **context
-            )
-        return ProviderResponseError(
-            f"unexpected transport failure: {type(exc).__name__}: {detail}", **context
-        )
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """A requests/urllib3 error and the errors it wraps, outermost first."""
-    chain = [exc]
-    for _ in range(10):
-        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
-        reason = getattr(exc, "reason", None)
-        inner = reason if isinstance(reason, BaseException) else nested or exc.__context__
-        if inner is None or inner in chain:
-            break
-        chain.append(inner)
-        exc = inner
-    return chain
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error chain, in a few words."""
-    exc = _chain(exc)[-1]
-    text = str(exc)
-    if "] " in text and text.startswith("<"):
-        text = text.split(": ", 1)[-1]
-    return text or type(exc).__name__
-
 
 class Reply:
     """An HTTP reply whose body has not been read yet.
@@ -525,7 +334,7 @@ class Reply:
             kind = self.content_type or "no content type"
             raise ProviderResponseError(
                 f"expected JSON from {self.url} but got {kind}: "
-                f"{_excerpt(body, self._client._api_key)!r}. "
+                f"{failures.excerpt(body, self._client.api_key)!r}. "
                 "Check the provider's URL setting: it may point at a web page, not the API.",
                 provider=self._client.provider,
                 model=self._client.model,

@@ -1,0 +1,232 @@
+"""HTTP failures turned into chatplug's typed errors, with messages that say what to do.
+
+Everything here reads the call's context from an :class:`~chatplug.http.HTTPClient`
+(provider, model, timeouts, deadline) and redacts the call's key from anything a
+server said before it becomes part of a message.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AuthenticationError,
+    ChatplugError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    RateLimitError,
+    StreamInterruptedError,
+)
+from .redaction import redact
+
+if TYPE_CHECKING:
+    from .http import HTTPClient, Reply
+
+__all__ = ["excerpt", "redirect_error", "retry_after", "status_error", "translate"]
+
+#: How much of an error body is read to build a message.
+ERROR_BODY_LIMIT = 64 * 1024
+EXCERPT_LENGTH = 200
+
+
+def excerpt(body: bytes, secret: str | None) -> str:
+    text = " ".join(body[: EXCERPT_LENGTH * 4].decode("utf-8", "replace").split())
+    if len(text) > EXCERPT_LENGTH:
+        text = text[: EXCERPT_LENGTH - 1] + "…"
+    return redact(text, secret)
+
+
+def _error_message_from_body(body: bytes) -> str | None:
+    """The ``error.message`` of an OpenAI-style error body, if that is what it is."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(payload, dict):
+        error = payload.get("error", payload.get("detail"))
+        if isinstance(error, dict):
+            error = error.get("message")
+        if isinstance(error, str) and error.strip():
+            return " ".join(error.split())[:EXCERPT_LENGTH]
+    return None
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def redirect_error(client: HTTPClient, status: int, reply: Reply, url: str) -> ProviderHTTPError:
+    """Redirects are refused: a request, and its key, never go to another host."""
+    location = reply.headers.get("location", "")
+    return ProviderHTTPError(
+        f"{status} {reply.reason}: {url} redirects to {redact(location, client.api_key)!r}. "
+        "chatplug does not follow redirects (a key must never reach another host); "
+        "set the provider's URL setting to the final address.",
+        status_code=status,
+        provider=client.provider,
+        model=client.model,
+    )
+
+
+def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> ProviderError:
+    """The typed error for an HTTP status >= 400, with what the server said."""
+    body = reply.read(limit=ERROR_BODY_LIMIT, fail=False)
+    reason = _error_message_from_body(body)
+    said_text = redact(reason, client.api_key) if reason else excerpt(body, client.api_key)
+    label = f"{status} {reply.reason}".strip()
+    said = f": {said_text}" if said_text else ""
+    context: dict[str, Any] = {"provider": client.provider, "model": client.model}
+    if status in (401, 403):
+        return AuthenticationError(
+            f"the server refused the API key ({label}){said}. "
+            "Check the key you configured for this provider.",
+            status_code=status,
+            **context,
+        )
+    if status == 429:
+        after = retry_after(reply.headers)
+        wait = f" The server asks to wait {after:g} s." if after is not None else ""
+        return RateLimitError(
+            f"rate limited ({label}){said}.{wait} Retry later or lower the request rate.",
+            body=said_text,
+            retry_after=after,
+            **context,
+        )
+    if status == 404:
+        hint = f" Check the provider's URL setting; {url} does not exist."
+    elif status >= 500:
+        hint = " The server failed; try again later."
+    else:
+        hint = " The server rejected the request."
+    return ProviderHTTPError(
+        f"{label}{said}.{hint}", status_code=status, body=said_text, **context
+    )
+
+
+def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None) -> ChatplugError:
+    """Map a requests/urllib3/socket exception to chatplug's error for it."""
+    import requests
+    import urllib3.exceptions as u3
+
+    context: dict[str, Any] = {"provider": client.provider, "model": client.model}
+    where = f" {url}" if url else ""
+    detail = redact(str(exc), client.api_key)
+    if isinstance(exc, ChatplugError):
+        return exc
+    timed_out = isinstance(exc, (requests.Timeout, u3.TimeoutError, TimeoutError))
+    if timed_out and client.deadline is not None and time.monotonic() >= client.deadline - 0.01:
+        return ProviderTimeoutError(
+            "the call's deadline passed before the reply was complete. "
+            "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().",
+            **context,
+        )
+    if isinstance(exc, (requests.ConnectTimeout, u3.ConnectTimeoutError)):
+        return ProviderTimeoutError(
+            f"could not connect to{where} within {client.transport.connect_timeout:g} s. "
+            "Check the URL and your network, or raise CHATPLUG_CONNECT_TIMEOUT.",
+            **context,
+        )
+    if timed_out:
+        return ProviderTimeoutError(
+            f"the server{where} sent nothing for {client.read_timeout:g} s. "
+            "Try again later, or raise CHATPLUG_READ_TIMEOUT.",
+            **context,
+        )
+    if isinstance(exc, requests.exceptions.SSLError):
+        error = ProviderConnectionError(
+            f"TLS verification of{where} failed ({detail}). If the server uses a private "
+            "CA, point CHATPLUG_CA_BUNDLE at its certificate bundle.",
+            **context,
+        )
+        error.retryable = False
+        return error
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        error = ProviderConnectionError(
+            f"invalid URL{where}: {detail}. Fix the provider's URL setting.", **context
+        )
+        error.retryable = False
+        return error
+    if isinstance(exc, requests.ConnectionError) and any(
+        isinstance(cause, (u3.NameResolutionError, socket.gaierror)) for cause in _chain(exc)
+    ):
+        return ProviderConnectionError(
+            f"could not resolve the host of{where}. Check the spelling of the provider's "
+            "URL setting and your DNS.",
+            **context,
+        )
+    if isinstance(exc, requests.ConnectionError):
+        return ProviderConnectionError(
+            f"could not reach{where}: {_root_cause(exc)}. "
+            "Check the URL setting and that the server is running.",
+            **context,
+        )
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, u3.ProtocolError)):
+        return StreamInterruptedError(
+            "the server closed the connection before the reply ended. "
+            "The reply is incomplete; try again.",
+            **context,
+        )
+    if isinstance(exc, (ConnectionError, OSError)):
+        return StreamInterruptedError(
+            f"the connection broke while reading the reply ({_root_cause(exc)}). "
+            "The reply is incomplete; try again.",
+            **context,
+        )
+    if isinstance(exc, (requests.exceptions.ContentDecodingError, u3.DecodeError)):
+        return ProviderResponseError(
+            f"the reply's content encoding is broken ({detail}).", **context
+        )
+    return ProviderResponseError(
+        f"unexpected transport failure: {type(exc).__name__}: {detail}", **context
+    )
+
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """A requests/urllib3 error and the errors it wraps, outermost first."""
+    chain = [exc]
+    for _ in range(10):
+        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        reason = getattr(exc, "reason", None)
+        inner = reason if isinstance(reason, BaseException) else nested or exc.__context__
+        if inner is None or inner in chain:
+            break
+        chain.append(inner)
+        exc = inner
+    return chain
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error chain, in a few words."""
+    exc = _chain(exc)[-1]
+    text = str(exc)
+    if "] " in text and text.startswith("<"):
+        text = text.split(": ", 1)[-1]
+    return text or type(exc).__name__
