@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import ChatplugError, ProviderResponseError
@@ -71,9 +71,18 @@ class Completion:
         outcome = "closed"
         try:
             while True:
-                attempt = self._attempt()
+                attempt: Any = None
                 try:
+                    # One loop level between the provider and the caller: it runs per piece.
+                    attempt = self._function(**self._arguments)
+                    if isinstance(attempt, str):
+                        attempt = (attempt,)
                     for piece in attempt:
+                        if type(piece) is not str:
+                            raise ProviderResponseError(
+                                f"the provider yielded {type(piece).__name__}, not text; "
+                                f"this is a bug in {self._origin}."
+                            )
                         if first_piece is None:
                             first_piece = time.perf_counter() - started
                         delivered += 1
@@ -81,9 +90,8 @@ class Completion:
                         yield piece
                     outcome = "complete"
                     return
-                except ChatplugError as error:
-                    error.provider = error.provider or self.provider
-                    error.model = error.model or self.model
+                except Exception as exc:
+                    error = self._as_chatplug_error(exc)
                     failures.append(error.reason)
                     wait = None
                     if not delivered:
@@ -96,12 +104,16 @@ class Completion:
                         outcome = "error"
                         self._notify("chatplug_on_error", duration_s=time.perf_counter() - started,
                                      attempts=len(failures), error=error)
-                        raise
+                        if error is exc:
+                            raise
+                        raise error from None
                     logger.info("%s: attempt %d failed (%s); retrying in %.2f s",
                                 self.provider, len(failures), error.reason, wait)
                     time.sleep(wait)
                 finally:
-                    attempt.close()
+                    close = getattr(attempt, "close", None)
+                    if close is not None:
+                        close()
         finally:
             if outcome != "error":
                 self._notify(
@@ -114,36 +126,25 @@ class Completion:
                     outcome=outcome,
                 )
 
-    def _attempt(self) -> Generator[str, None, None]:
-        pieces: Any = None
-        try:
-            pieces = self._function(**self._arguments)
-            if isinstance(pieces, str):
-                yield pieces
-                return
-            for piece in pieces:
-                if type(piece) is not str:
-                    raise ProviderResponseError(
-                        f"the provider yielded {type(piece).__name__}, not text; "
-                        f"this is a bug in {self._origin}."
-                    )
-                yield piece
-        except ChatplugError:
-            raise
-        except Exception as exc:
-            if type(exc).__module__.split(".", 1)[0] in _TRANSPORT_MODULES or isinstance(
-                exc, OSError
-            ):
-                raise self._translate(exc) from None
-            raise ProviderResponseError(
+    def _as_chatplug_error(self, exc: Exception) -> ChatplugError:
+        """Whatever escaped the provider, as chatplug's error carrying provider and model."""
+        if isinstance(exc, ChatplugError):
+            error = exc
+        elif type(exc).__module__.split(".", 1)[0] in _TRANSPORT_MODULES or isinstance(
+            exc, OSError
+        ):
+            error = self._translate(exc)
+        else:
+            error = ProviderResponseError(
                 f"the provider failed with {type(exc).__name__}: "
                 f"{redact(str(exc), self._api_key)}. This is a bug in {self._origin}; "
                 "please report it."
-            ) from None
-        finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
+            )
+        error.provider = error.provider or self.provider
+        error.model = error.model or self.model
+        # Whatever a server or plugin put in the text, the key never leaves in an error.
+        error.message = redact(error.message, self._api_key)
+        return error
 
     def _notify(self, name: str, **details: Any) -> None:
         if self._hook is None:

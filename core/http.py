@@ -236,6 +236,7 @@ class Reply:
     def __init__(self, response: requests.Response, client: HTTPClient) -> None:
         self._response = response
         self._client = client
+        self._chunks: Iterator[bytes] | None = None
         self.status_code: int = response.status_code
         self.reason: str = response.reason or ""
         self.headers: Mapping[str, str] = response.headers
@@ -254,9 +255,13 @@ class Reply:
         """
         client = self._client
         limit = client.transport.max_response_bytes
+        deadline = client.deadline if client.deadline is not None else float("inf")
+        near = deadline - client.read_timeout
         received = 0
+        if self._chunks is None:
+            self._chunks = self._raw_chunks()
         try:
-            for data in self._raw_chunks():
+            for data in self._chunks:
                 received += len(data)
                 if received > limit:
                     raise ProviderResponseError(
@@ -266,8 +271,9 @@ class Reply:
                         model=client.model,
                     )
                 yield data
-                if client.deadline is not None:
-                    self._shorten_read_timeout(client.remaining())
+                if time.monotonic() > near:
+                    # Near the deadline the next read must give up when the deadline comes.
+                    self._set_read_timeout(client.remaining())
         except ChatplugError:
             raise
         except Exception as exc:
@@ -277,27 +283,34 @@ class Reply:
         raw = self._response.raw
         if raw.chunked and raw.supports_chunked_reads():
             # One network chunk at a time, the moment it is complete.
-            for data in raw.read_chunked(None, decode_content=True):
-                if data:
-                    yield data
-            return
+            return (data for data in raw.read_chunked(None, decode_content=True) if data)
         read1 = getattr(raw, "read1", None)
         if read1 is None:  # urllib3 < 2.3: small reads keep the stream live
-            yield from raw.stream(1, decode_content=True)
-            return
-        while True:
-            data = read1(STREAM_READ_SIZE, decode_content=True)
-            if not data:
-                return
-            yield data
+            return raw.stream(1, decode_content=True)
+        return iter(lambda: read1(STREAM_READ_SIZE, decode_content=True), b"")
 
-    def _shorten_read_timeout(self, left: float) -> None:
-        """Near the deadline, make the next socket read give up when the deadline comes."""
-        if left < self._client.read_timeout:
-            connection = getattr(self._response.raw, "connection", None)
-            sock = getattr(connection, "sock", None)
-            if sock is not None:
-                sock.settimeout(max(left, 0.001))
+    def _set_read_timeout(self, seconds: float) -> None:
+        connection = getattr(self._response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            sock.settimeout(max(seconds, 0.001))
+
+    def drain(self, *, limit: int = 64 * 1024, wait: float = 1.0) -> None:
+        """Read what is left of a complete reply (the end of a chunked body after
+        ``[DONE]``), so that the connection goes back to the pool instead of being
+        closed.  Gives up quietly after ``limit`` bytes or ``wait`` seconds of silence.
+        """
+        if self._chunks is None:
+            return
+        try:
+            self._set_read_timeout(min(wait, self._client.read_timeout))
+            left = limit
+            for data in self._chunks:
+                left -= len(data)
+                if left < 0:
+                    return
+        except Exception:
+            return  # the connection is simply not reused
 
     def read(self, *, limit: int | None = None, fail: bool = True) -> bytes:
         """Read the whole body (at most ``limit`` bytes when given).

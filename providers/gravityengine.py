@@ -46,7 +46,7 @@ def create_completion(
 ) -> Iterator[str]:
     from chatplug.wire import openai
 
-    yield from openai.chat(
+    return openai.chat(
         http,
         url + PATH,
         model=model,

@@ -38,7 +38,7 @@ def create_completion(
 ) -> Iterator[str]:
     from chatplug.wire import openai
 
-    yield from openai.chat(
+    return openai.chat(
         http,
         f"{url}/chat/completions",
         model=model,

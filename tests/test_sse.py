@@ -111,6 +111,29 @@ def test_property_any_split_of_a_valid_stream_gives_the_same_events(
     assert [e.data for e in events_of(chunks)] == texts
 
 
+field_lines = st.sampled_from([
+    "data: x", "data: два", "data:", "data", "event: delta", "id: 7", "retry: 10", ": note",
+    "", "", "bogus: 1",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(field_lines, max_size=30), newline=st.sampled_from(["\n", "\r\n"]),
+       sizes=chunk_lists)
+def test_property_fields_in_any_split_give_what_one_read_gives(
+    lines: list[str], newline: str, sizes: list[int]
+) -> None:
+    data = "".join(line + newline for line in lines).encode()
+    chunks, position = [], 0
+    for size in sizes:
+        chunks.append(data[position:position + size])
+        position += size
+    chunks.append(data[position:])
+    assert events_of(chunks) == events_of([data])
+    # ...and what a plain line-by-line decoder gives (no fast path: one byte per read).
+    assert events_of([data[i:i + 1] for i in range(len(data))]) == events_of([data])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=20))
 def test_property_any_bytes_decode_without_raising(chunks: list[bytes]) -> None:

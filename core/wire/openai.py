@@ -114,6 +114,18 @@ def parse_chunk(data: str) -> tuple[str, str | None]:
         raise ProviderResponseError(
             f"a stream event is not JSON: {data[:120]!r}; the server may not be OpenAI-compatible."
         ) from None
+    try:
+        # The shape nearly every chunk has, checked cheaply; anything else is examined below.
+        choice = payload["choices"][0]
+        text = choice["delta"]["content"]
+        if type(text) is str and "error" not in payload:
+            return text, choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError):
+        pass
+    return _parse_unusual_chunk(payload, data)
+
+
+def _parse_unusual_chunk(payload: Any, data: str) -> tuple[str, str | None]:
     if not isinstance(payload, dict):
         raise ProviderResponseError(f"a stream event is not a JSON object: {data[:120]!r}")
     if payload.get("error"):
@@ -207,4 +219,8 @@ def chat(
         all_headers["Authorization"] = f"Bearer {api_key}"
     body = request_body(model, messages, stream, **options)
     with http.post_json(endpoint, body, headers=all_headers, stream=stream) as reply:
-        yield from read_reply(reply)
+        if reply.content_type == "text/event-stream":
+            yield from stream_text(reply.iter_bytes())
+        else:
+            yield parse_reply(reply.json())
+        reply.drain()  # complete: read the last bytes so the connection is reused

@@ -32,7 +32,7 @@ def create_completion(
 ) -> Iterator[str]:
     from chatplug.wire import openai
 
-    yield from openai.chat(
+    return openai.chat(
         http, f"{url}/chat/completions", model=model, messages=messages, stream=stream,
         api_key=api_key, temperature=temperature, top_k=top_k, repeat_penalty=repeat_penalty,
     )
