@@ -29,6 +29,8 @@ CHAT_PATH = "/api/openai/v1/chat/completions"
 #: GravityEngine's first model; the baseline names the same one.
 MODEL = "gpt-3.5-turbo-16k"
 PREFIX = "bench:"
+#: ``GET`` it for the server's counters of accepted connections and requests.
+STATS_PATH = "/bench/stats"
 #: The prefix of the first piece of a ``hold`` stream (followed by the stamp).
 STAMP_PREFIX = "t="
 #: The letters pieces are cut from: plain ASCII, as most token text is.

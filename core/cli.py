@@ -1,8 +1,9 @@
-"""The ``chatplug`` command: list providers, show one, chat.
+"""The ``chatplug`` command: list providers, show one, check them, chat.
 
 Expected failures print one line on stderr and exit 1 (2 for usage errors);
-Ctrl-C exits 130 after closing the stream.  Only this module talks to the
-terminal.
+Ctrl-C exits 130 after closing the stream.  ``chatplug providers --check``
+exits 1 when any provider it probed is failing ("auth needed" is a setting to
+make, not a failure).  Only this module talks to the terminal.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("name", nargs="?", metavar="NAME", help="show this provider in detail")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument("--check", action="store_true",
+                         help="probe each provider's endpoint (no key is sent); exit 1 if any "
+                              "is failing")
+    listing.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                         help="with --check: seconds to connect and to get an answer "
+                              "(default 5)")
 
     chat = commands.add_parser(
         "chat", help="send a prompt and print the reply as it streams",
@@ -66,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 60], got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -73,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "providers":
+            if args.check:
+                return _check(registry, args.name, args.json, args.timeout, sys.stdout)
+            if args.timeout is not None:
+                raise UsageError("--timeout goes with --check")
             return _providers(registry, args.name, args.json, sys.stdout)
         return _chat(registry, args, sys.stdin, sys.stdout)
     except UsageError as exc:
@@ -118,7 +139,13 @@ def _providers(registry: Registry, name: str | None, as_json: bool, out: TextIO)
     providers = registry.providers()
     errors = registry.errors
     if as_json:
-        payload = {"providers": [p.as_dict() for p in providers], "errors": errors}
+        payload = {
+            "providers": [p.as_dict() for p in providers],
+            "observers": [o.as_dict() for o in registry.observers()],
+            "errors": errors,
+            "disabled": sorted(registry.disabled),
+            "not_allowed": registry.not_allowed,
+        }
         out.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         return 0
     rows = [("NAME", "MODELS", "STREAM", "AUTH", "URL", "FROM")]
@@ -134,11 +161,51 @@ def _providers(registry: Registry, name: str | None, as_json: bool, out: TextIO)
     out.write(_table(rows))
     if not providers:
         out.write("No providers are installed.\n")
+    _plugin_sections(registry, out)
     if errors:
         out.write("\nFailed to load:\n")
         for entry, reason in sorted(errors.items()):
             out.write(f"  {entry}: {reason}\n")
     return 0
+
+
+def _named(name: str, distribution: str | None, version: str | None = None) -> str:
+    origin = " ".join(part for part in (distribution, version) if part)
+    return f"{name} ({origin})" if origin else name
+
+
+def _plugin_sections(registry: Registry, out: TextIO) -> None:
+    """Observers, and the plugins the controls kept out (reported, not errors)."""
+    sections = [
+        ("Observers", [_named(o.name, o.distribution, o.version)
+                       for o in registry.observers()]),
+        ("Disabled (CHATPLUG_DISABLED_PROVIDERS)",
+         [_named(n, d) for n, d in sorted(registry.disabled.items())]),
+        ("Not in CHATPLUG_PLUGINS",
+         [_named(n, d) for n, d in sorted(registry.not_allowed.items())]),
+    ]
+    for title, names in sections:
+        if names:
+            out.write(f"\n{title}: {', '.join(names)}\n")
+
+
+def _check(registry: Registry, name: str | None, as_json: bool, timeout: float | None,
+           out: TextIO) -> int:
+    from .probe import DEFAULT_TIMEOUT, FAILING, probe_all
+
+    providers = [registry.get(name)] if name is not None else registry.providers()
+    results = probe_all(providers, registry.transport,
+                        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT)
+    if as_json:
+        payload = {"checks": [r.as_dict() for r in results]}
+        out.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    else:
+        rows = [("NAME", "STATUS", "LATENCY", "URL", "DETAIL")]
+        for r in results:
+            latency = f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-"
+            rows.append((r.provider, r.status, latency, r.url, r.detail))
+        out.write(_table(rows))
+    return EXIT_FAILURE if any(r.status == FAILING for r in results) else 0
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:

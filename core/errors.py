@@ -42,11 +42,19 @@ class ChatplugError(Exception):
 
     def __init__(self, message: str, *, provider: str | None = None, model: str | None = None):
         super().__init__(message)
-        self.message = message
         self.provider = provider
         self.model = model
         #: One line per failed attempt when the call was retried, oldest first.
         self.attempts: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> str:
+        """The message without the provider prefix; ``args`` always agrees with it."""
+        return str(self.args[0]) if self.args else ""
+
+    @message.setter
+    def message(self, text: str) -> None:
+        self.args = (text,)
 
     @property
     def reason(self) -> str:

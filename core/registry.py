@@ -7,6 +7,12 @@ and every other provider still works.  ``CHATPLUG_STRICT_PLUGINS=1`` turns such
 a failure into :class:`PluginLoadError`.  chatplug's own entry points load
 first, so a third-party package can never take over a built-in's name (and
 with it that provider's key).
+
+Observers (group ``chatplug.observers``, see :mod:`chatplug.contract`) load
+after the providers, as tolerantly, into the same pluggy manager.  The plugin
+controls (:mod:`chatplug.controls`) decide what may load: a disabled name is
+blocked in pluggy and its module never imported; a third-party plugin missing
+from a set allow-list is skipped.  Both are reported, neither is an error.
 """
 
 from __future__ import annotations
@@ -20,6 +26,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hooks
+from .contract import (
+    OBSERVER_GROUP,
+    Observer,
+    add_observer,
+    add_provider_hooks,
+    pluggy_name,
+    provider_metadata,
+)
+from .contract import Rejected as _LoadFailure
+from .controls import PluginControls, controls_may_be_set
 from .errors import PluginLoadError, ProviderNotFoundError
 from .provider import Provider
 
@@ -27,42 +43,12 @@ if TYPE_CHECKING:
     from .http import Transport
     from .settings import Settings
 
-__all__ = ["ENTRY_POINT_GROUP", "Registry"]
+__all__ = ["ENTRY_POINT_GROUP", "OBSERVER_GROUP", "Registry"]
 
 ENTRY_POINT_GROUP = "chatplug.providers"
 OWN_DISTRIBUTION = "chatplug"
 
 logger = logging.getLogger("chatplug.registry")
-
-
-class _LoadFailure(Exception):
-    """Why one plugin was rejected (becomes its line in ``Registry.errors``)."""
-
-
-def _metadata(plugin: Any) -> tuple[str, list[str], bool, bool]:
-    """Read and check the seed-shaped metadata attributes of a provider."""
-    missing = [n for n in ("url", "model", "supports_stream", "needs_auth")
-               if not hasattr(plugin, n)]
-    if missing:
-        raise _LoadFailure(
-            f"missing metadata attribute(s) {', '.join(missing)} "
-            "(a provider needs url: str, model: list[str], supports_stream: bool, "
-            "needs_auth: bool)"
-        )
-    url = plugin.url
-    models = plugin.model
-    supports_stream = plugin.supports_stream
-    needs_auth = plugin.needs_auth
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise _LoadFailure(f"url must be an http(s) URL string, not {url!r}")
-    if not isinstance(models, (list, tuple)) or not all(
-        isinstance(m, str) and m for m in models
-    ):
-        raise _LoadFailure(f"model must be a list of model names, not {models!r}")
-    for attribute, value in (("supports_stream", supports_stream), ("needs_auth", needs_auth)):
-        if not isinstance(value, bool):
-            raise _LoadFailure(f"{attribute} must be True or False, not {value!r}")
-    return url, list(models), supports_stream, needs_auth
 
 
 class Registry:
@@ -72,6 +58,9 @@ class Registry:
     :param settings: settings to use instead of reading the environment.
     :param entry_points: load these instead of scanning installed distributions
         (``None``); pass ``()`` for a registry filled only by :meth:`register`.
+    :param observer_entry_points: observers to load; ``None`` scans the installed
+        ``chatplug.observers`` entry points when ``entry_points`` is ``None`` too,
+        and loads none otherwise (an explicit registry stays explicit).
     """
 
     def __init__(
@@ -80,12 +69,20 @@ class Registry:
         group: str = ENTRY_POINT_GROUP,
         settings: Settings | None = None,
         entry_points: tuple[EntryPoint, ...] | list[EntryPoint] | None = None,
+        observer_entry_points: tuple[EntryPoint, ...] | list[EntryPoint] | None = None,
     ) -> None:
         self.group = group
         self._settings = settings
+        self._explicit_settings = settings is not None
         self._entry_points = entry_points
+        self._observer_entry_points = observer_entry_points
         self._providers: dict[str, Provider] = {}
+        self._observers: dict[str, Observer] = {}
         self._errors: dict[str, str] = {}
+        self._failed_observers: set[str] = set()
+        self._disabled: dict[str, str | None] = {}
+        self._not_allowed: dict[str, str | None] = {}
+        self._controls = PluginControls()
         self._loaded = False
         self._strict_failure: PluginLoadError | None = None
         self._lock = threading.RLock()
@@ -145,7 +142,9 @@ class Registry:
         provider = self._providers.get(name.lower())
         if provider is not None:
             return provider
-        failed = {key.lower(): (key, reason) for key, reason in self._errors.items()}
+        self._explain_missing(name)
+        failed = {key.lower(): (key, reason) for key, reason in self._errors.items()
+                  if key not in self._failed_observers}
         if name.lower() in failed:
             key, reason = failed[name.lower()]
             raise ProviderNotFoundError(
@@ -164,16 +163,51 @@ class Registry:
             "Install a provider package or check the spelling."
         )
 
+    def _explain_missing(self, name: str) -> None:
+        """Raise the reason a provider that is installed was not loaded, if that is so."""
+        if self._controls.is_disabled(name):
+            raise ProviderNotFoundError(
+                f"provider {name!r} is disabled by CHATPLUG_DISABLED_PROVIDERS; "
+                "remove it from that list to use it."
+            )
+        for entry, distribution in self._not_allowed.items():
+            if entry.lower() == name.lower():
+                names = " or ".join(repr(n) for n in (entry, distribution) if n)
+                raise ProviderNotFoundError(
+                    f"provider {entry!r} is installed ({distribution or 'unknown distribution'})"
+                    f" but not allowed by CHATPLUG_PLUGINS; add {names} to it to use it."
+                )
+
     def providers(self) -> list[Provider]:
         """Every loaded provider, sorted by name."""
         self._ensure_loaded()
         return sorted(self._providers.values(), key=lambda p: p.name.lower())
 
+    def observers(self) -> list[Observer]:
+        """Every loaded observer, sorted by name."""
+        self._ensure_loaded()
+        return sorted(self._observers.values(), key=lambda o: o.name.lower())
+
     @property
     def errors(self) -> dict[str, str]:
-        """``{entry-point name: one-line reason}`` for plugins that failed to load."""
+        """``{entry-point name: one-line reason}`` for plugins (providers and observers)
+        that failed to load."""
         self._ensure_loaded()
         return dict(self._errors)
+
+    @property
+    def disabled(self) -> dict[str, str | None]:
+        """``{entry-point name: distribution}`` of the plugins CHATPLUG_DISABLED_PROVIDERS
+        kept from loading (their modules were never imported)."""
+        self._ensure_loaded()
+        return dict(self._disabled)
+
+    @property
+    def not_allowed(self) -> dict[str, str | None]:
+        """``{entry-point name: distribution}`` of the third-party plugins skipped because
+        CHATPLUG_PLUGINS does not name them."""
+        self._ensure_loaded()
+        return dict(self._not_allowed)
 
     # -- loading ---------------------------------------------------------------------
 
@@ -187,15 +221,41 @@ class Registry:
     ) -> Provider:
         """Add a provider module or object directly, without an entry point.
 
-        :raises PluginLoadError: the plugin is invalid or the name is taken.
+        :raises PluginLoadError: the plugin is invalid, the name is taken, or the
+            name is disabled by CHATPLUG_DISABLED_PROVIDERS.
         """
         self._ensure_loaded()
-        name = name or getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1]
+        name = name or _plugin_name(plugin)
         with self._lock:
             try:
+                if self._controls.is_disabled(name):
+                    raise _LoadFailure("disabled by CHATPLUG_DISABLED_PROVIDERS")
                 return self._add(name, plugin, distribution, version)
             except _LoadFailure as exc:
                 raise PluginLoadError(f"provider {name!r}: {exc}", entry_point=name) from None
+
+    def register_observer(
+        self,
+        plugin: object,
+        name: str | None = None,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> Observer:
+        """Add an observer module or object directly, without an entry point.
+
+        :raises PluginLoadError: it implements no observer hook, a misspelled or
+            provider hook, the name is taken, or it is disabled.
+        """
+        self._ensure_loaded()
+        name = name or _plugin_name(plugin)
+        with self._lock:
+            try:
+                if self._controls.is_disabled(name):
+                    raise _LoadFailure("disabled by CHATPLUG_DISABLED_PROVIDERS")
+                return self._add_observer(name, plugin, distribution, version)
+            except _LoadFailure as exc:
+                raise PluginLoadError(f"observer {name!r}: {exc}", entry_point=name) from None
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -207,32 +267,70 @@ class Registry:
 
     def _load_all(self) -> None:
         found = self._entry_points
+        observers = self._observer_entry_points
         if found is None:
             found = tuple(entry_points(group=self.group))
+            if observers is None:
+                observers = tuple(entry_points(group=OBSERVER_GROUP))
+        if controls_may_be_set(self._explicit_settings):
+            self._controls = PluginControls.from_settings(self.settings)
         # chatplug's own first: a third party can never shadow a built-in name.
         ordered = sorted(found, key=lambda ep: _distribution(ep)[0] != OWN_DISTRIBUTION)
         for entry_point in ordered:
-            self._load_one(entry_point)
+            if self._admitted(entry_point, blocked_as=entry_point.name):
+                self._load_one(entry_point)
+        for entry_point in observers or ():
+            if self._admitted(entry_point, blocked_as=pluggy_name(entry_point.name)):
+                self._load_one(entry_point, observer=True)
         self._manager.check_pending()
         self._loaded = True
         if self._errors and self.settings.strict_plugins:
             name, reason = next(iter(self._errors.items()))
+            kind = "observer" if name in self._failed_observers else "provider"
             self._strict_failure = PluginLoadError(
-                f"provider plugin {name!r} failed to load: {reason}. "
+                f"{kind} plugin {name!r} failed to load: {reason}. "
                 "(CHATPLUG_STRICT_PLUGINS is on; unset it to skip broken plugins.)",
                 entry_point=name,
             )
 
-    def _load_one(self, entry_point: EntryPoint) -> None:
+    def _admitted(self, entry_point: EntryPoint, *, blocked_as: str) -> bool:
+        """Apply the plugin controls; a refused entry point is recorded, never imported."""
+        name = entry_point.name
+        distribution = _distribution(entry_point)[0]
+        if self._controls.is_disabled(name):
+            # Blocked in pluggy too: nothing can register under this name later.
+            self._manager.set_blocked(blocked_as)
+            self._disabled[name] = distribution
+            return False
+        if not self._controls.is_allowed(name, distribution,
+                                         builtin=distribution == OWN_DISTRIBUTION):
+            self._not_allowed[name] = distribution
+            return False
+        return True
+
+    def _add_observer(
+        self, name: str, plugin: object, distribution: str | None, version: str | None
+    ) -> Observer:
+        taken = self._observers.get(name.lower())
+        if taken is not None:
+            raise _LoadFailure(
+                f"the observer name {name!r} is already taken by "
+                f"{taken.distribution or 'another plugin'}"
+            )
+        observer = add_observer(self._manager, name, plugin, distribution, version)
+        self._observers[name.lower()] = observer
+        return observer
+
+    def _load_one(self, entry_point: EntryPoint, *, observer: bool = False) -> None:
         distribution, version = _distribution(entry_point)
         name = entry_point.name
         try:
-            if name.lower() in self._providers:
-                taken = self._providers[name.lower()]
-                owner = taken.distribution or "another plugin"
+            taken = None if observer else self._providers.get(name.lower())
+            if taken is not None:
                 raise _LoadFailure(
-                    f"the name {name!r} is already taken by {owner}"
-                    f" ({taken.module_name}); {distribution or 'this plugin'} was not loaded. "
+                    f"the name {name!r} is already taken by "
+                    f"{taken.distribution or 'another plugin'} ({taken.module_name}); "
+                    f"{distribution or 'this plugin'} was not loaded. "
                     "Uninstall one of them or rename the entry point"
                 )
             try:
@@ -241,54 +339,40 @@ class Registry:
                 raise _LoadFailure(
                     f"importing {entry_point.value} failed: {type(exc).__name__}: {exc}"
                 ) from exc
-            self._add(name, plugin, distribution, version)
+            add = self._add_observer if observer else self._add
+            add(name, plugin, distribution, version)
         except _LoadFailure as exc:
-            reason = " ".join(str(exc).split())
+            reason = ("observer: " if observer else "") + " ".join(str(exc).split())
             self._errors[name] = reason
-            logger.warning("provider plugin %r (%s) failed to load: %s",
-                           name, distribution or "unknown distribution", reason)
+            if observer:
+                self._failed_observers.add(name)
+            logger.warning("%s plugin %r (%s) failed to load: %s",
+                           "observer" if observer else "provider", name,
+                           distribution or "unknown distribution", reason)
 
     def _add(
         self, name: str, plugin: object, distribution: str | None, version: str | None
     ) -> Provider:
         if name.lower() in self._providers:
             raise _LoadFailure(f"the name {name!r} is already taken")
-        url, models, supports_stream, needs_auth = _metadata(plugin)
+        url, models, supports_stream, needs_auth = provider_metadata(plugin)
+        function = add_provider_hooks(self._manager, name, plugin)
         try:
-            self._manager.register(plugin, name=name)
-        except (pluggy.PluginValidationError, ValueError) as exc:
-            raise _LoadFailure(" ".join(str(exc).split())) from None
-        try:
-            unknown = [c.name for c in self._manager.get_hookcallers(plugin) or []
-                       if not c.has_spec()]
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], ["create_completion"], n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise _LoadFailure(f"@hookimpl {unknown[0]!r} is not a chatplug hook{hint}")
-            impls = [i for i in self._manager.hook.create_completion.get_hookimpls()
-                     if i.plugin is plugin]
-            if not impls:
-                raise _LoadFailure(
-                    "no @hookimpl create_completion(model, messages, stream, ...) found"
-                )
-            try:
-                provider = Provider(
-                    name,
-                    plugin,
-                    impls[0].function,
-                    registry=self,
-                    url=url,
-                    models=models,
-                    supports_stream=supports_stream,
-                    needs_auth=needs_auth,
-                    distribution=distribution,
-                    version=version,
-                )
-            except (ValueError, TypeError) as exc:
-                raise _LoadFailure(str(exc)) from None
-        except _LoadFailure:
+            provider = Provider(
+                name,
+                plugin,
+                function,
+                registry=self,
+                url=url,
+                models=models,
+                supports_stream=supports_stream,
+                needs_auth=needs_auth,
+                distribution=distribution,
+                version=version,
+            )
+        except (ValueError, TypeError) as exc:
             self._manager.unregister(plugin)
-            raise
+            raise _LoadFailure(str(exc)) from None
         self._providers[name.lower()] = provider
         return provider
 
@@ -309,6 +393,10 @@ class Registry:
         """Close the pooled HTTP connections (the registry stays usable)."""
         if self._transport is not None:
             self._transport.close()
+
+
+def _plugin_name(plugin: object) -> str:
+    return str(getattr(plugin, "__name__", type(plugin).__name__)).rsplit(".", 1)[-1]
 
 
 def _distribution(entry_point: EntryPoint) -> tuple[str | None, str | None]:

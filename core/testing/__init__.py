@@ -1,8 +1,13 @@
 """Test support for chatplug and for provider authors.
 
-:class:`ScriptedServer` is a chat-completions server on 127.0.0.1 with
-scripted replies; the pytest plugin (``chatplug.testing.pytest_plugin``,
-registered automatically) offers it as the ``chatplug_server`` fixture.
+- :class:`ScriptedServer`: a chat-completions server on 127.0.0.1 with scripted
+  replies, delays and faults, speaking OpenAI's protocol (JSON and server-sent
+  events) and Ollama's ``/api/chat`` (newline-delimited JSON);
+- ``chatplug.testing.pytest_plugin`` (registered automatically through
+  ``pytest11``): the ``chatplug_server`` and ``chatplug_registry`` fixtures;
+- ``chatplug.testing.conformance.ProviderConformance``: the conformance suite a
+  provider package subclasses to prove its provider correct (imported on its
+  own, since it needs pytest).
 """
 
 from .server import RecordedRequest, Script, ScriptedServer, split_words

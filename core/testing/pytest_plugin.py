@@ -5,11 +5,16 @@
 - ``chatplug_registry``: a fresh :class:`chatplug.Registry` whose every
   installed provider points at ``chatplug_server``, with settings that ignore
   the environment's URLs and keys; every provider gets ``TEST_API_KEY``.
+
+Provider authors: subclass :class:`chatplug.testing.conformance.ProviderConformance`
+in a test module to run the conformance suite against your provider.  This
+module stays light (no chatplug settings, no requests) because pytest imports
+it in every test session of an environment where chatplug is installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,11 +32,23 @@ TEST_API_KEY = "chatplug-test-key-0000"
 SERVER_LIFETIME = 120.0
 
 
-def registry_for(server: ScriptedServer, **settings: Any) -> Registry:
+def registry_for(
+    server: ScriptedServer,
+    *,
+    urls: Mapping[str, str] | None = None,
+    api_keys: Mapping[str, str | None] | None = None,
+    **settings: Any,
+) -> Registry:
     """A fresh registry with every installed provider pointed at ``server``.
 
     The ``OpenAI`` provider gets ``server.url + "/v1"``, every other one
-    ``server.url``; ``settings`` override any setting (``read_timeout=1``...).
+    ``server.url``, and every one the key :data:`TEST_API_KEY`.
+
+    :param urls: ``{provider name: URL}`` for providers whose URL is not the
+        server's root (``{"Acme": server.url + "/v1"}``); any provider name, any case.
+    :param api_keys: ``{provider name: key}``; ``None`` removes that provider's key.
+    :param settings: any other setting (``read_timeout=1``...).
+    :raises ConfigurationError: a URL or setting is invalid.
     """
     from importlib.metadata import entry_points
 
@@ -39,12 +56,17 @@ def registry_for(server: ScriptedServer, **settings: Any) -> Registry:
     from chatplug.settings import load_settings, provider_slug
 
     slugs = [provider_slug(ep.name) for ep in entry_points(group="chatplug.providers")]
-    urls = {slug: server.url for slug in slugs}
-    urls["openai"] = server.url + "/v1"
-    values: dict[str, Any] = {
-        "provider_urls": urls,
-        "provider_api_keys": {slug: TEST_API_KEY for slug in slugs},
-    }
+    provider_urls = {slug: server.url for slug in slugs}
+    provider_urls["openai"] = server.url + "/v1"
+    keys: dict[str, str] = {slug: TEST_API_KEY for slug in slugs}
+    for name, url in (urls or {}).items():
+        provider_urls[provider_slug(name)] = url
+    for name, key in (api_keys or {}).items():
+        if key is None:
+            keys.pop(provider_slug(name), None)
+        else:
+            keys[provider_slug(name)] = key
+    values: dict[str, Any] = {"provider_urls": provider_urls, "provider_api_keys": keys}
     values.update(settings)
     return Registry(settings=load_settings(**values))
 

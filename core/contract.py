@@ -1,0 +1,157 @@
+"""The plugin contract: what a provider and an observer must look like to load.
+
+A **provider** (entry-point group ``chatplug.providers``) has the seed's
+metadata attributes ``url``, ``model``, ``supports_stream`` and ``needs_auth``
+and one ``@hookimpl create_completion``.  An **observer** (group
+``chatplug.observers``) implements one or more of the observer hooks of
+:mod:`chatplug.hooks` for logging, metrics or caching; it is registered with
+the same pluggy manager under ``observer:<name>``, so it never collides with
+a provider of the same name, and it never sees a key.
+
+Every check raises :class:`Rejected` with a one-line reason, which becomes the
+plugin's line in ``registry.errors``; a plugin that fails a check is left
+unregistered.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hooks
+
+__all__ = [
+    "OBSERVER_GROUP",
+    "Observer",
+    "Rejected",
+    "add_observer",
+    "add_provider_hooks",
+    "pluggy_name",
+    "provider_metadata",
+]
+
+OBSERVER_GROUP = "chatplug.observers"
+
+
+class Rejected(Exception):
+    """Why one plugin was rejected (becomes its line in ``Registry.errors``)."""
+
+
+@dataclass(frozen=True)
+class Observer:
+    """One loaded observer: its name, the plugin object, where it came from, its hooks."""
+
+    name: str
+    plugin: object
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready description."""
+        return {"name": self.name, "distribution": self.distribution,
+                "version": self.version, "hooks": list(self.hooks)}
+
+
+def pluggy_name(observer: str) -> str:
+    """The name an observer is registered under in pluggy (never a provider's name)."""
+    return f"observer:{observer}"
+
+
+def provider_metadata(plugin: Any) -> tuple[str, list[str], bool, bool]:
+    """Read and check the seed-shaped metadata attributes of a provider.
+
+    :raises Rejected: an attribute is missing or of the wrong type.
+    """
+    missing = [n for n in ("url", "model", "supports_stream", "needs_auth")
+               if not hasattr(plugin, n)]
+    if missing:
+        raise Rejected(
+            f"missing metadata attribute(s) {', '.join(missing)} "
+            "(a provider needs url: str, model: list[str], supports_stream: bool, "
+            "needs_auth: bool)"
+        )
+    url = plugin.url
+    models = plugin.model
+    supports_stream = plugin.supports_stream
+    needs_auth = plugin.needs_auth
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise Rejected(f"url must be an http(s) URL string, not {url!r}")
+    if not isinstance(models, (list, tuple)) or not all(
+        isinstance(m, str) and m for m in models
+    ):
+        raise Rejected(f"model must be a list of model names, not {models!r}")
+    for attribute, value in (("supports_stream", supports_stream), ("needs_auth", needs_auth)):
+        if not isinstance(value, bool):
+            raise Rejected(f"{attribute} must be True or False, not {value!r}")
+    return url, list(models), supports_stream, needs_auth
+
+
+def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> list[str]:
+    """Register ``plugin``; the names of the hooks it implements, all of them known."""
+    try:
+        registered = manager.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise Rejected(" ".join(str(exc).split())) from None
+    if registered is None:  # pluggy's answer for a blocked name
+        raise Rejected("disabled by CHATPLUG_DISABLED_PROVIDERS")
+    callers = manager.get_hookcallers(plugin) or []
+    unknown = [caller.name for caller in callers if not caller.has_spec()]
+    if unknown:
+        manager.unregister(plugin)
+        close = difflib.get_close_matches(
+            unknown[0], ["create_completion", *hooks.OBSERVER_HOOKS], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise Rejected(f"@hookimpl {unknown[0]!r} is not a chatplug hook{hint}")
+    return sorted(caller.name for caller in callers)
+
+
+def add_provider_hooks(
+    manager: pluggy.PluginManager, name: str, plugin: object
+) -> Callable[..., Any]:
+    """Register a provider under ``name``; its completion function.
+
+    :raises Rejected: pluggy rejects a hook's arguments, a hook is unknown
+        (misspelled), there is no ``create_completion``, the plugin or the name
+        is already registered, or the name is blocked.
+    """
+    _register(manager, plugin, name)
+    impls = [impl for impl in manager.hook.create_completion.get_hookimpls()
+             if impl.plugin is plugin]
+    if not impls:
+        manager.unregister(plugin)
+        raise Rejected("no @hookimpl create_completion(model, messages, stream, ...) found")
+    return impls[0].function
+
+
+def add_observer(
+    manager: pluggy.PluginManager,
+    name: str,
+    plugin: object,
+    distribution: str | None,
+    version: str | None,
+) -> Observer:
+    """Register ``plugin`` as the observer ``name``.
+
+    :raises Rejected: pluggy rejects a hook's arguments, a hook is unknown
+        (misspelled), it implements ``create_completion`` (that belongs in a
+        provider) or no observer hook at all, it is already registered, or the
+        name is blocked.
+    """
+    implemented = _register(manager, plugin, pluggy_name(name))
+    observed = tuple(hook for hook in implemented if hook in hooks.OBSERVER_HOOKS)
+    problem = None
+    if "create_completion" in implemented:
+        problem = ("an observer must not implement create_completion; register a provider "
+                   "under the chatplug.providers entry-point group instead")
+    elif not observed:
+        problem = ("implements no observer hook; expected @hookimpl "
+                   f"{', '.join(hooks.OBSERVER_HOOKS)}")
+    if problem is not None:
+        manager.unregister(plugin)
+        raise Rejected(problem)
+    return Observer(name, plugin, distribution, version, observed)

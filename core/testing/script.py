@@ -1,0 +1,106 @@
+"""What the scripted server is told to answer (:class:`Script`) and what it heard
+(:class:`RecordedRequest`).  Plain data; the wire formats live in ``protocols``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RecordedRequest", "Script", "echo_text", "split_words"]
+
+
+def split_words(text: str) -> list[str]:
+    """Split text into word pieces that join back to it exactly ("Hello", " world")."""
+    pieces: list[str] = []
+    for index, word in enumerate(text.split(" ")):
+        pieces.append(word if index == 0 else " " + word)
+    return [p for p in pieces if p]
+
+
+@dataclass
+class Script:
+    """One scripted reply.  Every field has a harmless default.
+
+    The same fields drive every protocol the server speaks; where a protocol
+    has no such thing (comments in NDJSON), the nearest equivalent is used.
+
+    :ivar text: the reply text (split into word pieces when streaming).
+    :ivar pieces: explicit pieces, instead of ``text``.
+    :ivar status: HTTP status; >= 400 sends the protocol's error object.
+    :ivar stream: ``None`` follows the request; ``True``/``False`` forces a stream/JSON.
+    :ivar delay: seconds to wait before sending the headers.
+    :ivar piece_delay: seconds between pieces.
+    :ivar hold_after: after this many pieces, wait ``hold`` seconds before the rest.
+    :ivar newline: line terminator of the stream (``"\\n"``, ``"\\r\\n"``, ``"\\r"``).
+    :ivar split: send the stream in HTTP chunks of this many bytes (splits CRLF
+        pairs and multi-byte characters across reads).
+    :ivar comments: SSE: a ``: keep-alive`` comment before each event; NDJSON: a
+        blank line before each object.
+    :ivar finish: SSE: send a final chunk with ``finish_reason: "stop"``.
+    :ivar done: SSE: send ``data: [DONE]``; NDJSON: send the final ``"done": true`` object.
+    :ivar error_event: an ``{"error": ...}`` payload sent after the pieces (NDJSON
+        sends its ``message`` as Ollama does: ``{"error": "text"}``).
+    :ivar drop_after: close the connection abruptly after this many pieces.
+    :ivar reset: with ``drop_after``, send a TCP reset instead of a close.
+    :ivar chunked: use chunked transfer encoding (else close-delimited).
+    :ivar body: raw bytes to send as the body instead of anything above.
+    :ivar content_type: overrides the Content-Type.
+    :ivar headers: extra response headers.
+    :ivar echo_key: append the credential the request carried (``Authorization``,
+        ``api-key`` or ``x-api-key``) to every error text, as careless servers do;
+        proves a client redacts it.
+    :ivar method: the request method this script answers (``"GET"`` scripts
+        answer probes such as ``chatplug providers --check``).
+    """
+
+    text: str = "Hello from the chatplug test server."
+    pieces: list[str] | None = None
+    status: int = 200
+    stream: bool | None = None
+    delay: float = 0.0
+    piece_delay: float = 0.0
+    hold_after: int | None = None
+    hold: float = 0.0
+    newline: str = "\n"
+    split: int | None = None
+    comments: bool = False
+    finish: bool = True
+    done: bool = True
+    error_event: dict[str, Any] | None = None
+    drop_after: int | None = None
+    reset: bool = False
+    chunked: bool = True
+    body: bytes | None = None
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    echo_key: bool = False
+    method: str = "POST"
+
+    def reply_pieces(self) -> list[str]:
+        return list(self.pieces) if self.pieces is not None else split_words(self.text)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """What the server received: method, path, headers and body (parsed JSON if it was)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def echo_text(request: dict[str, Any]) -> str:
+    """The default reply: ``You said: <last user message>``."""
+    messages = request.get("messages") or []
+    last = next((m.get("content") for m in reversed(messages)
+                 if isinstance(m, dict) and m.get("role") == "user"), None)
+    return f"You said: {last}" if isinstance(last, str) else "Hello from the chatplug test server."

@@ -1,0 +1,10 @@
+"""chatplug-llamacpp runs chatplug's conformance suite against itself."""
+
+from __future__ import annotations
+
+from chatplug.testing.conformance import ProviderConformance
+
+
+class TestLlamaCppConformance(ProviderConformance):
+    provider_name = "LlamaCpp"
+    model = "local"  # llama-server accepts any name for the model it loaded
