@@ -99,37 +99,42 @@ class SSEDecoder:
         self._retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """The events completed by ``chunk``."""
+        return self._feed_lines(chunk)
+
+    def feed_data(self, chunk: bytes) -> list[str]:
+        """The ``data`` of each event completed by ``chunk``: all most wire formats need.
+
+        The common case takes a fast path: the chunk ends exactly at an event
+        boundary, the decoder holds no partial state, and an event is one
+        ``data: `` line.  Anything else goes through the full decoder, so the
+        result is always what :meth:`feed` would give.
+        """
         if (
-            chunk[-2:] == b"\n\n"
+            chunk.endswith(b"\n\n")
             and not self._data
             and not self._event
             and self._lines.idle
             and b"\r" not in chunk
         ):
-            return self._feed_blocks(chunk)
-        return self._feed_lines(chunk)
+            end = len(chunk) - 2
+            if chunk.startswith(b"data: ") and chunk.find(b"\n", 6) == end:
+                self._promote_id()
+                return [chunk[6:end].decode("utf-8", "replace")]
+            found: list[str] = []
+            for block in chunk[:end].split(b"\n\n"):
+                if block.startswith(b"data: ") and b"\n" not in block:
+                    self._promote_id()
+                    found.append(block[6:].decode("utf-8", "replace"))
+                else:
+                    found.extend(event.data for event in self._feed_lines(block + b"\n\n"))
+            return found
+        return [event.data for event in self._feed_lines(chunk)]
 
-    def _feed_blocks(self, chunk: bytes) -> list[ServerSentEvent]:
-        """The common case, fast: whole events, each most often one ``data:`` line.
-
-        The chunk ends exactly at an event boundary and the decoder holds no
-        partial state, so each LF-LF block is a complete event on its own;
-        anything but a lone ``data: `` line goes through the full decoder.
-        """
-        events: list[ServerSentEvent] = []
-        for block in chunk[:-2].split(b"\n\n"):
-            if block[:6] == b"data: " and b"\n" not in block:
-                if self._id is not None:
-                    self._last_id = self._id
-                    self._id = None
-                events.append(
-                    ServerSentEvent(block[6:].decode("utf-8", "replace"), "message",
-                                    self._last_id, self._retry)
-                )
-                self._event = ""
-            else:
-                events.extend(self._feed_lines(block + b"\n\n"))
-        return events
+    def _promote_id(self) -> None:
+        if self._id is not None:
+            self._last_id = self._id
+            self._id = None
 
     def _feed_lines(self, chunk: bytes) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []

@@ -159,11 +159,12 @@ def stream_text(chunks: Iterable[bytes]) -> Iterator[str]:
     decoder = SSEDecoder()
     finished = False
     received = 0
+    feed = decoder.feed_data
     for chunk in chunks:
-        for event in decoder.feed(chunk):
-            if event.data == DONE:
+        for data in feed(chunk):
+            if data == DONE:
                 return
-            text, finish_reason = parse_chunk(event.data)
+            text, finish_reason = parse_chunk(data)
             if finish_reason:
                 finished = True
             if text:
