@@ -69,6 +69,7 @@ class Transport:
         #: Passed with every request, so REQUESTS_CA_BUNDLE cannot override our setting.
         self.verify: str | bool = ca_bundle or True
         self._session: requests.Session | None = None
+        self._proxies: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         install_log_redaction()
 
@@ -100,7 +101,23 @@ class Transport:
         session.mount("http://", adapter)
         session.headers["User-Agent"] = USER_AGENT
         session.verify = self.verify
+        # requests re-reads the whole environment on every request (proxies, CA
+        # bundle, ~/.netrc): measurable on each call.  chatplug reads proxies once
+        # per host (proxies_for), the CA bundle through its settings, and never
+        # sends ~/.netrc credentials to a provider.
+        session.trust_env = False
         return session
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """The proxy to use for ``url``'s host, from ``HTTP(S)_PROXY``/``NO_PROXY``
+        as they were when the host was first used."""
+        origin = "/".join(url.split("/", 3)[:3])
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            from requests.utils import get_environ_proxies
+
+            proxies = self._proxies[origin] = dict(get_environ_proxies(origin))
+        return proxies
 
     def client(
         self,
@@ -208,6 +225,7 @@ class HTTPClient:
                          min(self.read_timeout, left)),
                 allow_redirects=False,
                 verify=self.transport.verify,
+                proxies=self.transport.proxies_for(url),
             )
         except Exception as exc:
             raise self.translate(exc, url=url) from None

@@ -24,7 +24,7 @@ __all__ = ["Settings", "env_name", "load_settings", "provider_slug"]
 PREFIX = "CHATPLUG_"
 #: Conventional variables other tools use, honoured as fallbacks.
 CONVENTIONAL = {"openai": {"url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}}
-CA_BUNDLE_FALLBACKS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+CA_BUNDLE_FALLBACKS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 
 
 def env_name(provider: str, what: str = "API_KEY") -> str:

@@ -464,3 +464,21 @@ def test_redirect_to_another_host_is_not_followed(raw: RawServer, scripted: Scri
     assert info.value.status_code == 307
     assert scripted.requests == []  # nothing, least of all the key, reached the other host
     assert f"Bearer {PLANTED_KEY}".encode() in raw.requests[0]
+
+
+# -- proxies ---------------------------------------------------------------------------
+
+
+def test_proxy_from_the_environment_is_used_and_no_proxy_honoured(
+        scripted: ScriptedServer, connect: Callable[..., Registry],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scripted server plays the proxy: a proxied request names the absolute URL.
+    monkeypatch.setenv("HTTP_PROXY", scripted.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert call(connect("http://chatplug-proxied.invalid")) == "You said: hello"
+    assert scripted.requests[-1].path == (
+        "http://chatplug-proxied.invalid/api/openai/v1/chat/completions")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert call(connect(scripted.url)) == "You said: hello"
+    assert scripted.requests[-1].path == "/api/openai/v1/chat/completions"

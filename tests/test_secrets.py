@@ -98,6 +98,7 @@ def test_ca_bundle_falls_back_to_the_usual_variables(monkeypatch: pytest.MonkeyP
     bundle = tmp_path / "ca.pem"
     bundle.write_text("placeholder")
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     assert load_settings().effective_ca_bundle == str(bundle)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/no/such/file")  # stale: ignored, not fatal
