@@ -150,3 +150,24 @@ def test_python_dash_m_chatplug() -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert result.stdout.startswith("chatplug 0.1.0")
+
+
+def test_readme_quick_start_with_the_bundled_server() -> None:
+    """`python -m chatplug.testing.server` + `chatplug chat`, as the README shows."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "chatplug.testing.server", "--port", "0", "--lifetime", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        assert banner.startswith("chatplug test server on http://127.0.0.1:")
+        url = banner.split()[4]
+        result = run_cli("chat", "Привет, как дела?", env={"CHATPLUG_GRAVITYENGINE_URL": url})
+        assert (result.returncode, result.stdout) == (0, "You said: Привет, как дела?\n")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        stderr = server.stderr.read() if server.stderr else ""
+        server.stdout.close()  # type: ignore[union-attr]
+        server.stderr.close()  # type: ignore[union-attr]
+    assert "Warning" not in stderr

@@ -10,6 +10,20 @@
   own, since it needs pytest).
 """
 
-from .server import RecordedRequest, Script, ScriptedServer, split_words
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .server import RecordedRequest, Script, ScriptedServer, split_words
 
 __all__ = ["RecordedRequest", "Script", "ScriptedServer", "split_words"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on use, so that `python -m chatplug.testing.server` runs the module once.
+    if name in __all__:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'chatplug.testing' has no attribute {name!r}")
