@@ -17,11 +17,11 @@ from a set allow-list is skipped.  Both are reported, neither is an error.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import threading
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -37,7 +37,10 @@ from .contract import (
 from .contract import Rejected as _LoadFailure
 from .controls import PluginControls, controls_may_be_set
 from .errors import PluginLoadError, ProviderNotFoundError
+from .missing import not_found
 from .provider import Provider
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from .http import Transport
@@ -142,41 +145,13 @@ class Registry:
         provider = self._providers.get(name.lower())
         if provider is not None:
             return provider
-        self._explain_missing(name)
-        failed = {key.lower(): (key, reason) for key, reason in self._errors.items()
-                  if key not in self._failed_observers}
-        if name.lower() in failed:
-            key, reason = failed[name.lower()]
-            raise ProviderNotFoundError(
-                f"provider {key!r} is installed but failed to load: {reason}. "
-                "Run `chatplug providers` for details."
-            )
-        names = [p.name for p in self.providers()]
-        close = difflib.get_close_matches(
-            name.lower(), [n.lower() for n in names], n=1, cutoff=0.5
+        raise not_found(
+            name,
+            installed=[p.name for p in self.providers()],
+            failed={k: v for k, v in self._errors.items() if k not in self._failed_observers},
+            disabled=self._controls.is_disabled(name),
+            not_allowed=self._not_allowed,
         )
-        hint = ""
-        if close:
-            hint = f" Did you mean {next(n for n in names if n.lower() == close[0])!r}?"
-        raise ProviderNotFoundError(
-            f"no provider named {name!r}.{hint} Installed: {', '.join(names) or 'none'}. "
-            "Install a provider package or check the spelling."
-        )
-
-    def _explain_missing(self, name: str) -> None:
-        """Raise the reason a provider that is installed was not loaded, if that is so."""
-        if self._controls.is_disabled(name):
-            raise ProviderNotFoundError(
-                f"provider {name!r} is disabled by CHATPLUG_DISABLED_PROVIDERS; "
-                "remove it from that list to use it."
-            )
-        for entry, distribution in self._not_allowed.items():
-            if entry.lower() == name.lower():
-                names = " or ".join(repr(n) for n in (entry, distribution) if n)
-                raise ProviderNotFoundError(
-                    f"provider {entry!r} is installed ({distribution or 'unknown distribution'})"
-                    f" but not allowed by CHATPLUG_PLUGINS; add {names} to it to use it."
-                )
 
     def providers(self) -> list[Provider]:
         """Every loaded provider, sorted by name."""
@@ -224,15 +199,7 @@ class Registry:
         :raises PluginLoadError: the plugin is invalid, the name is taken, or the
             name is disabled by CHATPLUG_DISABLED_PROVIDERS.
         """
-        self._ensure_loaded()
-        name = name or _plugin_name(plugin)
-        with self._lock:
-            try:
-                if self._controls.is_disabled(name):
-                    raise _LoadFailure("disabled by CHATPLUG_DISABLED_PROVIDERS")
-                return self._add(name, plugin, distribution, version)
-            except _LoadFailure as exc:
-                raise PluginLoadError(f"provider {name!r}: {exc}", entry_point=name) from None
+        return self._register_directly("provider", self._add, plugin, name, distribution, version)
 
     def register_observer(
         self,
@@ -247,15 +214,28 @@ class Registry:
         :raises PluginLoadError: it implements no observer hook, a misspelled or
             provider hook, the name is taken, or it is disabled.
         """
+        return self._register_directly(
+            "observer", self._add_observer, plugin, name, distribution, version
+        )
+
+    def _register_directly(
+        self,
+        kind: str,
+        add: Callable[[str, object, str | None, str | None], T],
+        plugin: object,
+        name: str | None,
+        distribution: str | None,
+        version: str | None,
+    ) -> T:
         self._ensure_loaded()
         name = name or _plugin_name(plugin)
         with self._lock:
             try:
                 if self._controls.is_disabled(name):
                     raise _LoadFailure("disabled by CHATPLUG_DISABLED_PROVIDERS")
-                return self._add_observer(name, plugin, distribution, version)
+                return add(name, plugin, distribution, version)
             except _LoadFailure as exc:
-                raise PluginLoadError(f"observer {name!r}: {exc}", entry_point=name) from None
+                raise PluginLoadError(f"{kind} {name!r}: {exc}", entry_point=name) from None
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:

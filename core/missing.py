@@ -1,0 +1,59 @@
+"""Why a provider is not there: the message of :class:`ProviderNotFoundError`.
+
+Each case says what to do: a typo gets the closest installed name, a plugin
+that failed to load gets its reason, a disabled or not-allowed one the setting
+that keeps it out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+
+from .errors import ProviderNotFoundError
+
+__all__ = ["not_found"]
+
+
+def not_found(
+    name: str,
+    *,
+    installed: list[str],
+    failed: Mapping[str, str],
+    disabled: bool,
+    not_allowed: Mapping[str, str | None],
+) -> ProviderNotFoundError:
+    """The error for ``registry.get(name)`` when no loaded provider has that name.
+
+    :param installed: the loaded providers' names.
+    :param failed: ``{entry-point name: reason}`` of providers that failed to load.
+    :param disabled: whether ``name`` is on CHATPLUG_DISABLED_PROVIDERS.
+    :param not_allowed: ``{entry-point name: distribution}`` kept out by CHATPLUG_PLUGINS.
+    """
+    wanted = name.lower()
+    if disabled:
+        return ProviderNotFoundError(
+            f"provider {name!r} is disabled by CHATPLUG_DISABLED_PROVIDERS; "
+            "remove it from that list to use it."
+        )
+    for entry, distribution in not_allowed.items():
+        if entry.lower() == wanted:
+            names = " or ".join(repr(n) for n in (entry, distribution) if n)
+            return ProviderNotFoundError(
+                f"provider {entry!r} is installed ({distribution or 'unknown distribution'})"
+                f" but not allowed by CHATPLUG_PLUGINS; add {names} to it to use it."
+            )
+    for entry, reason in failed.items():
+        if entry.lower() == wanted:
+            return ProviderNotFoundError(
+                f"provider {entry!r} is installed but failed to load: {reason}. "
+                "Run `chatplug providers` for details."
+            )
+    close = difflib.get_close_matches(wanted, [n.lower() for n in installed], n=1, cutoff=0.5)
+    hint = ""
+    if close:
+        hint = f" Did you mean {next(n for n in installed if n.lower() == close[0])!r}?"
+    return ProviderNotFoundError(
+        f"no provider named {name!r}.{hint} Installed: {', '.join(installed) or 'none'}. "
+        "Install a provider package or check the spelling."
+    )
