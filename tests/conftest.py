@@ -24,12 +24,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never see the developer's keys, URLs or .env file."""
-    for key in list(os.environ):
-        if key.startswith("CHATPLUG_") or key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+def _isolated(chatplug_isolated: None) -> None:
+    """Every test runs without the developer's settings (chatplug's own fixture)."""
 
 
 def run_cli(

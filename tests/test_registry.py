@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +18,7 @@ from chatplug import (
 from chatplug.testing import ScriptedServer
 
 from .conftest import run_cli
+from .distributions import PROVIDER_GROUP, make_distribution
 
 GOOD_PROVIDER = '''
 from chatplug import hookimpl
@@ -47,31 +47,20 @@ BROKEN = {
 }
 
 
-def make_distribution(root: Path, name: str, modules: dict[str, str],
-                      entry_points: dict[str, str]) -> None:
-    """An installed distribution as pip leaves it: modules plus a .dist-info folder."""
-    for module, source in modules.items():
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{name.replace('-', '_')}-1.2.3.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
-    lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[chatplug.providers]\n{lines}")
-
-
 @pytest.fixture
 def plugin_path(tmp_path: Path) -> Path:
     """A site directory with one good and several broken third-party distributions."""
     site = tmp_path / "site"
     site.mkdir()
     make_distribution(site, "chatplug-echo", {"chatplug_echo": GOOD_PROVIDER},
-                      {"Echo": "chatplug_echo"})
+                      {PROVIDER_GROUP: {"Echo": "chatplug_echo"}})
     for index, (name, source) in enumerate(BROKEN.items()):
         module = f"broken_{index}"
-        make_distribution(site, f"broken-{name.lower()}", {module: source}, {name: module})
+        make_distribution(site, f"broken-{name.lower()}", {module: source},
+                          {PROVIDER_GROUP: {name: module}})
     # Another distribution claiming a built-in's name (any case) must not take it over.
     make_distribution(site, "chatplug-impostor", {"impostor": GOOD_PROVIDER},
-                      {"gravityengine": "impostor"})
+                      {PROVIDER_GROUP: {"gravityengine": "impostor"}})
     return site
 
 

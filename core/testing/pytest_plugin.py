@@ -5,6 +5,10 @@
 - ``chatplug_registry``: a fresh :class:`chatplug.Registry` whose every
   installed provider points at ``chatplug_server``, with settings that ignore
   the environment's URLs and keys; every provider gets ``TEST_API_KEY``.
+- ``chatplug_isolated``: no ``CHATPLUG_*``/``OPENAI_*`` variable of the
+  developer's, and a fresh temporary working directory (no ``.env``; an
+  installed observer writing files writes there).  Make it autouse in a
+  conftest: ``def _isolated(chatplug_isolated): ...`` (see the example packages).
 
 Provider authors: subclass :class:`chatplug.testing.conformance.ProviderConformance`
 in a test module to run the conformance suite against your provider.  This
@@ -24,8 +28,11 @@ from .server import ScriptedServer
 if TYPE_CHECKING:
     from chatplug import Registry
 
-__all__ = ["SERVER_LIFETIME", "TEST_API_KEY", "chatplug_registry", "chatplug_server",
-           "registry_for"]
+__all__ = ["SERVER_LIFETIME", "TEST_API_KEY", "chatplug_isolated", "chatplug_registry",
+           "chatplug_server", "registry_for"]
+
+#: Variables a developer's shell may hold that would leak into a test's settings.
+DEVELOPER_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
 
 #: A placeholder key for tests; it looks like no real provider's key.
 TEST_API_KEY = "chatplug-test-key-0000"
@@ -84,3 +91,14 @@ def chatplug_registry(chatplug_server: ScriptedServer) -> Iterator[Registry]:
     registry = registry_for(chatplug_server)
     yield registry
     registry.close()
+
+
+@pytest.fixture
+def chatplug_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Tests never see the developer's keys, URLs or ``.env`` file."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CHATPLUG_") or key in DEVELOPER_VARIABLES:
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
