@@ -32,7 +32,7 @@ from .errors import (
     StreamInterruptedError,
 )
 from .hooks import hookimpl, hookspec
-from .params import Parameter
+from .params import Parameter, Range
 from .provider import Provider, Stream
 from .registry import ENTRY_POINT_GROUP, Registry
 
@@ -59,6 +59,7 @@ __all__ = [
     "ProviderNotFoundError",
     "ProviderResponseError",
     "ProviderTimeoutError",
+    "Range",
     "RateLimitError",
     "Registry",
     "Reply",

@@ -255,7 +255,19 @@ def _chat(registry: Registry, args: argparse.Namespace, stdin: TextIO, out: Text
     converted: dict[str, Any] = provider.parse_options(options)
     prompt = args.prompt
     if prompt is None or prompt == "-":
-        prompt = stdin.read().rstrip("\r\n")  # the newline `echo` adds is not part of it
+        try:
+            prompt = stdin.read().rstrip("\r\n")  # the newline `echo` adds is not part of it
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"standard input is not {exc.encoding} text ({exc.reason} at byte {exc.start}); "
+                "convert it, or set PYTHONIOENCODING to its encoding"
+            ) from None
+    for label, text in (("the prompt", prompt), ("the system message", args.system or "")):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{label} contains bytes that are not valid text in this "
+                             "terminal's encoding") from None
     if not prompt.strip():
         raise UsageError("the prompt is empty; pass PROMPT or pipe it on standard input")
     messages = []

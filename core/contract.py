@@ -15,6 +15,7 @@ unregistered.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,8 +66,18 @@ def pluggy_name(observer: str) -> str:
 def provider_metadata(plugin: Any) -> tuple[str, list[str], bool, bool]:
     """Read and check the seed-shaped metadata attributes of a provider.
 
-    :raises Rejected: an attribute is missing or of the wrong type.
+    :raises Rejected: an attribute is missing or of the wrong type, or reading it
+        raised (a module ``__getattr__`` or a property that fails).
     """
+    try:
+        return _check_metadata(plugin)
+    except Rejected:
+        raise
+    except Exception as exc:
+        raise Rejected(f"reading its metadata failed: {type(exc).__name__}: {exc}") from None
+
+
+def _check_metadata(plugin: Any) -> tuple[str, list[str], bool, bool]:
     missing = [n for n in ("url", "model", "supports_stream", "needs_auth")
                if not hasattr(plugin, n)]
     if missing:
@@ -97,6 +108,14 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> list[
         registered = manager.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
         raise Rejected(" ".join(str(exc).split())) from None
+    except Exception as exc:
+        # pluggy reads every attribute of the plugin; one that raises must not leave
+        # the name half-registered.
+        with contextlib.suppress(Exception):
+            manager.unregister(name=name)
+        raise Rejected(
+            f"registering its hooks failed: {type(exc).__name__}: {exc}"
+        ) from None
     if registered is None:  # pluggy's answer for a blocked name
         raise Rejected("disabled by CHATPLUG_DISABLED_PROVIDERS")
     callers = manager.get_hookcallers(plugin) or []

@@ -47,7 +47,7 @@ def _error_message_from_body(body: bytes) -> str | None:
     """The ``error.message`` of an OpenAI-style error body, if that is what it is."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(payload, dict):
         error = payload.get("error", payload.get("detail"))
@@ -140,7 +140,9 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
     if isinstance(exc, ChatplugError):
         return exc
     timed_out = isinstance(exc, (requests.Timeout, u3.TimeoutError, TimeoutError))
-    if timed_out and client.deadline is not None and time.monotonic() >= client.deadline - 0.01:
+    # Past the deadline, whatever broke was most likely the deadline watchdog closing
+    # the socket (or a read timeout shortened to the deadline): say so.
+    if client.deadline is not None and time.monotonic() >= client.deadline - 0.01:
         return ProviderTimeoutError(
             "the call's deadline passed before the reply was complete. "
             "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().",

@@ -17,9 +17,10 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import failures
+from . import failures, watchdog
 from .errors import (
     ChatplugError,
+    InvalidRequestError,
     ProviderResponseError,
     ProviderTimeoutError,
 )
@@ -95,8 +96,22 @@ class Transport:
         import requests
         from requests.adapters import HTTPAdapter
 
+        pools = watchdog.connection_pool_classes()
+
+        class WatchedAdapter(HTTPAdapter):
+            """Connections whose header read ends at the call's deadline."""
+
+            def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+                super().init_poolmanager(*args, **kwargs)
+                self.poolmanager.pool_classes_by_scheme = pools
+
+            def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+                manager = super().proxy_manager_for(proxy, **kwargs)
+                manager.pool_classes_by_scheme = pools
+                return manager
+
         session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=self.pool_size)
+        adapter = WatchedAdapter(pool_connections=16, pool_maxsize=self.pool_size)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers["User-Agent"] = USER_AGENT
@@ -212,21 +227,31 @@ class HTTPClient:
         :raises ProviderTimeoutError: when connecting or waiting for headers times out.
         :raises ProviderConnectionError: when the server cannot be reached.
         """
+        try:
+            data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"the request body cannot be sent as JSON ({exc}); NaN and Infinity are "
+                "not JSON numbers.",
+                provider=self.provider,
+                model=self.model,
+            ) from None
         session = self.transport.session
         started = time.perf_counter()
         left = self.remaining()
         try:
-            response = session.post(
-                url,
-                data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-                headers={"Content-Type": "application/json", **(headers or {})},
-                stream=True,
-                timeout=(min(self.transport.connect_timeout, left),
-                         min(self.read_timeout, left)),
-                allow_redirects=False,
-                verify=self.transport.verify,
-                proxies=self.transport.proxies_for(url),
-            )
+            with watchdog.deadline_scope(self.deadline):
+                response = session.post(
+                    url,
+                    data=data,
+                    headers={"Content-Type": "application/json", **(headers or {})},
+                    stream=True,
+                    timeout=(min(self.transport.connect_timeout, left),
+                             min(self.read_timeout, left)),
+                    allow_redirects=False,
+                    verify=self.transport.verify,
+                    proxies=self.transport.proxies_for(url),
+                )
         except Exception as exc:
             raise self.translate(exc, url=url) from None
         logger.debug(
@@ -255,6 +280,11 @@ class Reply:
         self._response = response
         self._client = client
         self._chunks: Iterator[bytes] | None = None
+        self._watch: int | None = None
+        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        if client.deadline is not None and sock is not None:
+            # Reading the body ends at the deadline even if bytes keep trickling in.
+            self._watch = watchdog.watch(sock, client.deadline)
         self.status_code: int = response.status_code
         self.reason: str = response.reason or ""
         self.headers: Mapping[str, str] = response.headers
@@ -274,7 +304,6 @@ class Reply:
         client = self._client
         limit = client.transport.max_response_bytes
         deadline = client.deadline if client.deadline is not None else float("inf")
-        near = deadline - client.read_timeout
         received = 0
         if self._chunks is None:
             self._chunks = self._raw_chunks()
@@ -289,9 +318,9 @@ class Reply:
                         model=client.model,
                     )
                 yield data
-                if time.monotonic() > near:
-                    # Near the deadline the next read must give up when the deadline comes.
-                    self._set_read_timeout(client.remaining())
+                if time.monotonic() > deadline:
+                    client.remaining()  # raises: the deadline passed between reads
+            self._unwatch()  # the connection may now serve another call
         except ChatplugError:
             raise
         except Exception as exc:
@@ -327,8 +356,20 @@ class Reply:
                 left -= len(data)
                 if left < 0:
                     return
+            self._unwatch()
         except Exception:
             return  # the connection is simply not reused
+
+    def _unwatch(self) -> None:
+        """Stop the deadline watch; the body is complete (or abandoned).
+
+        :raises ProviderTimeoutError: the watchdog had already cut the body short, so
+            an apparently clean end was really the deadline.
+        """
+        if self._watch is not None:
+            key, self._watch = self._watch, None
+            if not watchdog.unwatch(key):
+                self._client.remaining()  # raises: the deadline passed
 
     def read(self, *, limit: int | None = None, fail: bool = True) -> bytes:
         """Read the whole body (at most ``limit`` bytes when given).
@@ -361,7 +402,7 @@ class Reply:
             except UnicodeDecodeError:
                 # Like the event stream: UTF-8 whatever is claimed, bad bytes replaced.
                 return json.loads(body.decode("utf-8", "replace"))
-        except ValueError:
+        except (ValueError, RecursionError):
             kind = self.content_type or "no content type"
             raise ProviderResponseError(
                 f"expected JSON from {self.url} but got {kind}: "
@@ -373,6 +414,9 @@ class Reply:
 
     def close(self) -> None:
         """Release the connection (it is not reused if the body was not read to the end)."""
+        if self._watch is not None:
+            watchdog.unwatch(self._watch)
+            self._watch = None
         self._response.close()
 
     def __enter__(self) -> Reply:

@@ -57,6 +57,14 @@ def validate_messages(messages: Any) -> list[dict[str, str]]:
             )
         if not content:
             raise InvalidRequestError(f"{where}.content is empty.")
+        if not content.isascii():
+            try:
+                content.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidRequestError(
+                    f"{where}.content is not valid Unicode text: {exc.reason} at position "
+                    f"{exc.start} (undecoded bytes from a file or terminal?)."
+                ) from None
         name = message.get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidRequestError(f"{where}.name must be a string.")

@@ -15,6 +15,7 @@ import contextlib
 import difflib
 import inspect
 import threading
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 from .errors import InvalidRequestError
 from .hooks import INJECTED_ARGUMENTS
 
-__all__ = ["REQUIRED", "Parameter", "ParameterSet", "type_name"]
+__all__ = ["REQUIRED", "Parameter", "ParameterSet", "Range", "type_name"]
 
 #: The three arguments every completion function takes, in this order.
 CORE_ARGUMENTS = ("model", "messages", "stream")
@@ -36,6 +37,19 @@ class _Required:
 
 #: The ``default`` of a parameter that has none.
 REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric parameter, checked before anything is sent::
+
+        temperature: Annotated[float, Range(0, 2)] = 0.7
+
+    Plain data, so a provider module that uses it imports no pydantic.
+    """
+
+    ge: float | None = None
+    le: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,10 @@ def type_name(hint: Any) -> str:
         return hint
     if typing.get_origin(hint) is typing.Annotated:
         return type_name(typing.get_args(hint)[0])
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
     if isinstance(hint, type):
         return hint.__name__
     text = repr(hint).replace("typing.", "")
@@ -192,14 +210,31 @@ class ParameterSet:
                     fields: dict[str, Any] = {
                         p.name: (
                             Any if p.annotation is None or isinstance(p.annotation, str)
-                            else p.annotation,
+                            else _for_pydantic(p.annotation),
                             None if p.required else p.default,
                         )
                         for p in self.user.values()
                     }
                     self._model = create_model(
                         "ProviderParameters",
-                        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+                        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True,
+                                              allow_inf_nan=False),
                         **fields,
                     )
         return self._model
+
+
+def _for_pydantic(hint: Any) -> Any:
+    """``hint`` with every :class:`Range` turned into pydantic's ``Field(ge=, le=)``."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(hint)
+        from pydantic import Field
+
+        converted = [Field(ge=e.ge, le=e.le) if isinstance(e, Range) else e for e in extras]
+        arguments = (_for_pydantic(base), *converted)
+        return typing.Annotated[arguments]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_for_pydantic(arg) for arg in typing.get_args(hint))]  # noqa: UP007
+    return hint
+

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import watchdog
 from .errors import ChatplugError, ProviderTimeoutError
 
 if TYPE_CHECKING:
@@ -98,14 +99,19 @@ def probe(provider: Provider, transport: Transport, *, timeout: float = DEFAULT_
         return ProbeResult(provider.name, provider.url, FAILING, None, None, str(exc))
     session = transport.session  # made (and requests imported) before the clock starts
     started = time.perf_counter()
+    # The watchdog ends the probe at the deadline even if the server dribbles its headers.
+    deadline = time.monotonic() + 2 * timeout
     try:
-        response = session.get(
-            url, timeout=(timeout, timeout), allow_redirects=False, stream=True,
-            verify=transport.verify, headers={"Accept": "*/*"},
-        )
+        with watchdog.deadline_scope(deadline):
+            response = session.get(
+                url, timeout=(timeout, timeout), allow_redirects=False, stream=True,
+                verify=transport.verify, headers={"Accept": "*/*"},
+                proxies=transport.proxies_for(url),
+            )
     except Exception as exc:
         latency = round((time.perf_counter() - started) * 1000, 1)
-        error = transport.client(provider=provider.name).translate(exc, url=url)
+        client = transport.client(provider=provider.name, deadline=deadline)
+        error = client.translate(exc, url=url)
         return ProbeResult(provider.name, url, FAILING, latency, None, _why(error, timeout))
     latency = round((time.perf_counter() - started) * 1000, 1)
     try:

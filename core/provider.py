@@ -21,6 +21,7 @@ from .errors import (
     ModelNotSupportedError,
 )
 from .messages import validate_messages
+from .naming import env_name
 from .params import Parameter, ParameterSet
 from .retry import RetryPolicy
 
@@ -130,8 +131,6 @@ class Provider:
     @property
     def api_key_variable(self) -> str:
         """The environment variable that holds this provider's key."""
-        from .settings import env_name
-
         return env_name(self.name, "API_KEY")
 
     @property

@@ -38,6 +38,7 @@ from .contract import Rejected as _LoadFailure
 from .controls import PluginControls, controls_may_be_set
 from .errors import PluginLoadError, ProviderNotFoundError
 from .missing import not_found
+from .naming import env_name, provider_slug
 from .provider import Provider
 
 T = TypeVar("T")
@@ -305,12 +306,13 @@ class Registry:
         distribution, version = _distribution(entry_point)
         name = entry_point.name
         try:
-            taken = None if observer else self._providers.get(name.lower())
+            taken = None if observer else self._same_settings_name(name)
             if taken is not None:
                 raise _LoadFailure(
                     f"the name {name!r} is already taken by "
-                    f"{taken.distribution or 'another plugin'} ({taken.module_name}); "
-                    f"{distribution or 'this plugin'} was not loaded. "
+                    f"{taken.distribution or 'another plugin'} ({taken.module_name}"
+                    f"{'' if taken.name.lower() == name.lower() else ' as ' + repr(taken.name)}"
+                    f"); {distribution or 'this plugin'} was not loaded. "
                     "Uninstall one of them or rename the entry point"
                 )
             try:
@@ -320,7 +322,12 @@ class Registry:
                     f"importing {entry_point.value} failed: {type(exc).__name__}: {exc}"
                 ) from exc
             add = self._add_observer if observer else self._add
-            add(name, plugin, distribution, version)
+            try:
+                add(name, plugin, distribution, version)
+            except _LoadFailure:
+                raise
+            except Exception as exc:  # a plugin's bug must never stop the others
+                raise _LoadFailure(f"loading it failed: {type(exc).__name__}: {exc}") from exc
         except _LoadFailure as exc:
             reason = ("observer: " if observer else "") + " ".join(str(exc).split())
             self._errors[name] = reason
@@ -333,8 +340,12 @@ class Registry:
     def _add(
         self, name: str, plugin: object, distribution: str | None, version: str | None
     ) -> Provider:
-        if name.lower() in self._providers:
-            raise _LoadFailure(f"the name {name!r} is already taken")
+        taken = self._same_settings_name(name)
+        if taken is not None:
+            raise _LoadFailure(
+                f"the name {name!r} is already taken by {taken.name!r} (both would read "
+                f"{env_name(name, 'API_KEY')})"
+            )
         url, models, supports_stream, needs_auth = provider_metadata(plugin)
         function = add_provider_hooks(self._manager, name, plugin)
         try:
@@ -350,11 +361,19 @@ class Registry:
                 distribution=distribution,
                 version=version,
             )
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:
             self._manager.unregister(plugin)
-            raise _LoadFailure(str(exc)) from None
+            message = str(exc) if isinstance(exc, (ValueError, TypeError)) else (
+                f"{type(exc).__name__}: {exc}")
+            raise _LoadFailure(message) from None
         self._providers[name.lower()] = provider
         return provider
+
+    def _same_settings_name(self, name: str) -> Provider | None:
+        """The loaded provider whose settings names (CHATPLUG_<NAME>_*) ``name`` shares."""
+        slug = provider_slug(name)
+        return next((p for p in self._providers.values() if provider_slug(p.name) == slug),
+                    None)
 
     def observer_hook(self) -> Any:
         """pluggy's hook relay if any observer hook is implemented, else ``None``.

@@ -10,31 +10,25 @@ The OpenAI provider also honours the conventional ``OPENAI_API_KEY`` and
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .errors import ConfigurationError
+from .naming import PREFIX, env_name, provider_slug
 
 __all__ = ["Settings", "env_name", "load_settings", "provider_slug"]
 
-PREFIX = "CHATPLUG_"
 #: Conventional variables other tools use, honoured as fallbacks.
 CONVENTIONAL = {"openai": {"url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}}
 CA_BUNDLE_FALLBACKS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-
-
-def env_name(provider: str, what: str = "API_KEY") -> str:
-    """The environment variable holding ``what`` (``URL`` or ``API_KEY``) for a provider."""
-    return f"{PREFIX}{provider_slug(provider).upper()}_{what.upper()}"
-
-
-def provider_slug(provider: str) -> str:
-    """The settings key of a provider name: lower case, runs of other characters as `_`."""
-    return re.sub(r"[^0-9a-z]+", "_", provider.lower()).strip("_")
 
 
 class _ProviderEntries(PydanticBaseSettingsSource):
@@ -197,10 +191,20 @@ _ENV_FOR_FIELD = {
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings; ``overrides`` take precedence over the environment.
 
-    :raises ConfigurationError: a value is invalid; the message names the variable.
+    :raises ConfigurationError: a value is invalid (the message names the variable), or
+        the ``.env`` file cannot be read.
     """
     try:
         return Settings(**overrides)
+    except SettingsError as exc:
+        raise ConfigurationError(
+            f"invalid settings: {' '.join(str(exc).split())}. Fix it in the environment or in .env."
+        ) from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigurationError(
+            f"could not read the .env file in {os.getcwd()}: {exc}. "
+            "Save it as UTF-8 text, or remove it."
+        ) from None
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = [str(part) for part in error["loc"]]

@@ -10,9 +10,9 @@ from ``CHATPLUG_GRAVITYENGINE_URL``, so any deployment of that kind works.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from chatplug import hookimpl
+from chatplug import Range, hookimpl
 
 if TYPE_CHECKING:
     from chatplug.http import HTTPClient
@@ -41,8 +41,8 @@ def create_completion(
     stream: bool,
     url: str,
     http: HTTPClient,
-    temperature: float = 0.7,
-    presence_penalty: float = 0.0,
+    temperature: Annotated[float, Range(0, 2)] = 0.7,
+    presence_penalty: Annotated[float, Range(-2, 2)] = 0.0,
 ) -> Iterator[str]:
     from chatplug.wire import openai
 

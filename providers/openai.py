@@ -8,9 +8,9 @@ name is accepted; the caller names it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from chatplug import hookimpl
+from chatplug import Range, hookimpl
 
 if TYPE_CHECKING:
     from chatplug.http import HTTPClient
@@ -29,11 +29,11 @@ def create_completion(
     url: str,
     api_key: str,
     http: HTTPClient,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    max_tokens: int | None = None,
-    presence_penalty: float | None = None,
-    frequency_penalty: float | None = None,
+    temperature: Annotated[float, Range(0, 2)] | None = None,
+    top_p: Annotated[float, Range(0, 1)] | None = None,
+    max_tokens: Annotated[int, Range(1)] | None = None,
+    presence_penalty: Annotated[float, Range(-2, 2)] | None = None,
+    frequency_penalty: Annotated[float, Range(-2, 2)] | None = None,
     seed: int | None = None,
 ) -> Iterator[str]:
     from chatplug.wire import openai

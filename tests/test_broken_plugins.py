@@ -154,3 +154,19 @@ def test_register_observer_checks_the_contract() -> None:
     assert [o.name for o in registry.observers()] == ["errors-only"]
     # An observer may share a provider's name: pluggy knows it as "observer:<name>".
     assert registry.plugin_manager.get_plugin("observer:errors-only") is not None
+
+
+def test_a_module_getattr_that_raises_never_stops_the_cli(tmp_path: Path,
+                                                          chatplug_server: ScriptedServer) -> None:
+    site = tmp_path / "site"
+    source = PROVIDER.replace('url = "http://127.0.0.1:9"\n', "") + (
+        "\ndef __getattr__(name):\n    raise RuntimeError('config file missing')\n")
+    module = unique("getattr_bomb")
+    make_distribution(site, "chatplug-bomb", {module: source},
+                      {PROVIDER_GROUP: {"Bomb": module}})
+    env = {"PYTHONPATH": str(site), "CHATPLUG_GRAVITYENGINE_URL": chatplug_server.url}
+    listing = run_cli("providers", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "Bomb: reading its metadata failed: RuntimeError: config file missing" in listing.stdout
+    chat = run_cli("chat", "hi", env=env)
+    assert (chat.returncode, chat.stdout) == (0, "You said: hi\n")

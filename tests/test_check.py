@@ -100,6 +100,47 @@ def test_a_silent_server_is_failing_within_the_timeout(
     assert (result.status, result.detail) == (FAILING, "no answer within 0.3 s")
 
 
+def test_a_server_dribbling_its_headers_ends_at_the_probe_deadline() -> None:
+    """The command exits within twice the timeout even if the headers never end."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def dribble() -> None:
+        deadline = time.monotonic() + 20
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                for number in range(100):  # a header line every 0.1 s, never the end
+                    try:
+                        conn.sendall(b"X-Wait-%d: 1\r\n" % number)
+                    except OSError:
+                        break
+                    if stop.wait(0.1):
+                        break
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        result = run_cli("providers", "GravityEngine", "--check", "--timeout", "0.5",
+                         env={"CHATPLUG_GRAVITYENGINE_URL": url})
+        assert time.monotonic() - started < 5
+        assert result.returncode == 1
+        assert "failing" in result.stdout
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
 def test_the_key_is_never_sent(chatplug_server: ScriptedServer) -> None:
     registry = registry_for(chatplug_server, api_keys={"OpenAI": PLANTED_KEY})
     chatplug_server.add(method="GET", status=401, echo_key=True)

@@ -117,6 +117,23 @@ def test_expected_failures_are_one_line(chatplug_server: ScriptedServer) -> None
     assert run_cli("chat", "--nonsense").returncode == 2
 
 
+def test_undecodable_prompts_are_usage_errors(chatplug_server: ScriptedServer) -> None:
+    env = env_for(chatplug_server, PYTHONIOENCODING="utf-8")
+    full_env = {**os.environ, **env}
+    for key in [k for k in full_env if k.startswith("CHATPLUG_") and k not in env]:
+        del full_env[key]
+    piped = subprocess.run([str(BIN / "chatplug"), "chat"], input=b"\xff hi",
+                           capture_output=True, env=full_env, timeout=30)
+    assert piped.returncode == 2
+    assert b"standard input is not utf-8 text" in piped.stderr
+    assert b"Traceback" not in piped.stderr
+    argv = subprocess.run([str(BIN / "chatplug").encode(), b"chat", b"\xff"],
+                          capture_output=True, env=full_env, timeout=30)
+    assert argv.returncode == 2
+    assert b"not valid text" in argv.stderr
+    assert chatplug_server.requests == []
+
+
 def test_a_cut_stream_prints_what_arrived_then_fails(chatplug_server: ScriptedServer) -> None:
     chatplug_server.add(text="one two three", drop_after=2)
     result = run_cli("chat", "hi", env=env_for(chatplug_server))

@@ -482,3 +482,35 @@ def test_proxy_from_the_environment_is_used_and_no_proxy_honoured(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert call(connect(scripted.url)) == "You said: hello"
     assert scripted.requests[-1].path == "/api/openai/v1/chat/completions"
+
+
+def test_headers_dribbled_forever_end_at_the_deadline(
+        raw: RawServer, connect: Callable[..., Registry]) -> None:
+    def dribble_headers(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for number in range(200):  # one header line every 0.1 s, never the blank line
+            conn.sendall(b"X-Wait-%d: 1\r\n" % number)
+            if raw._stop.wait(0.1):
+                return
+
+    raw.then(dribble_headers, times=3)
+    done = within(2.5)
+    with pytest.raises(ProviderTimeoutError, match="deadline passed"):
+        call(connect(raw.url, read_timeout=0.5), stream=True, timeout=1.0)
+    done()
+
+
+def test_a_body_chunk_dribbled_byte_by_byte_ends_at_the_deadline(
+        raw: RawServer, connect: Callable[..., Registry]) -> None:
+    def dribble_chunk(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(SSE_HEAD + b"1000\r\n")  # announces 4 KiB, sends a byte every 0.1 s
+        for _ in range(200):
+            conn.sendall(b":")
+            if raw._stop.wait(0.1):
+                return
+
+    raw.then(dribble_chunk)
+    done = within(2.5)
+    with pytest.raises(ProviderTimeoutError, match="deadline passed"):
+        call(connect(raw.url, read_timeout=0.5), stream=True, timeout=1.0)
+    done()

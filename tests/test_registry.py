@@ -203,6 +203,34 @@ def test_register_refuses_a_taken_name_in_any_case() -> None:
     assert fresh.get("mine").create(messages=[{"role": "user", "content": "x"}]) == "ok"
 
 
+def test_a_name_sharing_a_providers_settings_is_refused() -> None:
+    """``OpenAI-`` would read CHATPLUG_OPENAI_API_KEY: it must never load beside OpenAI."""
+    fresh = Registry(entry_points=())
+    fresh.register(make_plugin(), "OpenAI")
+    for alias in ("OpenAI-", "_openai", "OPENAI!"):
+        with pytest.raises(PluginLoadError, match="CHATPLUG_OPENAI_API_KEY"):
+            fresh.register(make_plugin(), alias)
+    fresh.register(make_plugin(), "Open.AI")  # CHATPLUG_OPEN_AI_*: its own key
+    assert [p.name for p in fresh.providers()] == ["Open.AI", "OpenAI"]
+
+
+def test_metadata_that_raises_when_read_is_a_load_error() -> None:
+    class Exploding:
+        url = "http://127.0.0.1:9"
+        supports_stream = True
+        needs_auth = False
+
+        @property
+        def model(self) -> list[str]:
+            raise RuntimeError("config file missing")
+
+    fresh = Registry(entry_points=())
+    with pytest.raises(PluginLoadError, match="RuntimeError: config file missing"):
+        fresh.register(Exploding(), "Exploding")
+    fresh.register(make_plugin(), "Fine")
+    assert [p.name for p in fresh.providers()] == ["Fine"]
+
+
 def test_reserved_parameter_names_are_rejected() -> None:
     @hookimpl
     def create_completion(model, messages, stream, timeout: float = 1.0):  # type: ignore[no-untyped-def]

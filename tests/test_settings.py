@@ -85,6 +85,17 @@ def test_invalid_settings_name_the_variable(
         load_settings()
 
 
+def test_an_unreadable_dotenv_or_a_malformed_variable_is_a_configuration_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_bytes(b"# caf\xe9 (saved as cp1252)\nCHATPLUG_TIMEOUT=5\n")
+    with pytest.raises(ConfigurationError, match=r"could not read the \.env file"):
+        load_settings()
+    (tmp_path / ".env").unlink()
+    monkeypatch.setenv("CHATPLUG_PROVIDER_URLS", "x")
+    with pytest.raises(ConfigurationError, match="invalid settings"):
+        load_settings()
+
+
 def test_keys_never_show_in_a_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATPLUG_OPENAI_API_KEY", PLANTED_KEY)
     settings = load_settings()

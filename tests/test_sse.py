@@ -75,6 +75,11 @@ def test_comments_fields_and_multiline_data() -> None:
     assert second.id == "7"  # the last event id persists
 
 
+def test_a_non_ascii_digit_in_retry_is_ignored_as_the_spec_says() -> None:
+    [event] = events_of([b"retry: \xc2\xb2\ndata: x\n\n"])  # "retry: ²"
+    assert (event.data, event.retry) == ("x", None)
+
+
 def test_comment_only_and_empty_events_dispatch_nothing() -> None:
     assert events_of([b": ping\n\n\n\nevent: x\n\n"]) == []
 

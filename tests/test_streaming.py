@@ -205,6 +205,11 @@ def test_provider_without_stream_support_yields_one_piece(
         ({"messages": MESSAGES, "max_retries": 2.5}, "max_retries"),
         ({"messages": [{"role": "user", "content": "x", "name": 3}]}, "name must be"),
         ({"messages": [None]}, "must be a dict"),
+        ({"messages": [{"role": "user", "content": "a\ud800"}]}, "not valid Unicode"),
+        ({"messages": MESSAGES, "temperature": float("nan")}, "finite number"),
+        ({"messages": MESSAGES, "temperature": float("inf")}, "finite number"),
+        ({"messages": MESSAGES, "temperature": 3}, "less than or equal to 2"),
+        ({"messages": MESSAGES, "presence_penalty": -2.5}, "greater than or equal to -2"),
         ({"messages": MESSAGES, "model": ""}, "model"),
     ],
 )

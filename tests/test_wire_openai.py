@@ -106,7 +106,7 @@ def test_chunks_without_choices_are_skipped() -> None:
 
 
 @pytest.mark.parametrize("data", ["not json", "[1]", '{"choices": ["x"]}',
-                                  '{"choices": [{"delta": {"content": 5}}]}'])
+                                  '{"choices": [{"delta": {"content": 5}}]}', "[" * 100_000])
 def test_bad_chunks_raise_provider_response_error(data: str) -> None:
     with pytest.raises(ProviderResponseError):
         parse_chunk(data)

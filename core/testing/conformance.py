@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -92,6 +93,10 @@ def _shown(hint: Any) -> str:
         return hint
     if typing.get_origin(hint) is typing.Annotated:
         return _shown(typing.get_args(hint)[0])
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_shown(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
     if isinstance(hint, type):
         return hint.__name__
     return str(hint).replace("typing.", "").replace("NoneType", "None")

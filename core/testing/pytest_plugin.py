@@ -60,7 +60,8 @@ def registry_for(
     from importlib.metadata import entry_points
 
     from chatplug import Registry
-    from chatplug.settings import load_settings, provider_slug
+    from chatplug.naming import provider_slug
+    from chatplug.settings import load_settings
 
     slugs = [provider_slug(ep.name) for ep in entry_points(group="chatplug.providers")]
     provider_urls = {slug: server.url for slug in slugs}

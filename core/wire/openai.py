@@ -110,7 +110,7 @@ def parse_chunk(data: str) -> tuple[str, str | None]:
     """
     try:
         payload = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ProviderResponseError(
             f"a stream event is not JSON: {data[:120]!r}; the server may not be OpenAI-compatible."
         ) from None

@@ -1,0 +1,26 @@
+"""Provider names as settings see them.
+
+``CHATPLUG_<NAME>_URL`` and ``CHATPLUG_<NAME>_API_KEY`` are keyed by the name's
+*slug*: lower case, runs of other characters turned into ``_``.  Two names with
+one slug would share one key, so the registry refuses the second (a plugin
+called ``OpenAI-`` must never receive the OpenAI key).  Kept apart from the
+settings module so that the registry can use it without importing pydantic.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["PREFIX", "env_name", "provider_slug"]
+
+PREFIX = "CHATPLUG_"
+
+
+def provider_slug(provider: str) -> str:
+    """The settings key of a provider name: lower case, runs of other characters as `_`."""
+    return re.sub(r"[^0-9a-z]+", "_", provider.lower()).strip("_")
+
+
+def env_name(provider: str, what: str = "API_KEY") -> str:
+    """The environment variable holding ``what`` (``URL`` or ``API_KEY``) for a provider."""
+    return f"{PREFIX}{provider_slug(provider).upper()}_{what.upper()}"
