@@ -58,10 +58,9 @@ def watch(sock: socket.socket, deadline: float) -> int:
 def unwatch(key: int) -> bool:
     """Stop watching; False if the deadline had already passed and the socket was shut."""
     with _lock:
-        watched = _watched.pop(key, None) is not None
-        if not _watched:
-            _wake.notify()  # nothing left: the thread may go idle instead of sleeping on
-        return watched
+        # No notify: waking the thread on every call would cost each call a thread
+        # switch; it notices finished watches within IDLE_EXIT by itself.
+        return _watched.pop(key, None) is not None
 
 
 @contextlib.contextmanager
@@ -92,7 +91,7 @@ def _run() -> None:
             idle_since = None
             deadline, key = _heap[0]
             if deadline > now:
-                _wake.wait(deadline - now)
+                _wake.wait(min(deadline - now, IDLE_EXIT))
                 continue
             heapq.heappop(_heap)
             sock = _watched.pop(key)
