@@ -35,8 +35,6 @@ GUIDE = ROOT / "docs" / "writing-a-provider.md"
 FENCE = re.compile(r"^```([a-z]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 FILE_MARK = re.compile(r"^# file: (\S+)\n")
 PACKAGE_DIR = "chatplug-acme"
-#: Conformance cases that fail because of a known bug in chatplug core, not in the guide:
-#: chatplug.wire.openai does not redact a key echoed inside an in-stream error event.
 pytestmark = pytest.mark.slow
 
 
