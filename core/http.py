@@ -160,7 +160,8 @@ class HTTPClient:
 
     Every error it raises is a :class:`chatplug.ChatplugError` carrying the
     provider and model, with the call's API key redacted from its text.
-    Connect and read timeouts never exceed what is left of the call's deadline.
+    Connect and read timeouts never exceed what is left of the call's deadline, and the
+    deadline watchdog ends any read still blocked when it passes.
     Redirects are not followed: nothing, a key least of all, goes to a host
     other than the configured one.
     """
