@@ -140,8 +140,8 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
     if isinstance(exc, ChatplugError):
         return exc
     timed_out = isinstance(exc, (requests.Timeout, u3.TimeoutError, TimeoutError))
-    # Past the deadline, whatever broke was most likely the deadline watchdog closing
-    # the socket at the deadline): say so.
+    # Past the deadline, whatever broke was most likely the watchdog shutting the socket
+    # down at the deadline: say so.
     if client.deadline is not None and time.monotonic() >= client.deadline - 0.01:
         return ProviderTimeoutError(
             "the call's deadline passed before the reply was complete. "
