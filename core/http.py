@@ -321,7 +321,9 @@ class Reply:
                 yield data
                 if time.monotonic() > deadline:
                     client.remaining()  # raises: the deadline passed between reads
-            self._unwatch()  # the connection may now serve another call
+            # urllib3 has just given the connection back to the pool; stop watching at
+            # once (a deadline passing in these microseconds would cut the next user's read).
+            self._unwatch()
         except ChatplugError:
             raise
         except Exception as exc:
