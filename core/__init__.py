@@ -82,7 +82,7 @@ registry = Registry()
 
 _LAZY = {
     "HTTPClient": "http",
-    "Reply": "http",
+    "Reply": "reply",
     "Transport": "http",
     "Settings": "settings",
 }

@@ -19,6 +19,7 @@ import contextlib
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint
 from typing import Any
 
 import pluggy
@@ -31,7 +32,9 @@ __all__ = [
     "Rejected",
     "add_observer",
     "add_provider_hooks",
+    "distribution_of",
     "pluggy_name",
+    "plugin_name",
     "provider_metadata",
 ]
 
@@ -174,3 +177,19 @@ def add_observer(
         manager.unregister(plugin)
         raise Rejected(problem)
     return Observer(name, plugin, distribution, version, observed)
+
+
+def plugin_name(plugin: object) -> str:
+    """The name a plugin registered without one gets: its module's last part."""
+    return str(getattr(plugin, "__name__", type(plugin).__name__)).rsplit(".", 1)[-1]
+
+
+def distribution_of(entry_point: EntryPoint) -> tuple[str | None, str | None]:
+    """The ``(name, version)`` of the distribution an entry point came from, if known."""
+    dist: Any = getattr(entry_point, "dist", None)
+    if dist is None:
+        return None, None
+    try:
+        return dist.name, dist.version
+    except Exception:
+        return None, None

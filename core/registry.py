@@ -31,7 +31,9 @@ from .contract import (
     Observer,
     add_observer,
     add_provider_hooks,
+    distribution_of,
     pluggy_name,
+    plugin_name,
     provider_metadata,
 )
 from .contract import Rejected as _LoadFailure
@@ -229,7 +231,7 @@ class Registry:
         version: str | None,
     ) -> T:
         self._ensure_loaded()
-        name = name or _plugin_name(plugin)
+        name = name or plugin_name(plugin)
         with self._lock:
             try:
                 if self._controls.is_disabled(name):
@@ -256,7 +258,7 @@ class Registry:
         if controls_may_be_set(self._explicit_settings):
             self._controls = PluginControls.from_settings(self.settings)
         # chatplug's own first: a third party can never shadow a built-in name.
-        ordered = sorted(found, key=lambda ep: _distribution(ep)[0] != OWN_DISTRIBUTION)
+        ordered = sorted(found, key=lambda ep: distribution_of(ep)[0] != OWN_DISTRIBUTION)
         for entry_point in ordered:
             if self._admitted(entry_point, blocked_as=entry_point.name):
                 self._load_one(entry_point)
@@ -277,7 +279,7 @@ class Registry:
     def _admitted(self, entry_point: EntryPoint, *, blocked_as: str) -> bool:
         """Apply the plugin controls; a refused entry point is recorded, never imported."""
         name = entry_point.name
-        distribution = _distribution(entry_point)[0]
+        distribution = distribution_of(entry_point)[0]
         if self._controls.is_disabled(name):
             # Blocked in pluggy too: nothing can register under this name later.
             self._manager.set_blocked(blocked_as)
@@ -303,7 +305,7 @@ class Registry:
         return observer
 
     def _load_one(self, entry_point: EntryPoint, *, observer: bool = False) -> None:
-        distribution, version = _distribution(entry_point)
+        distribution, version = distribution_of(entry_point)
         name = entry_point.name
         try:
             taken = None if observer else self._same_settings_name(name)
@@ -392,17 +394,3 @@ class Registry:
         """Close the pooled HTTP connections (the registry stays usable)."""
         if self._transport is not None:
             self._transport.close()
-
-
-def _plugin_name(plugin: object) -> str:
-    return str(getattr(plugin, "__name__", type(plugin).__name__)).rsplit(".", 1)[-1]
-
-
-def _distribution(entry_point: EntryPoint) -> tuple[str | None, str | None]:
-    dist: Any = getattr(entry_point, "dist", None)
-    if dist is None:
-        return None, None
-    try:
-        return dist.name, dist.version
-    except Exception:
-        return None, None
