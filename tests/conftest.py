@@ -4,6 +4,7 @@ pytest plugin (``chatplug.testing.pytest_plugin``, registered through ``pytest11
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(autouse=True)
 def _isolated(chatplug_isolated: None) -> None:
     """Every test runs without the developer's settings (chatplug's own fixture)."""
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, read, released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def run_cli(

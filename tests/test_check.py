@@ -14,13 +14,7 @@ from chatplug.probe import AUTH_NEEDED, FAILING, REACHABLE, probe, probe_all
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 
-from .conftest import PLANTED_KEY, run_cli
-
-
-def free_port() -> int:
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return int(probe_socket.getsockname()[1])
+from .conftest import PLANTED_KEY, free_port, run_cli
 
 
 @pytest.fixture

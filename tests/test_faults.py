@@ -35,7 +35,7 @@ from chatplug import (
 from chatplug.settings import load_settings
 from chatplug.testing import ScriptedServer
 
-from .conftest import BIN, PLANTED_KEY
+from .conftest import BIN, PLANTED_KEY, free_port
 from .rawserver import RawServer, chunk, reset, response_head, sleep_until_stopped
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -121,12 +121,9 @@ def within(seconds: float) -> Callable[[], None]:
 
 
 def test_connection_refused(connect: Callable[..., Registry]) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     done = within(3)
     with pytest.raises(ProviderConnectionError) as info:
-        call(connect(f"http://127.0.0.1:{port}"))
+        call(connect(f"http://127.0.0.1:{free_port()}"))
     done()
     assert len(info.value.attempts) == 3
     assert "after 3 attempts" in str(info.value)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +20,8 @@ from chatplug import (
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 
-from .conftest import PLANTED_KEY
+from .conftest import PLANTED_KEY, free_port
+from .rawserver import RawServer, sleep_until_stopped
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -97,12 +95,6 @@ def test_json_without_choices(chatplug_registry: Registry, chatplug_server: Scri
         chatplug_registry.get("GravityEngine").create(messages=MESSAGES)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_connection_refused(chatplug_server: ScriptedServer) -> None:
     registry = Registry(settings=registry_for(chatplug_server).settings.model_copy(update={
         "provider_urls": {"gravityengine": f"http://127.0.0.1:{free_port()}"}}))
@@ -110,43 +102,17 @@ def test_connection_refused(chatplug_server: ScriptedServer) -> None:
         registry.get("GravityEngine").create(messages=MESSAGES, max_retries=0)
 
 
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """Accepts connections and never answers; stops by itself."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        deadline = time.monotonic() + 30
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join(5)
-    for connection in held:
-        connection.close()
-    listener.close()
-
-
-def test_server_that_never_answers_times_out(
-    chatplug_server: ScriptedServer, silent_server: str
-) -> None:
-    settings = registry_for(chatplug_server).settings.model_copy(update={
-        "provider_urls": {"gravityengine": silent_server}, "read_timeout": 0.5})
-    registry = Registry(settings=settings)
-    started = time.monotonic()
-    with pytest.raises(ProviderTimeoutError, match=r"sent nothing for 0\.5 s"):
-        registry.get("GravityEngine").create(messages=MESSAGES, max_retries=0)
-    assert time.monotonic() - started < 5
-    registry.close()
+def test_server_that_never_answers_times_out(chatplug_server: ScriptedServer) -> None:
+    with RawServer(lifetime=30) as silent:
+        silent.then(lambda conn, request: sleep_until_stopped(silent, 20))
+        settings = registry_for(chatplug_server).settings.model_copy(update={
+            "provider_urls": {"gravityengine": silent.url}, "read_timeout": 0.5})
+        registry = Registry(settings=settings)
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeoutError, match=r"sent nothing for 0\.5 s"):
+            registry.get("GravityEngine").create(messages=MESSAGES, max_retries=0)
+        assert time.monotonic() - started < 5
+        registry.close()
 
 
 def test_per_call_timeout_covers_a_stall_mid_stream(
