@@ -182,8 +182,7 @@ class SSEDecoder:
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
-        if self._id is not None:
-            self._last_id = self._id
+        self._promote_id()
         if not self._data:
             self._event = ""
             return None
@@ -195,7 +194,6 @@ class SSEDecoder:
         )
         self._data = []
         self._event = ""
-        self._id = None
         return event
 
 

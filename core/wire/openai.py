@@ -31,7 +31,7 @@ from ..errors import (
 from ..sse import SSEDecoder
 
 if TYPE_CHECKING:
-    from ..http import HTTPClient, Reply
+    from ..http import HTTPClient
 
 __all__ = [
     "chat",
@@ -185,14 +185,6 @@ def stream_text(chunks: Iterable[bytes]) -> Iterator[str]:
             "the reply is incomplete. Try again.",
             received=received,
         )
-
-
-def read_reply(reply: Reply) -> Iterator[str]:
-    """The text of a reply, streamed when the server sent an event stream, whole otherwise."""
-    if reply.content_type == "text/event-stream":
-        yield from stream_text(reply.iter_bytes())
-    else:
-        yield parse_reply(reply.json())
 
 
 def chat(
