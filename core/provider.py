@@ -287,7 +287,7 @@ class Provider:
         }
         injected = self._parameter_set.injected
         if "url" in injected:
-            arguments["url"] = settings.url_for(self.name) or self.default_url
+            arguments["url"] = self.url
         if "api_key" in injected:
             arguments["api_key"] = api_key
         if "http" in injected:
