@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .calls.provider import Provider, Stream
 from .errors import (
     AuthenticationError,
     ChatplugError,
@@ -32,13 +33,12 @@ from .errors import (
     StreamInterruptedError,
 )
 from .hooks import hookimpl, hookspec
-from .params import Parameter, Range
-from .provider import Provider, Stream
-from .registry import ENTRY_POINT_GROUP, Registry
+from .plugins.params import Parameter, Range
+from .plugins.registry import ENTRY_POINT_GROUP, Registry
 
 if TYPE_CHECKING:
-    from .http import HTTPClient, Reply, Transport
     from .settings import Settings
+    from .transport.client import HTTPClient, Reply, Transport
 
 __version__ = "0.1.0"
 
@@ -81,9 +81,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 registry = Registry()
 
 _LAZY = {
-    "HTTPClient": "http",
-    "Reply": "reply",
-    "Transport": "http",
+    "HTTPClient": "transport.client",
+    "Reply": "transport.reply",
+    "Transport": "transport.client",
     "Settings": "settings",
 }
 

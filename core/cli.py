@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .errors import ChatplugError
 
 if TYPE_CHECKING:
-    from .provider import Provider
-    from .registry import Registry
+    from .calls.provider import Provider
+    from .plugins.registry import Registry
 
 __all__ = ["main"]
 
@@ -191,7 +191,7 @@ def _plugin_sections(registry: Registry, out: TextIO) -> None:
 
 def _check(registry: Registry, name: str | None, as_json: bool, timeout: float | None,
            out: TextIO) -> int:
-    from .probe import DEFAULT_TIMEOUT, FAILING, probe_all
+    from .calls.probe import DEFAULT_TIMEOUT, FAILING, probe_all
 
     providers = [registry.get(name)] if name is not None else registry.providers()
     results = probe_all(providers, registry.transport,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .http import HTTPClient
+    from .transport.client import HTTPClient
 
 __all__ = ["INJECTED_ARGUMENTS", "PROJECT_NAME", "hookimpl", "hookspec"]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from chatplug import Registry
-from chatplug.probe import AUTH_NEEDED, FAILING, REACHABLE, probe, probe_all
+from chatplug.calls.probe import AUTH_NEEDED, FAILING, REACHABLE, probe, probe_all
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import pytest
 
 from chatplug import InvalidRequestError, registry
-from chatplug.params import REQUIRED, ParameterSet
+from chatplug.plugins.params import REQUIRED, ParameterSet
 
 if TYPE_CHECKING:
     from chatplug.http import HTTPClient

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatplug.sse import LineSplitter, ServerSentEvent, SSEDecoder, iter_events
+from chatplug.wire.sse import LineSplitter, ServerSentEvent, SSEDecoder, iter_events
 
 
 def events_of(chunks: list[bytes]) -> list[ServerSentEvent]:

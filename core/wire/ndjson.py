@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderResponseError, StreamInterruptedError
-from ..sse import LineSplitter
+from .sse import LineSplitter
 
 if TYPE_CHECKING:
-    from ..http import HTTPClient, Reply
+    from ..transport.client import HTTPClient, Reply
 
 __all__ = ["MAX_LINE_BYTES", "chat", "iter_objects", "parse_line", "read_reply", "stream_text"]
 
@@ -52,7 +52,7 @@ IsLast = Callable[[Mapping[str, Any]], bool]
 
 def _redacted(text: str, secret: str | None) -> str:
     # Imported here: the redaction module is only needed on the error path.
-    from ..redaction import redact
+    from ..transport.redaction import redact
 
     return redact(text, secret)
 

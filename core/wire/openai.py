@@ -28,10 +28,10 @@ from ..errors import (
     RateLimitError,
     StreamInterruptedError,
 )
-from ..sse import SSEDecoder
+from .sse import SSEDecoder
 
 if TYPE_CHECKING:
-    from ..http import HTTPClient
+    from ..transport.client import HTTPClient
 
 __all__ = [
     "chat",

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import watchdog
-from .errors import ChatplugError, ProviderTimeoutError
+from ..errors import ChatplugError, ProviderTimeoutError
+from ..transport import watchdog
 
 if TYPE_CHECKING:
-    from .http import Transport
+    from ..transport.client import Transport
     from .provider import Provider
 
 __all__ = ["AUTH_NEEDED", "FAILING", "REACHABLE", "ProbeResult", "probe", "probe_all"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
-from .errors import ProviderNotFoundError
+from ..errors import ProviderNotFoundError
 
 __all__ = ["not_found"]
 

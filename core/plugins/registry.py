@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
-from . import hooks
+from .. import hooks
+from ..calls.provider import Provider
+from ..errors import PluginLoadError, ProviderNotFoundError
+from ..naming import env_name, provider_slug
 from .contract import (
     OBSERVER_GROUP,
     Observer,
@@ -38,16 +41,13 @@ from .contract import (
 )
 from .contract import Rejected as _LoadFailure
 from .controls import PluginControls, controls_may_be_set
-from .errors import PluginLoadError, ProviderNotFoundError
 from .missing import not_found
-from .naming import env_name, provider_slug
-from .provider import Provider
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from .http import Transport
-    from .settings import Settings
+    from ..settings import Settings
+    from ..transport.client import Transport
 
 __all__ = ["ENTRY_POINT_GROUP", "OBSERVER_GROUP", "Registry"]
 
@@ -109,7 +109,7 @@ class Registry:
         :raises ConfigurationError: a setting has an invalid value.
         """
         if self._settings is None:
-            from .settings import load_settings
+            from ..settings import load_settings
 
             with self._lock:
                 if self._settings is None:
@@ -120,7 +120,7 @@ class Registry:
     def transport(self) -> Transport:
         """The HTTP transport (one pooled session) every call of this registry uses."""
         if self._transport is None:
-            from .http import Transport
+            from ..transport.client import Transport
 
             with self._lock:
                 if self._transport is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import ChatplugError, RateLimitError
+from ..errors import ChatplugError, RateLimitError
 
 __all__ = ["MAX_RETRY_AFTER", "RetryPolicy"]
 

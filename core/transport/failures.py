@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from ..errors import (
     AuthenticationError,
     ChatplugError,
     ProviderConnectionError,
@@ -27,7 +27,7 @@ from .errors import (
 from .redaction import redact
 
 if TYPE_CHECKING:
-    from .http import HTTPClient, Reply
+    from .client import HTTPClient, Reply
 
 __all__ = ["excerpt", "redirect_error", "retry_after", "status_error", "translate"]
 

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidRequestError
-from .hooks import INJECTED_ARGUMENTS
+from ..errors import InvalidRequestError
+from ..hooks import INJECTED_ARGUMENTS
 
 __all__ = ["REQUIRED", "Parameter", "ParameterSet", "Range", "type_name"]
 

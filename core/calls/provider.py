@@ -14,19 +14,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .call import Completion
-from .errors import (
+from ..errors import (
     AuthenticationError,
     InvalidRequestError,
     ModelNotSupportedError,
 )
+from ..naming import env_name
+from ..plugins.params import Parameter, ParameterSet
 from .messages import validate_messages
-from .naming import env_name
-from .params import Parameter, ParameterSet
 from .retry import RetryPolicy
+from .run import Completion
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..plugins.registry import Registry
 
 __all__ = ["Provider", "Stream"]
 

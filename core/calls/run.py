@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import ChatplugError, ProviderResponseError
-from .redaction import redact
+from ..errors import ChatplugError, ProviderResponseError
+from ..transport.redaction import redact
 from .retry import RetryPolicy
 
 __all__ = ["Completion"]

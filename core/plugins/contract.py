@@ -24,7 +24,7 @@ from typing import Any
 
 import pluggy
 
-from . import hooks
+from .. import hooks
 
 __all__ = [
     "OBSERVER_GROUP",

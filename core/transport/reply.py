@@ -13,13 +13,13 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ChatplugError, ProviderResponseError
 from . import failures, watchdog
-from .errors import ChatplugError, ProviderResponseError
 
 if TYPE_CHECKING:
     import requests
 
-    from .http import HTTPClient
+    from .client import HTTPClient
 
 __all__ = ["STREAM_READ_SIZE", "Reply"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 __all__ = ["CONTROL_VARIABLES", "PluginControls", "controls_may_be_set", "normalize"]
 

@@ -1,0 +1,267 @@
+"""The HTTP transport: one pooled ``requests.Session`` per registry, typed errors.
+
+:class:`Transport` owns the session.  A provider receives an
+:class:`HTTPClient`, a view of the transport bound to one call (provider name,
+model, key to redact, timeouts); everything it raises is a
+:class:`chatplug.ChatplugError`.  ``requests`` is imported on first use, so
+listing providers never pays for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    ChatplugError,
+    InvalidRequestError,
+    ProviderTimeoutError,
+)
+from . import failures, watchdog
+from .redaction import install_log_redaction, remember
+from .reply import Reply
+
+if TYPE_CHECKING:
+    import requests
+
+    from ..settings import Settings
+
+__all__ = ["HTTPClient", "Reply", "Transport"]
+
+logger = logging.getLogger("chatplug.http")
+
+USER_AGENT = "chatplug/0.1"
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class Transport:
+    """Owns the pooled session shared by every call of one registry.
+
+    :param connect_timeout: seconds to establish a connection.
+    :param read_timeout: seconds allowed between two reads of the reply.
+    :param pool_size: connections kept per host; sized for concurrent streams.
+    :param ca_bundle: a CA bundle path for TLS verification; verification is
+        always on and cannot be turned off.
+    :param max_response_bytes: the most a single reply may send before it is cut off.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        pool_size: int = 64,
+        ca_bundle: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.pool_size = pool_size
+        self.ca_bundle = ca_bundle
+        self.max_response_bytes = max_response_bytes
+        #: Passed with every request, so REQUESTS_CA_BUNDLE cannot override our setting.
+        self.verify: str | bool = ca_bundle or True
+        self._session: requests.Session | None = None
+        self._proxies: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        install_log_redaction()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Transport:
+        """A transport configured by chatplug's settings."""
+        return cls(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            ca_bundle=settings.effective_ca_bundle,
+            max_response_bytes=settings.max_response_bytes,
+        )
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._new_session()
+        return self._session
+
+    def _new_session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        pools = watchdog.connection_pool_classes()
+
+        class WatchedAdapter(HTTPAdapter):
+            """Connections whose header read ends at the call's deadline."""
+
+            def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+                super().init_poolmanager(*args, **kwargs)
+                self.poolmanager.pool_classes_by_scheme = pools
+
+            def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+                manager = super().proxy_manager_for(proxy, **kwargs)
+                manager.pool_classes_by_scheme = pools
+                return manager
+
+        session = requests.Session()
+        adapter = WatchedAdapter(pool_connections=16, pool_maxsize=self.pool_size)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        session.verify = self.verify
+        # requests re-reads the whole environment on every request (proxies, CA
+        # bundle, ~/.netrc): measurable on each call.  chatplug reads proxies once
+        # per host (proxies_for), the CA bundle through its settings, and never
+        # sends ~/.netrc credentials to a provider.
+        session.trust_env = False
+        return session
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """The proxy to use for ``url``'s host, from ``HTTP(S)_PROXY``/``NO_PROXY``
+        as they were when the host was first used."""
+        origin = "/".join(url.split("/", 3)[:3])
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            from requests.utils import get_environ_proxies
+
+            proxies = self._proxies[origin] = dict(get_environ_proxies(origin))
+        return proxies
+
+    def client(
+        self,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        deadline: float | None = None,
+    ) -> HTTPClient:
+        """An :class:`HTTPClient` bound to one call (``deadline`` on ``time.monotonic()``)."""
+        return HTTPClient(
+            self, provider=provider, model=model, api_key=api_key, deadline=deadline
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection; the next request opens a new session."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+
+class HTTPClient:
+    """The transport as one call of one provider sees it.
+
+    Every error it raises is a :class:`chatplug.ChatplugError` carrying the
+    provider and model, with the call's API key redacted from its text.
+    Connect and read timeouts never exceed what is left of the call's deadline, and the
+    deadline watchdog ends any read still blocked when it passes.
+    Redirects are not followed: nothing, a key least of all, goes to a host
+    other than the configured one.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self.transport = transport
+        self.provider = provider
+        self.model = model
+        self._api_key = api_key
+        self.deadline = deadline
+        self.read_timeout = transport.read_timeout
+        remember(api_key)
+
+    def remaining(self) -> float:
+        """Seconds left before the call's deadline (infinite without one).
+
+        :raises ProviderTimeoutError: the deadline has passed.
+        """
+        if self.deadline is None:
+            return float("inf")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ProviderTimeoutError(
+                "the call's deadline passed before the reply was complete. "
+                "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().",
+                provider=self.provider,
+                model=self.model,
+            )
+        return left
+
+    def __repr__(self) -> str:
+        return f"<HTTPClient provider={self.provider!r} model={self.model!r}>"
+
+    @property
+    def api_key(self) -> str | None:
+        """The call's key (the provider already has it; used to redact server text)."""
+        return self._api_key
+
+    def translate(self, exc: BaseException, *, url: str | None = None) -> ChatplugError:
+        """Map a requests/urllib3/socket exception to chatplug's error for it."""
+        return failures.translate(self, exc, url=url)
+
+    def post_json(
+        self,
+        url: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> Reply:
+        """POST ``body`` as JSON to ``url`` and return the :class:`Reply`.
+
+        :raises AuthenticationError: on 401/403.
+        :raises RateLimitError: on 429, with the server's ``Retry-After``.
+        :raises ProviderHTTPError: on any other status >= 400.
+        :raises ProviderTimeoutError: when connecting or waiting for headers times out.
+        :raises ProviderConnectionError: when the server cannot be reached.
+        """
+        try:
+            data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"the request body cannot be sent as JSON ({exc}); NaN and Infinity are "
+                "not JSON numbers.",
+                provider=self.provider,
+                model=self.model,
+            ) from None
+        session = self.transport.session
+        started = time.perf_counter()
+        left = self.remaining()
+        try:
+            with watchdog.deadline_scope(self.deadline):
+                response = session.post(
+                    url,
+                    data=data,
+                    headers={"Content-Type": "application/json", **(headers or {})},
+                    stream=True,
+                    timeout=(min(self.transport.connect_timeout, left),
+                             min(self.read_timeout, left)),
+                    allow_redirects=False,
+                    verify=self.transport.verify,
+                    proxies=self.transport.proxies_for(url),
+                )
+        except Exception as exc:
+            raise self.translate(exc, url=url) from None
+        logger.debug(
+            "%s: POST %s -> %s in %.1f ms",
+            self.provider,
+            url,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        reply = Reply(response, self)
+        if response.status_code >= 300:
+            with reply:
+                if response.status_code < 400:
+                    raise failures.redirect_error(self, response.status_code, reply, url)
+                raise failures.status_error(self, response.status_code, reply, url)
+        return reply
