@@ -44,11 +44,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AsyncStream",
     "AuthenticationError",
     "ChatplugError",
+    "Completion",
     "ConfigurationError",
+    "Finish",
     "HTTPClient",
     "InvalidRequestError",
+    "Meta",
     "ModelNotSupportedError",
     "Parameter",
     "PluginLoadError",
@@ -61,12 +65,16 @@ __all__ = [
     "ProviderTimeoutError",
     "Range",
     "RateLimitError",
+    "Reasoning",
     "Registry",
     "Reply",
     "Settings",
     "Stream",
     "StreamInterruptedError",
+    "ToolCall",
+    "ToolCallDelta",
     "Transport",
+    "Usage",
     "__version__",
     "hookimpl",
     "hookspec",
@@ -81,6 +89,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 registry = Registry()
 
 _LAZY = {
+    "AsyncStream": "calls.aio",
     "HTTPClient": "transport.client",
     "Reply": "transport.reply",
     "Transport": "transport.client",

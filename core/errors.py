@@ -9,6 +9,11 @@ echoes back before it becomes part of an error.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .calls.completion import Completion
+
 __all__ = [
     "AuthenticationError",
     "ChatplugError",
@@ -202,9 +207,13 @@ class StreamInterruptedError(ProviderError):
     """The reply ended before it was complete (no ``[DONE]`` and no finish reason).
 
     Raised after the pieces that did arrive were delivered; ``received`` holds
-    how many characters of text had arrived, so a caller can tell a cut reply
-    from a whole one.
+    how many characters of text had arrived, and ``completion`` the
+    :class:`chatplug.Completion` so far (its text, the provider that was
+    serving), so a caller can tell a cut reply from a whole one.
     """
+
+    #: The reply as far as it came (set by the call that raised this).
+    completion: Completion | None = None
 
     retryable = True  # only before the first piece reached the caller
 

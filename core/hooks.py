@@ -14,39 +14,62 @@ validated against their type hints before anything is sent.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from .events import Event, Usage
     from .transport.client import HTTPClient
 
-__all__ = ["INJECTED_ARGUMENTS", "PROJECT_NAME", "hookimpl", "hookspec"]
+__all__ = [
+    "CALL_OPTIONS",
+    "CORE_ARGUMENTS",
+    "INJECTED_ARGUMENTS",
+    "OBSERVER_HOOKS",
+    "PROJECT_NAME",
+    "RESERVED_NAMES",
+    "hookimpl",
+    "hookspec",
+]
 
-OBSERVER_HOOKS = ("chatplug_on_request", "chatplug_on_response", "chatplug_on_error")
+OBSERVER_HOOKS = ("chatplug_on_request", "chatplug_on_response", "chatplug_on_error",
+                  "chatplug_on_retry")
 
 PROJECT_NAME = "chatplug"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
+#: The arguments every completion function takes, in this order.
+CORE_ARGUMENTS = ("model", "messages", "stream")
 #: Arguments the registry supplies itself; they are never user parameters.
 INJECTED_ARGUMENTS = frozenset({"url", "api_key", "http"})
+#: Keyword arguments of ``create()``/``complete()`` that are chatplug's own call
+#: options, never a provider's parameters.
+CALL_OPTIONS = frozenset({"timeout", "max_retries", "api_key", "url", "headers", "extra_body"})
+#: Every name a provider's own parameter may not take.
+RESERVED_NAMES = frozenset(CORE_ARGUMENTS) | INJECTED_ARGUMENTS | CALL_OPTIONS
 
 
-@hookspec(firstresult=True)
+# Called on one provider's own implementation only, never broadcast.
+@hookspec
 def create_completion(  # type: ignore[empty-body]
     model: str,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     stream: bool,
     url: str,
     api_key: str | None,
     http: HTTPClient,
-) -> Iterator[str]:
-    """Yield the reply's text piece by piece.
+) -> Iterator[str | Event]:
+    """Yield the reply's text piece by piece, and the events of :mod:`chatplug.events`
+    (usage, finish reason, tool-call fragments, reasoning, id and model) where the
+    server reports them.
 
     :param model: the model to use, already checked against the provider's list.
-    :param messages: validated ``{"role", "content"}`` dicts (a private copy).
+    :param messages: validated chat messages (a private copy): roles ``system``,
+        ``developer``, ``user``, ``assistant``, ``tool``; content a string or a list
+        of parts; ``tool_calls`` and ``tool_call_id`` as OpenAI shapes them.
     :param stream: whether the caller streams; a provider may stream regardless.
     :param url: the provider's effective base URL (setting, else module ``url``).
     :param api_key: the provider's key in plain text, or ``None``; never log it.
@@ -64,8 +87,12 @@ def create_completion(  # type: ignore[empty-body]
 
 
 @hookspec
-def chatplug_on_request(provider: str, model: str, stream: bool, request_id: str) -> None:
-    """A completion is about to be sent (after validation passed)."""
+def chatplug_on_request(
+    provider: str, model: str, stream: bool, request_id: str, route: str | None
+) -> None:
+    """A completion is about to be sent (after validation passed).  ``route`` is the
+    route's name when a route makes the call (each of its attempts is heard, with
+    one ``request_id``), else ``None``."""
 
 
 @hookspec
@@ -79,9 +106,29 @@ def chatplug_on_response(
     characters: int,
     attempts: int,
     outcome: str,
+    finish_reason: str | None,
+    usage: Usage | None,
+    route: str | None,
 ) -> None:
     """A completion ended well: ``outcome`` is ``"complete"``, or ``"closed"`` when the
-    caller stopped reading a stream early."""
+    caller stopped reading a stream early.  ``finish_reason`` says why the reply
+    ended (``"length"``: cut by ``max_tokens``), ``usage`` the token counts, if
+    the server reported them."""
+
+
+@hookspec
+def chatplug_on_retry(
+    provider: str,
+    model: str,
+    request_id: str,
+    attempt: int,
+    max_attempts: int,
+    delay_s: float,
+    error: Exception,
+    route: str | None,
+) -> None:
+    """Attempt ``attempt`` failed with ``error`` (retryable); the next of at most
+    ``max_attempts`` starts in ``delay_s`` seconds."""
 
 
 @hookspec
@@ -92,5 +139,6 @@ def chatplug_on_error(
     duration_s: float,
     attempts: int,
     error: Exception,
+    route: str | None,
 ) -> None:
     """A completion failed with ``error`` (a :class:`chatplug.ChatplugError`)."""

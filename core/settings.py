@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="most bytes one reply may send"
     )
+    async_workers: int = Field(
+        256, ge=1, le=4096, description="worker threads the async API runs calls on"
+    )
     strict_plugins: bool = Field(False, description="raise on any plugin load error")
     plugins: str | None = Field(
         None,
@@ -182,6 +185,7 @@ _ENV_FOR_FIELD = {
     "retry_backoff_max": "CHATPLUG_RETRY_BACKOFF_MAX",
     "max_response_bytes": "CHATPLUG_MAX_RESPONSE_BYTES",
     "strict_plugins": "CHATPLUG_STRICT_PLUGINS",
+    "async_workers": "CHATPLUG_ASYNC_WORKERS",
     "ca_bundle": "CHATPLUG_CA_BUNDLE",
     "plugins": "CHATPLUG_PLUGINS",
     "disabled_providers": "CHATPLUG_DISABLED_PROVIDERS",

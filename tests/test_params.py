@@ -87,8 +87,10 @@ def test_generic_and_annotated_types_are_named_readably() -> None:
         ({"temperature": "0.2"}, "temperature='0.2' is invalid"),
         ({"temperature": True}, "temperature=True is invalid"),
         ({"temprature": 0.2}, "Did you mean 'temperature'"),
-        ({"url": "http://x"}, "chatplug supplies it"),
-        ({"api_key": "k"}, "chatplug supplies it"),
+        ({"url": "http://x"}, "not a provider parameter"),
+        ({"api_key": "k"}, "not a provider parameter"),
+        ({"http": "k"}, "not a provider parameter"),
+        ({"timeout": 3}, "call option"),
     ],
 )
 def test_validation_names_the_parameter(values: dict[str, object], fragment: str) -> None:

@@ -113,7 +113,21 @@ def test_clean_close_without_done_or_finish_is_not_a_whole_reply(
 ) -> None:
     chatplug_server.add(text="cut short", finish=False, done=False, stream=True)
     with pytest.raises(StreamInterruptedError, match="incomplete"):
-        chatplug_registry.get("GravityEngine").create(messages=MESSAGES)
+        chatplug_registry.get("GravityEngine").create(messages=MESSAGES, max_retries=0)
+
+
+def test_a_cut_reply_nobody_saw_yet_is_fetched_again(
+    chatplug_registry: Registry, chatplug_server: ScriptedServer
+) -> None:
+    # A non-streamed call shows the caller nothing before the end: a reply cut after
+    # some pieces can start over, and the text is never doubled.
+    chatplug_server.add(pieces=["cut", " short"], finish=False, done=False, stream=True)
+    chatplug_server.add(pieces=["whole", " reply"], stream=True)
+    provider = chatplug_registry.get("GravityEngine")
+    completion = provider.complete(MESSAGES)
+    assert completion.text == "whole reply"
+    assert completion.attempts == 2
+    assert len(chatplug_server.requests) == 2
 
 
 def test_finish_reason_then_clean_close_is_complete(

@@ -1,87 +1,49 @@
-"""A loaded provider: its metadata, its parameters, and ``create()``.
+"""A loaded provider: its metadata, its parameters, ``create()`` and ``complete()``.
 
-``create()`` validates everything before anything is sent: messages, model,
-parameters (pydantic, strict types) and the API key.  It then calls the
-provider's own completion function (not a broadcast hook) and drives the
-pieces it yields, turning whatever escapes into chatplug's typed errors.
+Every call is two steps.  :meth:`Provider.prepare` validates everything before
+anything is sent (messages, model, parameters with pydantic's strict types,
+capabilities, the key, the call options) and returns a :class:`PreparedCall`;
+running it (:class:`~chatplug.calls.run.Call`) calls the provider's own
+completion function (not a broadcast hook) and drives what it yields, turning
+whatever escapes into chatplug's typed errors.
 """
 
 from __future__ import annotations
 
 import difflib
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import ModuleType, TracebackType
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from ..errors import (
-    AuthenticationError,
-    InvalidRequestError,
-    ModelNotSupportedError,
-)
+from ..errors import AuthenticationError, InvalidRequestError, ModelNotSupportedError
 from ..naming import env_name
 from ..plugins.params import Parameter, ParameterSet
-from .messages import validate_messages
-from .retry import RetryPolicy
-from .run import Completion
+from .messages import TOOLS, VISION, required_capabilities, validate_messages
+from .options import check_call_options
+from .prepared import PreparedCall
+from .run import Call
+from .stream import Stream
 
 if TYPE_CHECKING:
-    from ..plugins.registry import Registry
+    from .aio import AsyncStream
+    from .completion import Completion
+    from .runtime import Runtime
 
 __all__ = ["Provider", "Stream"]
 
-#: Keyword arguments of ``create()`` that are chatplug's own, never a provider's.
-RESERVED_PARAMETERS = frozenset({"timeout", "max_retries"})
+#: Parameters that send tools, whatever the provider calls them.
+_TOOL_PARAMETERS = ("tools", "tool_choice", "parallel_tool_calls")
 
-
-class Stream(Iterator[str]):
-    """The pieces of a streamed reply, yielded as they arrive on the wire.
-
-    Closing it (``close()``, leaving a ``with`` block, breaking out of a
-    ``for`` loop over a temporary) closes the HTTP response.
-
-    :raises StreamInterruptedError: while iterating, when the reply was cut.
-    """
-
-    __slots__ = ("_pieces", "model", "provider")
-
-    def __init__(self, pieces: Iterator[str], provider: str, model: str) -> None:
-        self._pieces = pieces
-        self.provider = provider
-        self.model = model
-
-    def __iter__(self) -> Iterator[str]:
-        return self._pieces  # the loop then runs at generator speed
-
-    def __next__(self) -> str:
-        return next(self._pieces)
-
-    def close(self) -> None:
-        close = getattr(self._pieces, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<chatplug.Stream provider={self.provider!r} model={self.model!r}>"
+Messages = Sequence[Mapping[str, Any]]
 
 
 class Provider:
     """One provider as the registry loaded it.
 
     ``name``, ``url`` (the effective base URL: the setting if set, else the
-    module's), ``models``, ``supports_stream``, ``needs_auth``, ``params`` (the
-    seed's string), ``parameters`` (structured), ``distribution`` and ``version``.
+    module's), ``models``, ``supports_stream``, ``needs_auth``,
+    ``supports_tools``, ``supports_vision``, ``params`` (the seed's string),
+    ``parameters`` (structured), ``distribution`` and ``version``.
     """
 
     def __init__(
@@ -90,11 +52,13 @@ class Provider:
         plugin: object,
         function: Callable[..., Any],
         *,
-        registry: Registry,
+        runtime: Runtime,
         url: str,
         models: list[str],
         supports_stream: bool,
         needs_auth: bool,
+        supports_tools: bool = False,
+        supports_vision: bool = False,
         distribution: str | None = None,
         version: str | None = None,
     ) -> None:
@@ -104,29 +68,31 @@ class Provider:
         self.models = list(models)
         self.supports_stream = supports_stream
         self.needs_auth = needs_auth
+        self.supports_tools = supports_tools
+        self.supports_vision = supports_vision
         self.distribution = distribution
         self.version = version
         self._function = function
-        self._registry = registry
+        self._runtime = runtime
         self._parameter_set = ParameterSet(function, self.models)
-        reserved = RESERVED_PARAMETERS & set(self._parameter_set.user)
-        if reserved:
-            raise ValueError(
-                f"parameter name(s) {', '.join(sorted(reserved))} are reserved by chatplug's "
-                "create(); rename them in the completion function."
-            )
         module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
         self.module_name: str = module
         self.params: str = self._parameter_set.params_string(module)
         self.parameters: tuple[Parameter, ...] = self._parameter_set.all
+        self.origin = (f"the plugin {distribution} {version or ''}".rstrip() if distribution
+                       else f"the provider module {module}")
 
     def __repr__(self) -> str:
-        return f"<chatplug.Provider {self.name} {self.default_url}>"
+        try:
+            url = self.url
+        except Exception:  # a broken setting must not break a repr
+            url = self.default_url
+        return f"<chatplug.Provider {self.name} {url}>"
 
     @property
     def url(self) -> str:
         """The effective base URL: ``CHATPLUG_<NAME>_URL`` if set, else the module's ``url``."""
-        return self._registry.settings.url_for(self.name) or self.default_url
+        return self._runtime.settings.url_for(self.name) or self.default_url
 
     @property
     def api_key_variable(self) -> str:
@@ -136,7 +102,7 @@ class Provider:
     @property
     def api_key_configured(self) -> bool:
         """Whether a key is configured for this provider (the key itself is never exposed)."""
-        return self._registry.settings.api_key_for(self.name) is not None
+        return self._runtime.settings.api_key_for(self.name) is not None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready metadata (never the key)."""
@@ -146,6 +112,8 @@ class Provider:
             "models": list(self.models),
             "supports_stream": self.supports_stream,
             "needs_auth": self.needs_auth,
+            "supports_tools": self.supports_tools,
+            "supports_vision": self.supports_vision,
             "params": self.params,
             "parameters": [p.as_dict() for p in self.parameters],
             "distribution": self.distribution,
@@ -192,155 +160,195 @@ class Provider:
             )
         return model
 
-    @overload
-    def create(
-        self,
-        messages: Sequence[Mapping[str, str]],
-        model: str | None = ...,
-        stream: Literal[False] = ...,
-        *,
-        timeout: float | None = ...,
-        max_retries: int | None = ...,
-        **params: Any,
-    ) -> str: ...
+    # -- calls -------------------------------------------------------------------------
 
-    @overload
-    def create(
+    def prepare(
         self,
-        messages: Sequence[Mapping[str, str]],
-        model: str | None = ...,
-        *,
-        stream: Literal[True],
-        timeout: float | None = ...,
-        max_retries: int | None = ...,
-        **params: Any,
-    ) -> Stream: ...
-
-    @overload
-    def create(
-        self,
-        messages: Sequence[Mapping[str, str]],
-        model: str | None = ...,
-        stream: bool = ...,
-        *,
-        timeout: float | None = ...,
-        max_retries: int | None = ...,
-        **params: Any,
-    ) -> str | Stream: ...
-
-    def create(
-        self,
-        messages: Sequence[Mapping[str, str]],
+        messages: Messages,
         model: str | None = None,
         stream: bool = False,
         *,
         timeout: float | None = None,
         max_retries: int | None = None,
+        api_key: str | None = None,
+        url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         **params: Any,
-    ) -> str | Stream:
-        """Send a chat completion; the whole text, or a :class:`Stream` of pieces.
+    ) -> PreparedCall:
+        """Validate a call without sending anything; the :class:`PreparedCall` to run.
 
-        Everything is validated before any network traffic.
+        Takes the arguments of :meth:`create`.
 
-        :param timeout: total seconds the call may take, retries and waits included
-            (default ``CHATPLUG_TIMEOUT``).
-        :param max_retries: retries after a failed attempt (default ``CHATPLUG_MAX_RETRIES``).
-        :raises InvalidRequestError: bad messages, parameters, ``stream``, ``timeout``
-            or ``max_retries``.
+        :raises InvalidRequestError: bad messages, parameters, ``stream`` or call
+            options; tools or images sent to a provider without that capability.
         :raises ModelNotSupportedError: a model the provider does not list.
         :raises AuthenticationError: the provider needs a key and none is configured.
-        :raises ProviderError: (subclasses) when talking to the provider fails.
         """
         if not isinstance(stream, bool):
             raise InvalidRequestError(
                 f"stream must be True or False, not {stream!r}.", provider=self.name
             )
-        _check_call_options(timeout, max_retries, self.name)
+        options = check_call_options(timeout=timeout, max_retries=max_retries,
+                                     api_key=api_key, url=url, headers=headers,
+                                     extra_body=extra_body, provider=self.name)
+        key = options.api_key
+        if key is None:
+            secret = self._runtime.settings.api_key_for(self.name)
+            key = secret.get_secret_value() if secret is not None else None
         try:
             checked = validate_messages(messages)
-            chosen = self.resolve_model(model)
-            options = self._parameter_set.validate(params)
+            try:
+                chosen = self.resolve_model(model)
+            except InvalidRequestError as exc:
+                if self.needs_auth and not key and model is None:
+                    # Say everything that is missing at once, not one thing per attempt.
+                    exc.message += f" Also, {self._missing_key()}"
+                raise
+            values = self._parameter_set.validate(params)
+            self._check_capabilities(checked, values)
         except InvalidRequestError as exc:
             exc.provider = exc.provider or self.name
             exc.model = exc.model or model
             raise
-        settings = self._registry.settings
-        secret = settings.api_key_for(self.name)
-        api_key = secret.get_secret_value() if secret is not None else None
-        if self.needs_auth and not api_key:
-            raise AuthenticationError(
-                f"no API key is configured. Set {self.api_key_variable}"
-                + (" (or OPENAI_API_KEY)" if self.name.lower() == "openai" else "")
-                + " in the environment or in .env.",
-                provider=self.name,
-                model=chosen,
-            )
-        deadline = time.monotonic() + (timeout if timeout is not None else settings.timeout)
-        http = self._registry.transport.client(
-            provider=self.name, model=chosen, api_key=api_key, deadline=deadline
-        )
-        arguments: dict[str, Any] = {
-            "model": chosen,
-            "messages": checked,
-            "stream": stream and self.supports_stream,
-            **options,
-        }
-        injected = self._parameter_set.injected
-        if "url" in injected:
-            arguments["url"] = self.url
-        if "api_key" in injected:
-            arguments["api_key"] = api_key
-        if "http" in injected:
-            arguments["http"] = http
-        completion = Completion(
+        if self.needs_auth and not key:
+            raise AuthenticationError(self._missing_key(), provider=self.name, model=chosen)
+        return PreparedCall(
             provider=self.name,
             model=chosen,
+            messages=checked,
             stream=stream,
+            params=values,
+            options=options,
+            url=options.url or self.url,
+            api_key=key,
             function=self._function,
-            arguments=arguments,
-            translate=http.translate,
-            api_key=api_key,
-            policy=RetryPolicy(
-                max_retries=settings.max_retries if max_retries is None else max_retries,
-                initial=settings.retry_backoff,
-                cap=settings.retry_backoff_max,
-            ),
-            deadline=deadline,
-            hook=self._registry.observer_hook(),
-            origin=self._origin(),
+            injected=self._parameter_set.injected,
+            origin=self.origin,
+            supports_stream=self.supports_stream,
         )
-        pieces = completion.pieces()
+
+    def _missing_key(self) -> str:
+        return (f"no API key is configured. Set {self.api_key_variable}"
+                + (" (or OPENAI_API_KEY)" if self.name.lower() == "openai" else "")
+                + " in the environment or in .env, or pass api_key=.")
+
+    def _check_capabilities(self, messages: list[dict[str, Any]],
+                            values: Mapping[str, Any]) -> None:
+        needed = set(required_capabilities(messages))
+        if any(values.get(name) is not None for name in _TOOL_PARAMETERS):
+            needed.add(TOOLS)
+        missing = [what for what, has in ((TOOLS, self.supports_tools),
+                                          (VISION, self.supports_vision))
+                   if what in needed and not has]
+        if missing:
+            what = " and ".join({"tools": "tools (tool definitions, tool calls or tool "
+                                 "messages)", "vision": "images (image_url parts)"}[m]
+                                for m in missing)
+            raise InvalidRequestError(
+                f"{self.name} does not support {what}; use a provider with "
+                f"supports_{'_'.join(missing)} = True, or leave them out.",
+                provider=self.name,
+            )
+
+    def start(self, prepared: PreparedCall, *, buffered: bool = False) -> Call:
+        """A :class:`Call` running ``prepared`` (nothing is sent until it is iterated)."""
+        return Call(prepared, self._runtime, buffered=buffered)
+
+    @overload
+    def create(
+        self,
+        messages: Messages,
+        model: str | None = ...,
+        stream: Literal[False] = ...,
+        **options: Any,
+    ) -> str: ...
+
+    @overload
+    def create(
+        self,
+        messages: Messages,
+        model: str | None = ...,
+        *,
+        stream: Literal[True],
+        **options: Any,
+    ) -> Stream: ...
+
+    @overload
+    def create(
+        self,
+        messages: Messages,
+        model: str | None = ...,
+        stream: bool = ...,
+        **options: Any,
+    ) -> str | Stream: ...
+
+    def create(
+        self,
+        messages: Messages,
+        model: str | None = None,
+        stream: bool = False,
+        **options: Any,
+    ) -> str | Stream:
+        """Send a chat completion; the whole text, or a :class:`Stream` of pieces.
+
+        Everything is validated before any network traffic.  Keyword arguments
+        are the provider's parameters (see ``params``) and chatplug's call options:
+
+        :param timeout: total seconds the call may take, retries and waits included
+            (default ``CHATPLUG_TIMEOUT``).
+        :param max_retries: retries after a failed attempt (default ``CHATPLUG_MAX_RETRIES``).
+        :param api_key: the key for this call instead of the configured one.
+        :param url: the base URL for this call instead of the configured one.
+        :param headers: extra request headers.
+        :param extra_body: fields merged into the JSON request body.
+        :raises InvalidRequestError: bad messages, parameters, ``stream`` or options.
+        :raises ModelNotSupportedError: a model the provider does not list.
+        :raises AuthenticationError: the provider needs a key and none is configured.
+        :raises ProviderError: (subclasses) when talking to the provider fails.
+        """
+        prepared = self.prepare(messages, model, stream, **options)
         if stream:
-            if not self.supports_stream:
-                pieces = _as_one_piece(pieces)
-            return Stream(pieces, self.name, chosen)
-        return "".join(pieces)
+            whole = not self.supports_stream
+            return Stream(self.start(prepared, buffered=whole), whole=whole)
+        call = self.start(prepared, buffered=True)
+        call.text_only = True
+        for _ in call.events():
+            pass
+        return call.builder.text
 
-    def _origin(self) -> str:
-        if self.distribution:
-            return f"the plugin {self.distribution} {self.version or ''}".rstrip()
-        return f"the provider module {self.module_name}"
+    def complete(self, messages: Messages, model: str | None = None,
+                 **options: Any) -> Completion:
+        """Send a chat completion and return the assembled :class:`Completion`:
+        text, finish reason, usage, tool calls, reasoning, id, served model.
 
+        Takes the arguments of :meth:`create` (without ``stream``) and raises its errors.
+        """
+        if "stream" in options:
+            raise InvalidRequestError("complete() takes no stream argument; use "
+                                      "create(stream=True) to stream.", provider=self.name)
+        call = self.start(self.prepare(messages, model, False, **options), buffered=True)
+        call.text_only = True
+        for _ in call.events():
+            pass
+        completion: Completion = call.completion
+        return completion
 
-def _check_call_options(timeout: Any, max_retries: Any, provider: str) -> None:
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-        or not 0 < timeout <= 86400
-    ):
-        raise InvalidRequestError(
-            f"timeout must be a number of seconds in (0, 86400], not {timeout!r}.",
-            provider=provider,
-        )
-    if max_retries is not None and (
-        isinstance(max_retries, bool) or not isinstance(max_retries, int)
-        or not 0 <= max_retries <= 10
-    ):
-        raise InvalidRequestError(
-            f"max_retries must be a whole number from 0 to 10, not {max_retries!r}.",
-            provider=provider,
-        )
+    async def acreate(self, messages: Messages, model: str | None = None,
+                      stream: bool = False, **options: Any) -> str | AsyncStream:
+        """:meth:`create` for asyncio: the text, or an :class:`AsyncStream` with
+        ``stream=True``.  The call runs on chatplug's worker pool and never blocks
+        the event loop; cancelling the task closes the HTTP response."""
+        from .aio import acreate
 
+        return await acreate(self, self.prepare(messages, model, stream, **options))
 
-def _as_one_piece(pieces: Iterator[str]) -> Iterator[str]:
-    """A provider without stream support: its whole reply as one piece, fetched lazily."""
-    yield "".join(pieces)
+    async def acomplete(self, messages: Messages, model: str | None = None,
+                        **options: Any) -> Completion:
+        """:meth:`complete` for asyncio."""
+        from .aio import acomplete
+
+        if "stream" in options:
+            raise InvalidRequestError("acomplete() takes no stream argument; use "
+                                      "acreate(stream=True) to stream.", provider=self.name)
+        return await acomplete(self, self.prepare(messages, model, False, **options))

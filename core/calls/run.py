@@ -1,158 +1,354 @@
-"""One completion call: its attempts, its deadline, and what observers hear of it.
+"""Running one prepared call: its attempts, deadline, cancellation, and what observers hear.
 
 The provider's generator is driven here.  Whatever escapes it becomes a
 :class:`ChatplugError` carrying provider and model; a failure before the
 first piece reached the caller is retried under the :class:`RetryPolicy`,
-one after a piece never is (that would duplicate text).
+one after a piece never is (that would duplicate text).  A *buffered* call
+(``complete()``, a non-streamed ``create()``) shows the caller nothing until
+the end, so it may start over after a failure at any point.
+
+:class:`Call` yields what the provider yields (``str`` and the events of
+:mod:`chatplug.events`) and assembles the :class:`Completion` on the way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ChatplugError, ProviderResponseError
+from ..errors import (
+    ChatplugError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    StreamInterruptedError,
+)
+from ..events import Finish, Reasoning, ToolCallDelta
+from ..transport.context import DEADLINE_MESSAGE, CallContext
 from ..transport.redaction import redact
+from .completion import Completion, CompletionBuilder
 from .retry import RetryPolicy
 
-__all__ = ["Completion"]
+if TYPE_CHECKING:
+    from ..events import Event
+    from .prepared import PreparedCall
+    from .runtime import Runtime
+
+__all__ = ["Call"]
 
 logger = logging.getLogger("chatplug.provider")
 
-_TRANSPORT_MODULES = ("requests", "urllib3", "socket", "http", "ssl")
+#: Events that reach the caller as content: after one, a stream is committed.
+COMMITTING = (Finish, ToolCallDelta, Reasoning)
+#: Raised through as they are: the caller closing the stream, and Ctrl-C.
+_PASS_THROUGH = (GeneratorExit, KeyboardInterrupt)
+#: Seconds an observer may take when the call has no deadline left to bound it.
+OBSERVER_LIMIT = 30.0
+
+_observer_pool: Any = None
+_observer_lock = threading.Lock()
 
 
-class Completion:
-    """Runs one call of ``function(**arguments)`` and yields its text pieces.
+def _observers() -> Any:
+    global _observer_pool
+    if _observer_pool is None:
+        with _observer_lock:
+            if _observer_pool is None:
+                from .workers import WorkerPool
 
-    :param translate: maps a transport exception to chatplug's error for it.
-    :param hook: pluggy's hook relay when observers are registered, else ``None``.
-    :param origin: who to blame for a plugin bug ("the plugin chatplug-foo 1.0").
+                _observer_pool = WorkerPool(8, name="chatplug-observer")
+    return _observer_pool
+
+
+class Call:
+    """One run of a :class:`PreparedCall`.
+
+    :param buffered: the caller sees nothing before the end (retries may start over).
+    :param policy: retries; ``None`` builds it from the settings and the call options.
+    :param route: the route's name, for observers, when a route runs this call.
+    :param request_id: shared by every attempt a route makes for one request.
     """
 
     def __init__(
         self,
+        prepared: PreparedCall,
+        runtime: Runtime,
         *,
-        provider: str,
-        model: str,
-        stream: bool,
-        function: Callable[..., Any],
-        arguments: dict[str, Any],
-        translate: Callable[[BaseException], ChatplugError],
-        api_key: str | None,
-        policy: RetryPolicy,
-        deadline: float,
-        hook: Any,
-        origin: str,
+        buffered: bool = False,
+        policy: RetryPolicy | None = None,
+        route: str | None = None,
+        request_id: str | None = None,
+        deadline: float | None = None,
     ) -> None:
-        self.provider = provider
-        self.model = model
-        self.stream = stream
-        self.request_id = os.urandom(6).hex()
-        self._function = function
-        self._arguments = arguments
-        self._translate = translate
-        self._api_key = api_key
-        self._policy = policy
-        self._deadline = deadline
-        self._hook = hook
-        self._origin = origin
+        settings = runtime.settings
+        options = prepared.options
+        self.prepared = prepared
+        self.provider = prepared.provider
+        self.model = prepared.model
+        self.buffered = buffered
+        self.route = route
+        self.request_id = request_id or os.urandom(6).hex()
+        if deadline is None:
+            timeout = options.timeout if options.timeout is not None else settings.timeout
+            deadline = time.monotonic() + timeout
+        self.context = CallContext(
+            provider=prepared.provider, model=prepared.model, api_key=prepared.api_key,
+            deadline=deadline, headers=options.headers, extra_body=options.extra_body,
+        )
+        self.policy = policy or RetryPolicy(
+            max_retries=settings.max_retries if options.max_retries is None
+            else options.max_retries,
+            initial=settings.retry_backoff,
+            cap=settings.retry_backoff_max,
+        )
+        #: Events are recorded but not yielded (the caller reads text only).
+        self.text_only = False
+        self.builder = CompletionBuilder(prepared.provider, prepared.model)
+        #: The last failure, once the call failed (routes read it).
+        self.error: ChatplugError | None = None
+        self.first_piece_s: float | None = None
+        self._runtime = runtime
+        self._hook = runtime.observers()
+        self._stop_at = deadline
+        self._wake: threading.Event | None = None
+        self._failures: list[str] = []
 
-    def pieces(self) -> Iterator[str]:
-        """The reply's pieces, retrying failures that happen before the first one."""
+    def __repr__(self) -> str:
+        return f"<chatplug Call {self.provider}/{self.model} {self.request_id}>"
+
+    # -- outside control ---------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """End the call from any thread: blocked reads end, a retry wait is cut short,
+        and the call ends as ``closed`` at the next piece.  Idempotent."""
+        self._stop_at = -1.0
+        self.context.cancel()
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    @property
+    def cancelled(self) -> bool:
+        return self.context.cancelled
+
+    @property
+    def completion(self) -> Completion:
+        """The :class:`Completion` so far (final once the call ended well)."""
+        self.builder.attempts = len(self._failures) + 1
+        return self.builder.snapshot()
+
+    # -- running -----------------------------------------------------------------------
+
+    def events(self) -> Iterator[str | Event]:
+        """The reply's pieces and events, retrying failures the caller has not seen."""
         started = time.perf_counter()
-        self._notify("chatplug_on_request", stream=self.stream)
-        failures: list[str] = []
-        delivered = characters = 0
-        first_piece: float | None = None
+        self._notify("chatplug_on_request", stream=self.prepared.stream)
+        builder = self.builder
+        failures = self._failures
         outcome = "closed"
+        committed = False
+        monotonic = time.monotonic
         try:
             while True:
                 attempt: Any = None
                 try:
+                    attempt = self._start()
+                    append = builder.pieces.append
                     # One loop level between the provider and the caller: it runs per piece.
-                    attempt = self._function(**self._arguments)
-                    if isinstance(attempt, str):
-                        attempt = (attempt,)
-                    for piece in attempt:
-                        if type(piece) is not str:
+                    for item in attempt:
+                        if type(item) is str:
+                            if self.first_piece_s is None:
+                                self.first_piece_s = time.perf_counter() - started
+                            append(item)
+                            if not self.buffered:
+                                committed = True
+                            yield item
+                        elif builder.add_event(item):
+                            if not self.buffered and isinstance(item, COMMITTING):
+                                committed = True
+                            if not self.text_only:
+                                yield item
+                        else:
                             raise ProviderResponseError(
-                                f"the provider yielded {type(piece).__name__}, not text; "
-                                f"this is a bug in {self._origin}."
+                                f"the provider yielded {type(item).__name__}, not text or a "
+                                f"chatplug.events event; this is a bug in {self.prepared.origin}."
                             )
-                        if first_piece is None:
-                            first_piece = time.perf_counter() - started
-                        delivered += 1
-                        characters += len(piece)
-                        yield piece
+                        if monotonic() > self._stop_at:
+                            self._past_deadline()
                     outcome = "complete"
                     return
-                except Exception as exc:
+                except _PASS_THROUGH:
+                    raise
+                except BaseException as exc:
+                    if _is_cancellation(exc):
+                        raise
+                    if self.context.cancelled:
+                        return  # cancelled from outside: a clean end, outcome "closed"
                     error = self._as_chatplug_error(exc)
                     failures.append(error.reason)
                     wait = None
-                    if not delivered:
-                        wait = self._policy.delay(
-                            error, len(failures), self._deadline - time.monotonic()
-                        )
+                    if not committed:
+                        wait = self.policy.delay(error, len(failures), self._left())
                     if wait is None:
-                        if len(failures) > 1:
-                            error.gave_up(failures)
                         outcome = "error"
-                        self._notify("chatplug_on_error", duration_s=time.perf_counter() - started,
-                                     attempts=len(failures), error=error)
+                        self._fail(error, started)
                         if error is exc:
                             raise
                         raise error from None
-                    logger.info("%s: attempt %d failed (%s); retrying in %.2f s",
-                                self.provider, len(failures), error.reason, wait)
-                    time.sleep(wait)
+                    self._retrying(error, wait)
+                    if not self._sleep(wait):
+                        return  # cancelled while waiting
+                    builder.reset()
                 finally:
-                    close = getattr(attempt, "close", None)
-                    if close is not None:
-                        close()
+                    if attempt is not None:
+                        self._close_attempt(attempt)
         finally:
             if outcome != "error":
-                self._notify(
-                    "chatplug_on_response",
-                    duration_s=time.perf_counter() - started,
-                    first_piece_s=first_piece,
-                    pieces=delivered,
-                    characters=characters,
-                    attempts=len(failures) + 1,
-                    outcome=outcome,
-                )
+                self._responded(outcome, started)
 
-    def _as_chatplug_error(self, exc: Exception) -> ChatplugError:
+    def _start(self) -> Any:
+        """Call the provider's function for one attempt; an iterator of what it yields."""
+        http = self._runtime.transport.bind(self.context)
+        result = self.prepared.function(**self.prepared.arguments(http))
+        if isinstance(result, str):
+            return iter((result,))
+        return result
+
+    def _close_attempt(self, attempt: Any) -> None:
+        close = getattr(attempt, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                raise
+            # A plugin's cleanup that raises (or ignores GeneratorExit) is its bug, reported
+            # as chatplug's error rather than a raw KeyError or RuntimeError.
+            raise ProviderResponseError(
+                f"the provider failed while closing its reply: {type(exc).__name__}: "
+                f"{redact(str(exc), self.context.api_key)}. This is a bug in "
+                f"{self.prepared.origin}; please report it.",
+                provider=self.provider, model=self.model,
+            ) from None
+
+    def _left(self) -> float:
+        deadline = self.context.deadline
+        return float("inf") if deadline is None else deadline - time.monotonic()
+
+    def _past_deadline(self) -> None:
+        if self.context.cancelled:
+            raise _Cancelled
+        raise ProviderTimeoutError(DEADLINE_MESSAGE, provider=self.provider, model=self.model)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait before the next attempt; False if the call was cancelled meanwhile."""
+        if self._wake is None:
+            self._wake = threading.Event()
+        if self.context.cancelled:
+            return False
+        self._wake.wait(seconds)
+        return not self.context.cancelled
+
+    def _as_chatplug_error(self, exc: BaseException) -> ChatplugError:
         """Whatever escaped the provider, as chatplug's error carrying provider and model."""
         if isinstance(exc, ChatplugError):
             error = exc
-        elif type(exc).__module__.split(".", 1)[0] in _TRANSPORT_MODULES or isinstance(
-            exc, OSError
-        ):
-            error = self._translate(exc)
         else:
-            error = ProviderResponseError(
-                f"the provider failed with {type(exc).__name__}: "
-                f"{redact(str(exc), self._api_key)}. This is a bug in {self._origin}; "
-                "please report it."
-            )
+            from ..transport.failures import is_transport_error
+
+            if is_transport_error(exc):
+                error = self._runtime.transport.bind(self.context).translate(exc)
+            else:
+                error = ProviderResponseError(
+                    f"the provider failed with {type(exc).__name__}: "
+                    f"{redact(str(exc), self.context.api_key)}. This is a bug in "
+                    f"{self.prepared.origin}; please report it."
+                )
         error.provider = error.provider or self.provider
         error.model = error.model or self.model
+        if isinstance(error, StreamInterruptedError):
+            error.received = max(error.received, sum(map(len, self.builder.pieces)))
+            error.completion = self.completion
         # Whatever a server or plugin put in the text, the key never leaves in an error.
-        error.message = redact(error.message, self._api_key)
+        error.message = redact(error.message, self.context.api_key)
         return error
+
+    # -- observers ---------------------------------------------------------------------
+
+    def _retrying(self, error: ChatplugError, wait: float) -> None:
+        attempt = len(self._failures)
+        logger.info("%s: attempt %d failed (%s); retrying in %.2f s",
+                    self.provider, attempt, error.reason, wait)
+        self._notify("chatplug_on_retry", attempt=attempt,
+                     max_attempts=self.policy.max_retries + 1, delay_s=wait, error=error)
+
+    def _fail(self, error: ChatplugError, started: float) -> None:
+        self.error = error
+        if len(self._failures) > 1:
+            error.gave_up(self._failures)
+        self._notify("chatplug_on_error", duration_s=time.perf_counter() - started,
+                     attempts=len(self._failures), error=error)
+
+    def _responded(self, outcome: str, started: float) -> None:
+        if self._hook is None:
+            return
+        builder = self.builder
+        self._notify(
+            "chatplug_on_response",
+            duration_s=time.perf_counter() - started,
+            first_piece_s=self.first_piece_s,
+            pieces=len(builder.pieces),
+            characters=sum(map(len, builder.pieces)),
+            attempts=len(self._failures) + 1,
+            outcome=outcome,
+            finish_reason=builder.finish_reason,
+            usage=builder.usage,
+        )
 
     def _notify(self, name: str, **details: Any) -> None:
         if self._hook is None:
             return
+        details.update(provider=self.provider, model=self.model, request_id=self.request_id,
+                       route=self.route)
+        # On a worker, so that an observer that blocks cannot hold the call past its deadline.
+        future = _observers().submit(self._call_observer, name, details)
+        left = self._left()
         try:
-            getattr(self._hook, name)(
-                provider=self.provider, model=self.model, request_id=self.request_id, **details
-            )
+            future.result(timeout=min(max(left, 0.0), OBSERVER_LIMIT))
+        except FutureTimeout:
+            logger.warning("observer hook %s did not return in time; the call goes on", name)
+
+    def _call_observer(self, name: str, details: dict[str, Any]) -> None:
+        try:
+            getattr(self._hook, name)(**details)
         except Exception as exc:
             # An observer is never allowed to break a completion.
             logger.warning("observer hook %s failed: %s: %s", name, type(exc).__name__, exc)
+        except BaseException as exc:  # SystemExit from an observer's code
+            logger.warning("observer hook %s failed: %s", name, type(exc).__name__)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is asyncio's task cancellation (which must propagate).
+
+    asyncio is looked up, not imported: a process that never loaded it cannot
+    have raised its exception, and importing it would slow every cold start.
+    """
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
+
+
+class _Cancelled(Exception):
+    """The call was cancelled between pieces; never leaves this module."""

@@ -28,6 +28,7 @@ from .. import hooks
 
 __all__ = [
     "OBSERVER_GROUP",
+    "Metadata",
     "Observer",
     "Rejected",
     "add_observer",
@@ -66,8 +67,22 @@ def pluggy_name(observer: str) -> str:
     return f"observer:{observer}"
 
 
-def provider_metadata(plugin: Any) -> tuple[str, list[str], bool, bool]:
-    """Read and check the seed-shaped metadata attributes of a provider.
+@dataclass(frozen=True)
+class Metadata:
+    """A provider's metadata attributes: the seed's four, and the optional capabilities."""
+
+    url: str
+    models: list[str]
+    supports_stream: bool
+    needs_auth: bool
+    supports_tools: bool = False
+    supports_vision: bool = False
+
+
+def provider_metadata(plugin: Any) -> Metadata:
+    """Read and check the metadata attributes of a provider: the seed's ``url``,
+    ``model``, ``supports_stream`` and ``needs_auth``, and the optional
+    ``supports_tools`` and ``supports_vision`` (default ``False``).
 
     :raises Rejected: an attribute is missing or of the wrong type, or reading it
         raised (a module ``__getattr__`` or a property that fails).
@@ -80,7 +95,7 @@ def provider_metadata(plugin: Any) -> tuple[str, list[str], bool, bool]:
         raise Rejected(f"reading its metadata failed: {type(exc).__name__}: {exc}") from None
 
 
-def _check_metadata(plugin: Any) -> tuple[str, list[str], bool, bool]:
+def _check_metadata(plugin: Any) -> Metadata:
     missing = [n for n in ("url", "model", "supports_stream", "needs_auth")
                if not hasattr(plugin, n)]
     if missing:
@@ -99,10 +114,15 @@ def _check_metadata(plugin: Any) -> tuple[str, list[str], bool, bool]:
         isinstance(m, str) and m for m in models
     ):
         raise Rejected(f"model must be a list of model names, not {models!r}")
-    for attribute, value in (("supports_stream", supports_stream), ("needs_auth", needs_auth)):
+    supports_tools = getattr(plugin, "supports_tools", False)
+    supports_vision = getattr(plugin, "supports_vision", False)
+    for attribute, value in (("supports_stream", supports_stream), ("needs_auth", needs_auth),
+                             ("supports_tools", supports_tools),
+                             ("supports_vision", supports_vision)):
         if not isinstance(value, bool):
             raise Rejected(f"{attribute} must be True or False, not {value!r}")
-    return url, list(models), supports_stream, needs_auth
+    return Metadata(url, list(models), supports_stream, needs_auth, supports_tools,
+                    supports_vision)
 
 
 def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> list[str]:

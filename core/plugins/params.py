@@ -22,13 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequestError
-from ..hooks import INJECTED_ARGUMENTS
+from ..hooks import CALL_OPTIONS, CORE_ARGUMENTS, INJECTED_ARGUMENTS
 
 __all__ = ["REQUIRED", "Parameter", "ParameterSet", "Range", "type_name"]
-
-#: The three arguments every completion function takes, in this order.
-CORE_ARGUMENTS = ("model", "messages", "stream")
-
 
 class _Required:
     def __repr__(self) -> str:
@@ -144,6 +140,12 @@ class ParameterSet:
             annotation = None if hint is inspect.Parameter.empty else hint
             parameters.append(Parameter(name, type_name(annotation), default, annotation))
         self.injected = frozenset(injected)
+        reserved = sorted(CALL_OPTIONS & {p.name for p in parameters})
+        if reserved:
+            raise ValueError(
+                f"parameter name(s) {', '.join(reserved)} are reserved for chatplug's call "
+                "options; rename them in the completion function."
+            )
         self.all: tuple[Parameter, ...] = tuple(parameters)
         self.user: dict[str, Parameter] = {
             p.name: p for p in parameters if p.name not in CORE_ARGUMENTS
@@ -170,10 +172,11 @@ class ParameterSet:
         unknown = [name for name in values if name not in self.user]
         if unknown:
             name = unknown[0]
-            if name in INJECTED_ARGUMENTS:
+            if name in INJECTED_ARGUMENTS or name in CALL_OPTIONS:
                 raise InvalidRequestError(
-                    f"{name!r} is not a call parameter: chatplug supplies it from the "
-                    "provider's settings (CHATPLUG_<PROVIDER>_URL / _API_KEY)."
+                    f"{name!r} is not a provider parameter: it is a call option of "
+                    "create()/complete() (timeout, max_retries, api_key, url, headers, "
+                    "extra_body), or supplied by chatplug from the provider's settings."
                 )
             known = ", ".join(self.user) or "none"
             close = difflib.get_close_matches(name, list(self.user), n=1)

@@ -27,6 +27,7 @@ import pluggy
 
 from .. import hooks
 from ..calls.provider import Provider
+from ..calls.runtime import Runtime
 from ..errors import PluginLoadError, ProviderNotFoundError
 from ..naming import env_name, provider_slug
 from .contract import (
@@ -92,9 +93,17 @@ class Registry:
         self._loaded = False
         self._strict_failure: PluginLoadError | None = None
         self._lock = threading.RLock()
-        self._transport: Transport | None = None
         self._manager = pluggy.PluginManager(hooks.PROJECT_NAME)
         self._manager.add_hookspecs(hooks)
+        #: What every call of this registry's providers runs with.
+        self.runtime = Runtime(self._load_settings, self._manager)
+
+    def _load_settings(self) -> Settings:
+        if self._settings is None:
+            from ..settings import load_settings
+
+            self._settings = load_settings()
+        return self._settings
 
     def __repr__(self) -> str:
         state = f"{len(self._providers)} providers" if self._loaded else "not loaded"
@@ -108,25 +117,12 @@ class Registry:
 
         :raises ConfigurationError: a setting has an invalid value.
         """
-        if self._settings is None:
-            from ..settings import load_settings
-
-            with self._lock:
-                if self._settings is None:
-                    self._settings = load_settings()
-        return self._settings
+        return self.runtime.settings
 
     @property
     def transport(self) -> Transport:
         """The HTTP transport (one pooled session) every call of this registry uses."""
-        if self._transport is None:
-            from ..transport.client import Transport
-
-            with self._lock:
-                if self._transport is None:
-                    settings = self.settings
-                    self._transport = Transport.from_settings(settings)
-        return self._transport
+        return self.runtime.transport
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -348,18 +344,20 @@ class Registry:
                 f"the name {name!r} is already taken by {taken.name!r} (both would read "
                 f"{env_name(name, 'API_KEY')})"
             )
-        url, models, supports_stream, needs_auth = provider_metadata(plugin)
+        metadata = provider_metadata(plugin)
         function = add_provider_hooks(self._manager, name, plugin)
         try:
             provider = Provider(
                 name,
                 plugin,
                 function,
-                registry=self,
-                url=url,
-                models=models,
-                supports_stream=supports_stream,
-                needs_auth=needs_auth,
+                runtime=self.runtime,
+                url=metadata.url,
+                models=metadata.models,
+                supports_stream=metadata.supports_stream,
+                needs_auth=metadata.needs_auth,
+                supports_tools=metadata.supports_tools,
+                supports_vision=metadata.supports_vision,
                 distribution=distribution,
                 version=version,
             )
@@ -378,19 +376,10 @@ class Registry:
                     None)
 
     def observer_hook(self) -> Any:
-        """pluggy's hook relay if any observer hook is implemented, else ``None``.
-
-        Calls check this first, so that with no observers installed a
-        completion pays nothing for the observer mechanism.
-        """
-        relay = self.plugin_manager.hook
-        for name in hooks.OBSERVER_HOOKS:
-            caller = getattr(relay, name, None)
-            if caller is not None and caller.get_hookimpls():
-                return relay
-        return None
+        """pluggy's hook relay if any observer hook is implemented, else ``None``."""
+        self._ensure_loaded()
+        return self.runtime.observers()
 
     def close(self) -> None:
         """Close the pooled HTTP connections (the registry stays usable)."""
-        if self._transport is not None:
-            self._transport.close()
+        self.runtime.close()

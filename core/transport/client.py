@@ -16,12 +16,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
-    ChatplugError,
-    InvalidRequestError,
-    ProviderTimeoutError,
-)
+from ..errors import ChatplugError, InvalidRequestError
 from . import failures, watchdog
+from .context import CallContext, call_scope
 from .redaction import install_log_redaction, remember
 from .reply import Reply
 
@@ -139,9 +136,12 @@ class Transport:
         deadline: float | None = None,
     ) -> HTTPClient:
         """An :class:`HTTPClient` bound to one call (``deadline`` on ``time.monotonic()``)."""
-        return HTTPClient(
-            self, provider=provider, model=model, api_key=api_key, deadline=deadline
-        )
+        return HTTPClient(self, CallContext(provider=provider, model=model, api_key=api_key,
+                                            deadline=deadline))
+
+    def bind(self, context: CallContext) -> HTTPClient:
+        """The :class:`HTTPClient` of the call described by ``context``."""
+        return HTTPClient(self, context)
 
     def close(self) -> None:
         """Close every pooled connection; the next request opens a new session."""
@@ -159,42 +159,34 @@ class HTTPClient:
     Connect and read timeouts never exceed what is left of the call's deadline, and the
     deadline watchdog ends any read still blocked when it passes.
     Redirects are not followed: nothing, a key least of all, goes to a host
-    other than the configured one.
+    other than the configured one.  The call's extra headers and body fields
+    (``create(headers=..., extra_body=...)``) go with every request it sends.
     """
 
-    def __init__(
-        self,
-        transport: Transport,
-        *,
-        provider: str | None = None,
-        model: str | None = None,
-        api_key: str | None = None,
-        deadline: float | None = None,
-    ) -> None:
+    def __init__(self, transport: Transport, context: CallContext) -> None:
         self.transport = transport
-        self.provider = provider
-        self.model = model
-        self._api_key = api_key
-        self.deadline = deadline
+        self.context = context
         self.read_timeout = transport.read_timeout
-        remember(api_key)
+        remember(context.api_key)
+
+    @property
+    def provider(self) -> str | None:
+        return self.context.provider
+
+    @property
+    def model(self) -> str | None:
+        return self.context.model
+
+    @property
+    def deadline(self) -> float | None:
+        return self.context.deadline
 
     def remaining(self) -> float:
         """Seconds left before the call's deadline (infinite without one).
 
         :raises ProviderTimeoutError: the deadline has passed.
         """
-        if self.deadline is None:
-            return float("inf")
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise ProviderTimeoutError(
-                "the call's deadline passed before the reply was complete. "
-                "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().",
-                provider=self.provider,
-                model=self.model,
-            )
-        return left
+        return self.context.remaining()
 
     def __repr__(self) -> str:
         return f"<HTTPClient provider={self.provider!r} model={self.model!r}>"
@@ -202,7 +194,7 @@ class HTTPClient:
     @property
     def api_key(self) -> str | None:
         """The call's key (the provider already has it; used to redact server text)."""
-        return self._api_key
+        return self.context.api_key
 
     def translate(self, exc: BaseException, *, url: str | None = None) -> ChatplugError:
         """Map a requests/urllib3/socket exception to chatplug's error for it."""
@@ -224,6 +216,9 @@ class HTTPClient:
         :raises ProviderTimeoutError: when connecting or waiting for headers times out.
         :raises ProviderConnectionError: when the server cannot be reached.
         """
+        context = self.context
+        if context.extra_body and isinstance(body, dict):
+            body = {**body, **context.extra_body}
         try:
             data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
@@ -237,11 +232,12 @@ class HTTPClient:
         started = time.perf_counter()
         left = self.remaining()
         try:
-            with watchdog.deadline_scope(self.deadline):
+            with watchdog.deadline_scope(self.deadline), call_scope(context):
                 response = session.post(
                     url,
                     data=data,
-                    headers={"Content-Type": "application/json", **(headers or {})},
+                    headers={"Content-Type": "application/json", **(headers or {}),
+                             **context.headers},
                     stream=True,
                     timeout=(min(self.transport.connect_timeout, left),
                              min(self.read_timeout, left)),

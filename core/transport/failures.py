@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,14 @@ from .redaction import redact
 if TYPE_CHECKING:
     from .client import HTTPClient, Reply
 
-__all__ = ["excerpt", "redirect_error", "retry_after", "status_error", "translate"]
+__all__ = [
+    "excerpt",
+    "is_transport_error",
+    "redirect_error",
+    "retry_after",
+    "status_error",
+    "translate",
+]
 
 #: How much of an error body is read to build a message.
 ERROR_BODY_LIMIT = 64 * 1024
@@ -127,6 +135,27 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
     return ProviderHTTPError(
         f"{label}{said}.{hint}", status_code=status, body=said_text, **context
     )
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the HTTP stack (requests, urllib3, http.client, sockets, TLS).
+
+    Modules are looked up, not imported: if requests was never imported, nothing
+    raised one of its exceptions.
+    """
+    if isinstance(exc, OSError):
+        return True
+    bases: list[type[BaseException]] = []
+    requests = sys.modules.get("requests")
+    if requests is not None:
+        bases.append(requests.RequestException)
+    urllib3 = sys.modules.get("urllib3.exceptions")
+    if urllib3 is not None:
+        bases.append(urllib3.HTTPError)
+    client = sys.modules.get("http.client")
+    if client is not None:
+        bases.append(client.HTTPException)
+    return isinstance(exc, tuple(bases))
 
 
 def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None) -> ChatplugError:

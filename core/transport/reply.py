@@ -41,9 +41,12 @@ class Reply:
         self._chunks: Iterator[bytes] | None = None
         self._watch: int | None = None
         sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-        if client.deadline is not None and sock is not None:
-            # Reading the body ends at the deadline even if bytes keep trickling in.
-            self._watch = watchdog.watch(sock, client.deadline)
+        self._sock = sock
+        if sock is not None:
+            client.context.attach(sock)  # cancelling the call ends a blocked read
+            if client.deadline is not None:
+                # Reading the body ends at the deadline even if bytes keep trickling in.
+                self._watch = watchdog.watch(sock, client.deadline)
         self.status_code: int = response.status_code
         self.reason: str = response.reason or ""
         self.headers: Mapping[str, str] = response.headers
@@ -127,10 +130,16 @@ class Reply:
         :raises ProviderTimeoutError: the watchdog had already cut the body short, so
             an apparently clean end was really the deadline.
         """
+        self._detach()
         if self._watch is not None:
             key, self._watch = self._watch, None
             if not watchdog.unwatch(key):
                 self._client.remaining()  # raises: the deadline passed
+
+    def _detach(self) -> None:
+        if self._sock is not None:
+            self._client.context.detach(self._sock)
+            self._sock = None
 
     def read(self, *, limit: int | None = None, fail: bool = True) -> bytes:
         """Read the whole body (at most ``limit`` bytes when given).
@@ -178,6 +187,7 @@ class Reply:
         if self._watch is not None:
             watchdog.unwatch(self._watch)
             self._watch = None
+        self._detach()
         self._response.close()
 
     def __enter__(self) -> Reply:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from .context import CURRENT_CALL
+
 __all__ = ["CALL_DEADLINE", "connection_pool_classes", "deadline_scope", "unwatch", "watch"]
 
 #: The deadline (``time.monotonic()``) of the call running in this context, if any.
@@ -111,13 +113,18 @@ def connection_pool_classes() -> dict[str, Any]:
     def watched_getresponse(connection: Any, getresponse: Any) -> Any:
         deadline = CALL_DEADLINE.get()
         sock = getattr(connection, "sock", None)
-        if deadline is None or sock is None:
+        call = CURRENT_CALL.get()
+        if sock is None or (deadline is None and call is None):
             return getresponse()
-        key = watch(sock, deadline)
+        key = watch(sock, deadline) if deadline is not None else None
+        if call is not None:
+            call.attach(sock)  # a cancelled call ends its wait for the headers at once
         try:
             response = getresponse()
         finally:
-            fired = not unwatch(key)
+            fired = key is not None and not unwatch(key)
+            if call is not None:
+                call.detach(sock)
         if fired:
             # The headers were cut by the watchdog: what arrived is not a response.
             response.close()

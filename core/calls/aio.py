@@ -1,0 +1,345 @@
+"""The async API: prepared calls run on chatplug's own worker pool, never on the event loop.
+
+Providers stay sync generators (requests underneath).  :func:`acreate` and
+:func:`acomplete` run a prepared :class:`~chatplug.calls.run.Call` on the
+runtime's :class:`~chatplug.calls.workers.WorkerPool` (``CHATPLUG_ASYNC_WORKERS``
+threads, never the loop's default executor).  A stream's worker pushes what
+the provider yields into a bounded buffer (:data:`BUFFER_LIMIT` items: a slow
+consumer slows the worker, memory stays bounded) and wakes the loop only when
+the consumer is waiting for more.
+
+Cancelling the task, :meth:`AsyncStream.aclose`, leaving ``async with`` or the
+stream being garbage-collected cancels the call from outside
+(:meth:`Call.cancel`): its socket is shut, so the worker's blocked read ends at
+once and the server sees the connection close.
+
+The seam for providers with native async IO is :func:`acreate`: a provider
+offering an async generator would be driven here directly instead of on a
+worker; nothing above this module would change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidRequestError, ProviderTimeoutError
+
+if TYPE_CHECKING:
+    from ..events import Event
+    from .completion import Completion
+    from .prepared import PreparedCall
+    from .provider import Provider
+    from .run import Call
+
+__all__ = ["BUFFER_LIMIT", "AsyncStream", "acomplete", "acreate"]
+
+#: The most pieces and events a stream buffers for a consumer that is behind.
+BUFFER_LIMIT = 256
+#: Seconds past a call's deadline the loop waits for its worker to report the timeout.
+_GRACE = 0.5
+
+
+def _pool_timeout(call: Call) -> ProviderTimeoutError:
+    return ProviderTimeoutError(
+        "no async worker became free before the call's deadline: all "
+        f"{call.runtime.async_pool.max_workers} are busy. Raise CHATPLUG_ASYNC_WORKERS, "
+        "or lower the number of calls in flight.",
+        provider=call.provider, model=call.model,
+    )
+
+
+def _left(call: Call) -> float | None:
+    deadline = call.context.deadline
+    return None if deadline is None else max(0.0, deadline - time.monotonic()) + _GRACE
+
+
+async def _run(call: Call, function: Any) -> Any:
+    """Run ``function(call)`` on a worker; cancel the call if the awaiting task is cancelled."""
+    future: Future[Any] = call.runtime.async_pool.submit(function, call)
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), _left(call))
+    except asyncio.TimeoutError:
+        call.cancel()
+        if future.cancel():  # never started: the pool was full the whole time
+            raise _pool_timeout(call) from None
+        raise ProviderTimeoutError(
+            "the call's deadline passed before the reply was complete. "
+            "Raise CHATPLUG_TIMEOUT or pass a larger timeout=.",
+            provider=call.provider, model=call.model,
+        ) from None
+    except BaseException:
+        call.cancel()  # the task was cancelled: the worker's read ends now
+        future.cancel()
+        raise
+
+
+def _drain(call: Call) -> Call:
+    call.text_only = True
+    for _ in call.events():
+        pass
+    return call
+
+
+async def acreate(provider: Provider, prepared: PreparedCall) -> str | AsyncStream:
+    """Run ``prepared``: its text, or an :class:`AsyncStream` when it streams."""
+    if prepared.stream:
+        whole = not prepared.supports_stream
+        return AsyncStream(provider.start(prepared, buffered=whole), whole=whole)
+    call = await _run(provider.start(prepared, buffered=True), _drain)
+    text: str = call.builder.text
+    return text
+
+
+async def acomplete(provider: Provider, prepared: PreparedCall) -> Completion:
+    """Run ``prepared`` and return its :class:`Completion`."""
+    call = await _run(provider.start(prepared, buffered=True), _drain)
+    completion: Completion = call.completion
+    return completion
+
+
+class _Closed(Exception):
+    """The consumer went away; raised in the worker to stop it.  Never leaves this module."""
+
+
+class _Buffer:
+    """Items handed from one worker thread to one event loop, at most ``limit`` at a time."""
+
+    __slots__ = ("_done", "_error", "_items", "_limit", "_lock", "_loop", "_space",
+                 "_waiter", "closed", "started")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = BUFFER_LIMIT) -> None:
+        self._loop = loop
+        self._limit = limit
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._waiter: asyncio.Future[None] | None = None
+        self._done = False
+        self._error: BaseException | None = None
+        self.closed = False
+        self.started = False
+
+    # -- the worker's side -------------------------------------------------------------
+
+    def put(self, item: Any) -> None:
+        """Hand on one item; blocks while the buffer is full.
+
+        :raises _Closed: the consumer closed the stream.
+        """
+        with self._lock:
+            while len(self._items) >= self._limit and not self.closed:
+                self._space.wait()
+            if self.closed:
+                raise _Closed
+            self._items.append(item)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._lock:
+            self._done = True
+            self._error = error
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            # A closed loop raises RuntimeError: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_wake, waiter)
+
+    # -- the loop's side ---------------------------------------------------------------
+
+    async def get(self, call: Call) -> Any:
+        """The next item.
+
+        :raises StopAsyncIteration: the reply ended.
+        """
+        while True:
+            with self._lock:
+                if self._items:
+                    item = self._items.popleft()
+                    if len(self._items) == self._limit - 1:
+                        self._space.notify()
+                    return item
+                if self._done:
+                    error, self._error = self._error, None
+                    if error is not None:
+                        raise error
+                    raise StopAsyncIteration
+                waiter: asyncio.Future[None] = self._loop.create_future()
+                self._waiter = waiter
+                started = self.started
+            if started:
+                await waiter
+                continue
+            # Not started yet: the worker pool may be full; wait within the deadline.
+            try:
+                await asyncio.wait_for(waiter, _left(call))
+            except asyncio.TimeoutError:
+                if not self.started:
+                    raise _pool_timeout(call) from None
+
+    def close(self) -> None:
+        """The consumer is gone: a worker blocked on a full buffer stops."""
+        with self._lock:
+            self.closed = True
+            self._items.clear()
+            self._space.notify_all()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _pump(call: Call, buffer: _Buffer, whole: bool) -> None:
+    """The worker: drive the call, hand each item to the loop."""
+    buffer.started = True
+    if buffer.closed:
+        buffer.finish()
+        return
+    items = call.events()
+    try:
+        if whole:
+            collected = [item for item in items if type(item) is not str]
+            if call.builder.text:
+                buffer.put(call.builder.text)
+            for item in collected:
+                buffer.put(item)
+        else:
+            for item in items:
+                buffer.put(item)
+    except _Closed:
+        pass
+    except BaseException as exc:
+        buffer.finish(exc)
+        return
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:  # a plugin's cleanup bug, already a chatplug error
+                buffer.finish(exc)
+                return
+    buffer.finish()
+
+
+class AsyncStream:
+    """The pieces of a streamed reply for asyncio, as :class:`chatplug.Stream` has them.
+
+    ``async for piece in stream`` gives the text pieces as they arrive;
+    :meth:`events` (an async iterator) everything the provider yielded;
+    :attr:`completion` the :class:`Completion` so far.  Cancelling the task,
+    :meth:`aclose` or leaving ``async with`` closes the HTTP response.
+
+    :raises StreamInterruptedError: while iterating, when the reply was cut.
+    """
+
+    def __init__(self, call: Call, *, whole: bool = False) -> None:
+        self._call = call
+        self._whole = whole
+        self._buffer: _Buffer | None = None
+        self._reading = False
+
+    @property
+    def provider(self) -> str:
+        return self._call.provider
+
+    @property
+    def model(self) -> str:
+        return self._call.model
+
+    @property
+    def completion(self) -> Completion:
+        """The :class:`Completion` so far; final once the stream ended normally."""
+        completion: Completion = self._call.completion
+        return completion
+
+    def _start(self, *, text_only: bool) -> _Buffer:
+        if self._buffer is None:
+            self._call.text_only = text_only
+            self._buffer = _Buffer(asyncio.get_running_loop())
+            self._call.runtime.async_pool.submit(_pump, self._call, self._buffer, self._whole)
+        elif not text_only:
+            self._call.text_only = False
+        return self._buffer
+
+    async def _next(self, *, text_only: bool) -> Any:
+        buffer = self._start(text_only=text_only)
+        if self._reading:
+            raise InvalidRequestError("this stream is being read by another task; read a "
+                                      "stream from one task at a time.",
+                                      provider=self.provider, model=self.model)
+        self._reading = True
+        try:
+            while True:
+                item = await buffer.get(self._call)
+                if not text_only or type(item) is str:
+                    return item
+        except StopAsyncIteration:
+            raise
+        except BaseException:
+            self._cancel()  # cancelled task, or the call failed: nothing more is read
+            raise
+        finally:
+            self._reading = False
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> str:
+        item: str = await self._next(text_only=True)
+        return item
+
+    async def events(self) -> AsyncIterator[str | Event]:
+        """Everything the provider yielded, in order: text and :mod:`chatplug.events`."""
+        try:
+            while True:
+                try:
+                    yield await self._next(text_only=False)
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._finished:
+                self._cancel()
+
+    @property
+    def _finished(self) -> bool:
+        buffer = self._buffer
+        return buffer is not None and buffer._done and not buffer._items
+
+    def _cancel(self) -> None:
+        self._call.cancel()
+        if self._buffer is not None:
+            self._buffer.close()
+
+    async def aclose(self) -> None:
+        """Close the reply; the worker and the connection are free within milliseconds."""
+        self._cancel()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Garbage-collected without aclose(): the upstream request must not run on.
+        if self._buffer is not None and not self._finished:
+            self._cancel()
+
+    def __repr__(self) -> str:
+        return f"<chatplug.AsyncStream provider={self.provider!r} model={self.model!r}>"
