@@ -42,6 +42,9 @@ class ChatplugError(Exception):
 
     #: Whether trying the same request again could succeed (see docs/reliability.md).
     retryable: bool = False
+    #: A short stable name of the kind of failure, for machine-readable reports
+    #: (batch output lines, the gateway's error envelope).
+    code: str = "chatplug_error"
     #: Messages that start with an HTTP status line ("503 Service Unavailable: ...").
     _status_first = False
 
@@ -96,10 +99,14 @@ class ChatplugError(Exception):
 class ConfigurationError(ChatplugError):
     """A setting (environment variable or ``.env`` entry) has an invalid value."""
 
+    code = "configuration_error"
+
 
 class PluginLoadError(ChatplugError):
     """A provider plugin could not be loaded (raised only with ``CHATPLUG_STRICT_PLUGINS=1``;
     otherwise the reason is recorded in ``registry.errors``)."""
+
+    code = "plugin_load_error"
 
     def __init__(self, message: str, *, entry_point: str):
         super().__init__(message)
@@ -109,17 +116,25 @@ class PluginLoadError(ChatplugError):
 class InvalidRequestError(ChatplugError, ValueError):
     """The call was rejected before anything was sent: bad messages, model or parameters."""
 
+    code = "invalid_request"
+
 
 class ProviderNotFoundError(InvalidRequestError, LookupError):
     """No provider of that name is installed (or it is disabled or failed to load)."""
+
+    code = "provider_not_found"
 
 
 class ModelNotSupportedError(InvalidRequestError):
     """The provider does not list the requested model."""
 
+    code = "model_not_found"
+
 
 class ProviderError(ChatplugError):
     """Base class for failures that happened while talking to a provider."""
+
+    code = "provider_error"
 
 
 class AuthenticationError(ProviderError):
@@ -128,6 +143,8 @@ class AuthenticationError(ProviderError):
     ``status_code`` is the HTTP status (401/403) when the server refused the key,
     ``None`` when the key was missing and nothing was sent.
     """
+
+    code = "authentication_error"
 
     def __init__(
         self,
@@ -147,6 +164,8 @@ class ProviderHTTPError(ProviderError):
     ``status_code`` is the status, ``body`` a short excerpt of what it said.
     408, 409, 429 and 5xx are retried; other statuses are not.
     """
+
+    code = "upstream_http_error"
 
     _status_first = True
 
@@ -171,6 +190,8 @@ class ProviderHTTPError(ProviderError):
 class RateLimitError(ProviderHTTPError):
     """The server answered 429; ``retry_after`` is its hint in seconds, if it gave one."""
 
+    code = "rate_limit_exceeded"
+
     def __init__(
         self,
         message: str,
@@ -191,6 +212,8 @@ class ProviderTimeoutError(ProviderError, TimeoutError):
     """The server did not connect or did not send data within the configured timeout,
     or the call's total deadline passed."""
 
+    code = "timeout"
+
     retryable = True
 
 
@@ -199,6 +222,8 @@ class ProviderConnectionError(ProviderError, ConnectionError):
 
     TLS failures and invalid URLs set ``retryable`` to False: trying again cannot help.
     """
+
+    code = "connection_error"
 
     retryable = True
 
@@ -211,6 +236,8 @@ class StreamInterruptedError(ProviderError):
     :class:`chatplug.Completion` so far (its text, the provider that was
     serving), so a caller can tell a cut reply from a whole one.
     """
+
+    code = "stream_interrupted"
 
     #: The reply as far as it came (set by the call that raised this).
     completion: Completion | None = None
@@ -232,3 +259,5 @@ class StreamInterruptedError(ProviderError):
 class ProviderResponseError(ProviderError):
     """The server's body is not what its wire format promises (HTML, bad JSON, no choices,
     an error object inside a stream, or a provider plugin that misbehaved)."""
+
+    code = "bad_response"

@@ -152,6 +152,25 @@ class Registry:
             not_allowed=self._not_allowed,
         )
 
+    def resolve(self, name: str) -> tuple[Provider, str | None]:
+        """What a model field names: ``"Provider"`` (its default model), or
+        ``"Provider/model"`` (split at the first ``/``, so ``OpenAI/meta-llama/Llama-3``
+        is the OpenAI provider with model ``meta-llama/Llama-3``).
+
+        Returns the target and the model it names (``None``: the target's default).
+
+        :raises ProviderNotFoundError: no provider of that name.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ProviderNotFoundError(f"a provider name is required, not {name!r}.")
+        self._ensure_loaded()
+        if name.lower() in self._providers:
+            return self._providers[name.lower()], None
+        head, slash, model = name.partition("/")
+        if slash and model:
+            return self.get(head), model
+        return self.get(name), None
+
     def providers(self) -> list[Provider]:
         """Every loaded provider, sorted by name."""
         self._ensure_loaded()

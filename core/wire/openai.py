@@ -31,10 +31,12 @@ from ..errors import (
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
+    from ..calls.completion import Completion
     from ..transport.client import HTTPClient
 
 __all__ = [
     "chat",
+    "completion_body",
     "parse_chunk",
     "parse_reply",
     "request_body",
@@ -217,3 +219,33 @@ def chat(
         else:
             yield parse_reply(reply.json())
         reply.drain()  # complete: read the last bytes so the connection is reused
+
+
+def completion_body(
+    completion: Completion, *, created: int | None = None, model: str | None = None
+) -> dict[str, Any]:
+    """A :class:`chatplug.Completion` as OpenAI's ``chat.completion`` JSON object.
+
+    :param created: Unix time of the reply (default: now).
+    :param model: the model name to report (default: the completion's).
+    """
+    import os
+    import time
+
+    message = dict(completion.message)
+    if completion.reasoning is not None:
+        message["reasoning_content"] = completion.reasoning
+    usage = completion.usage
+    return {
+        "id": completion.id or f"chatcmpl-{os.urandom(12).hex()}",
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model or completion.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "finish_reason": completion.finish_reason or "stop",
+            "logprobs": None,
+        }],
+        "usage": None if usage is None else usage.as_dict(),
+    }
