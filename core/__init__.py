@@ -30,6 +30,7 @@ from .errors import (
     ProviderResponseError,
     ProviderTimeoutError,
     RateLimitError,
+    RouteFailedError,
     StreamInterruptedError,
 )
 from .hooks import hookimpl, hookspec
@@ -37,8 +38,11 @@ from .plugins.params import Parameter, Range
 from .plugins.registry import ENTRY_POINT_GROUP, Registry
 
 if TYPE_CHECKING:
+    from .calls.aio import AsyncStream
+    from .routes.route import Route
     from .settings import Settings
-    from .transport.client import HTTPClient, Reply, Transport
+    from .transport.client import HTTPClient, Transport
+    from .transport.reply import Reply
 
 __version__ = "0.1.0"
 
@@ -68,6 +72,8 @@ __all__ = [
     "Reasoning",
     "Registry",
     "Reply",
+    "Route",
+    "RouteFailedError",
     "Settings",
     "Stream",
     "StreamInterruptedError",
@@ -89,6 +95,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 registry = Registry()
 
 _LAZY = {
+    "Route": "routes.route",
     "AsyncStream": "calls.aio",
     "HTTPClient": "transport.client",
     "Reply": "transport.reply",

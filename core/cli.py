@@ -130,7 +130,7 @@ def _origin(provider: Provider) -> str:
 
 def _providers(registry: Registry, name: str | None, as_json: bool, out: TextIO) -> int:
     if name is not None:
-        provider = registry.get(name)
+        provider = registry.provider(name)
         if as_json:
             out.write(json.dumps(provider.as_dict(), indent=2, ensure_ascii=False) + "\n")
         else:
@@ -193,7 +193,7 @@ def _check(registry: Registry, name: str | None, as_json: bool, timeout: float |
            out: TextIO) -> int:
     from .calls.probe import DEFAULT_TIMEOUT, FAILING, probe_all
 
-    providers = [registry.get(name)] if name is not None else registry.providers()
+    providers = [registry.provider(name)] if name is not None else registry.providers()
     results = probe_all(providers, registry.transport,
                         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT)
     if as_json:

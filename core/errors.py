@@ -28,6 +28,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RouteFailedError",
     "StreamInterruptedError",
 ]
 
@@ -261,3 +262,35 @@ class ProviderResponseError(ProviderError):
     an error object inside a stream, or a provider plugin that misbehaved)."""
 
     code = "bad_response"
+
+
+class RouteFailedError(ProviderError):
+    """Every entry of a route failed, in every round it tried.
+
+    ``errors`` holds one chatplug error per attempt, oldest first (each with its
+    ``provider``, ``model`` and reason); the first line of the message says how
+    many entries and rounds were tried.  Retryable if the last errors were.
+    """
+
+    code = "route_failed"
+
+    def __init__(self, message: str, *, errors: list[ChatplugError], route: str,
+                 rounds: int) -> None:
+        super().__init__(message, provider=route)
+        self.errors = list(errors)
+        self.route = route
+        self.rounds = rounds
+        self.attempts = tuple(
+            f"{error.provider}/{error.model}: {error.reason}" for error in self.errors
+        )
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return bool(self.errors) and self.errors[-1].retryable
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.attempts:
+            text += "".join(f"\n  attempt {number}: {reason}"
+                            for number, reason in enumerate(self.attempts, 1))
+        return text

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     ca_bundle: str | None = Field(
         None, description="CA bundle path for TLS verification (which is never off)"
     )
+    routes: str | None = Field(
+        None, description='named routes as JSON: {"fast": ["GravityEngine", "OpenAI/gpt-4o-mini"]}'
+    )
     provider_urls: dict[str, str] = Field(default_factory=dict)
     provider_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
@@ -187,6 +190,7 @@ _ENV_FOR_FIELD = {
     "strict_plugins": "CHATPLUG_STRICT_PLUGINS",
     "async_workers": "CHATPLUG_ASYNC_WORKERS",
     "ca_bundle": "CHATPLUG_CA_BUNDLE",
+    "routes": "CHATPLUG_ROUTES",
     "plugins": "CHATPLUG_PLUGINS",
     "disabled_providers": "CHATPLUG_DISABLED_PROVIDERS",
 }

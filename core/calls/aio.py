@@ -31,13 +31,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequestError, ProviderTimeoutError
+from .caller import _drain
 
 if TYPE_CHECKING:
     from ..events import Event
+    from .caller import Caller, Prepared
+    from .caller import Running as Call
     from .completion import Completion
-    from .prepared import PreparedCall
-    from .provider import Provider
-    from .run import Call
 
 __all__ = ["BUFFER_LIMIT", "AsyncStream", "acomplete", "acreate"]
 
@@ -81,26 +81,19 @@ async def _run(call: Call, function: Any) -> Any:
         raise
 
 
-def _drain(call: Call) -> Call:
-    call.text_only = True
-    for _ in call.events():
-        pass
-    return call
-
-
-async def acreate(provider: Provider, prepared: PreparedCall) -> str | AsyncStream:
+async def acreate(caller: Caller, prepared: Prepared) -> str | AsyncStream:
     """Run ``prepared``: its text, or an :class:`AsyncStream` when it streams."""
     if prepared.stream:
         whole = not prepared.supports_stream
-        return AsyncStream(provider.start(prepared, buffered=whole), whole=whole)
-    call = await _run(provider.start(prepared, buffered=True), _drain)
+        return AsyncStream(caller.start(prepared, buffered=whole), whole=whole)
+    call = await _run(caller.start(prepared, buffered=True), _drain)
     text: str = call.builder.text
     return text
 
 
-async def acomplete(provider: Provider, prepared: PreparedCall) -> Completion:
+async def acomplete(caller: Caller, prepared: Prepared) -> Completion:
     """Run ``prepared`` and return its :class:`Completion`."""
-    call = await _run(provider.start(prepared, buffered=True), _drain)
+    call = await _run(caller.start(prepared, buffered=True), _drain)
     completion: Completion = call.completion
     return completion
 

@@ -124,6 +124,12 @@ class CompletionBuilder:
             return False
         return True
 
+    def has_content(self) -> bool:
+        """Whether anything a caller sees as the reply arrived (text, a tool call,
+        reasoning, a finish): after that a stream is committed to its provider."""
+        return bool(self.pieces or self._tools or self._reasoning
+                    or self.finish_reason is not None)
+
     @property
     def text(self) -> str:
         return "".join(self.pieces)

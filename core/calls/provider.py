@@ -11,13 +11,14 @@ whatever escapes into chatplug's typed errors.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthenticationError, InvalidRequestError, ModelNotSupportedError
 from ..naming import env_name
 from ..plugins.params import Parameter, ParameterSet
+from .caller import Caller, Messages
 from .messages import TOOLS, VISION, required_capabilities, validate_messages
 from .options import check_call_options
 from .prepared import PreparedCall
@@ -25,8 +26,6 @@ from .run import Call
 from .stream import Stream
 
 if TYPE_CHECKING:
-    from .aio import AsyncStream
-    from .completion import Completion
     from .runtime import Runtime
 
 __all__ = ["Provider", "Stream"]
@@ -34,10 +33,8 @@ __all__ = ["Provider", "Stream"]
 #: Parameters that send tools, whatever the provider calls them.
 _TOOL_PARAMETERS = ("tools", "tool_choice", "parallel_tool_calls")
 
-Messages = Sequence[Mapping[str, Any]]
 
-
-class Provider:
+class Provider(Caller):
     """One provider as the registry loaded it.
 
     ``name``, ``url`` (the effective base URL: the setting if set, else the
@@ -254,101 +251,3 @@ class Provider:
     def start(self, prepared: PreparedCall, *, buffered: bool = False) -> Call:
         """A :class:`Call` running ``prepared`` (nothing is sent until it is iterated)."""
         return Call(prepared, self._runtime, buffered=buffered)
-
-    @overload
-    def create(
-        self,
-        messages: Messages,
-        model: str | None = ...,
-        stream: Literal[False] = ...,
-        **options: Any,
-    ) -> str: ...
-
-    @overload
-    def create(
-        self,
-        messages: Messages,
-        model: str | None = ...,
-        *,
-        stream: Literal[True],
-        **options: Any,
-    ) -> Stream: ...
-
-    @overload
-    def create(
-        self,
-        messages: Messages,
-        model: str | None = ...,
-        stream: bool = ...,
-        **options: Any,
-    ) -> str | Stream: ...
-
-    def create(
-        self,
-        messages: Messages,
-        model: str | None = None,
-        stream: bool = False,
-        **options: Any,
-    ) -> str | Stream:
-        """Send a chat completion; the whole text, or a :class:`Stream` of pieces.
-
-        Everything is validated before any network traffic.  Keyword arguments
-        are the provider's parameters (see ``params``) and chatplug's call options:
-
-        :param timeout: total seconds the call may take, retries and waits included
-            (default ``CHATPLUG_TIMEOUT``).
-        :param max_retries: retries after a failed attempt (default ``CHATPLUG_MAX_RETRIES``).
-        :param api_key: the key for this call instead of the configured one.
-        :param url: the base URL for this call instead of the configured one.
-        :param headers: extra request headers.
-        :param extra_body: fields merged into the JSON request body.
-        :raises InvalidRequestError: bad messages, parameters, ``stream`` or options.
-        :raises ModelNotSupportedError: a model the provider does not list.
-        :raises AuthenticationError: the provider needs a key and none is configured.
-        :raises ProviderError: (subclasses) when talking to the provider fails.
-        """
-        prepared = self.prepare(messages, model, stream, **options)
-        if stream:
-            whole = not self.supports_stream
-            return Stream(self.start(prepared, buffered=whole), whole=whole)
-        call = self.start(prepared, buffered=True)
-        call.text_only = True
-        for _ in call.events():
-            pass
-        return call.builder.text
-
-    def complete(self, messages: Messages, model: str | None = None,
-                 **options: Any) -> Completion:
-        """Send a chat completion and return the assembled :class:`Completion`:
-        text, finish reason, usage, tool calls, reasoning, id, served model.
-
-        Takes the arguments of :meth:`create` (without ``stream``) and raises its errors.
-        """
-        if "stream" in options:
-            raise InvalidRequestError("complete() takes no stream argument; use "
-                                      "create(stream=True) to stream.", provider=self.name)
-        call = self.start(self.prepare(messages, model, False, **options), buffered=True)
-        call.text_only = True
-        for _ in call.events():
-            pass
-        completion: Completion = call.completion
-        return completion
-
-    async def acreate(self, messages: Messages, model: str | None = None,
-                      stream: bool = False, **options: Any) -> str | AsyncStream:
-        """:meth:`create` for asyncio: the text, or an :class:`AsyncStream` with
-        ``stream=True``.  The call runs on chatplug's worker pool and never blocks
-        the event loop; cancelling the task closes the HTTP response."""
-        from .aio import acreate
-
-        return await acreate(self, self.prepare(messages, model, stream, **options))
-
-    async def acomplete(self, messages: Messages, model: str | None = None,
-                        **options: Any) -> Completion:
-        """:meth:`complete` for asyncio."""
-        from .aio import acomplete
-
-        if "stream" in options:
-            raise InvalidRequestError("acomplete() takes no stream argument; use "
-                                      "acreate(stream=True) to stream.", provider=self.name)
-        return await acomplete(self, self.prepare(messages, model, False, **options))

@@ -42,7 +42,11 @@ class RetryPolicy:
                 return None
             wait = error.retry_after
         else:
-            backoff = min(self.cap, self.initial * 2 ** (failures - 1))
-            # "Equal jitter": never less than half the backoff, so retries stay spread out.
-            wait = backoff / 2 + random.uniform(0, backoff / 2)
+            wait = self.backoff(failures)
         return wait if wait < remaining else None
+
+    def backoff(self, failures: int) -> float:
+        """The jittered wait after ``failures`` failed attempts (or rounds), no hint given."""
+        backoff = min(self.cap, self.initial * 2.0 ** (failures - 1))
+        # "Equal jitter": never less than half the backoff, so retries stay spread out.
+        return backoff / 2 + random.uniform(0, backoff / 2)

@@ -17,8 +17,8 @@ from ..errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from ..events import Event
+    from .caller import Running as Call
     from .completion import Completion
-    from .run import Call
 
 __all__ = ["Stream"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,8 +28,9 @@ import pluggy
 from .. import hooks
 from ..calls.provider import Provider
 from ..calls.runtime import Runtime
-from ..errors import PluginLoadError, ProviderNotFoundError
+from ..errors import InvalidRequestError, PluginLoadError, ProviderNotFoundError
 from ..naming import env_name, provider_slug
+from ..routes.entries import Entry
 from .contract import (
     OBSERVER_GROUP,
     Observer,
@@ -47,6 +48,7 @@ from .missing import not_found
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from ..routes.route import Route
     from ..settings import Settings
     from ..transport.client import Transport
 
@@ -84,6 +86,7 @@ class Registry:
         self._entry_points = entry_points
         self._observer_entry_points = observer_entry_points
         self._providers: dict[str, Provider] = {}
+        self._routes: dict[str, Route] | None = None
         self._observers: dict[str, Observer] = {}
         self._errors: dict[str, str] = {}
         self._failed_observers: set[str] = set()
@@ -132,8 +135,9 @@ class Registry:
 
     # -- lookup ----------------------------------------------------------------------
 
-    def get(self, name: str) -> Provider:
-        """The provider called ``name`` (case-insensitive).
+    def get(self, name: str) -> Provider | Route:
+        """The provider (case-insensitive) or the named route called ``name``; a route is
+        the same :class:`Route` object each time (its state lives in it).
 
         :raises ProviderNotFoundError: naming the closest match, the installed
             providers, and the load error if that plugin failed to load.
@@ -144,22 +148,41 @@ class Registry:
         provider = self._providers.get(name.lower())
         if provider is not None:
             return provider
+        # Routes come from the settings; a provider lookup never reads them (no pydantic).
+        route = self._named_routes().get(name.lower())
+        if route is not None:
+            return route
+        return self.provider(name)
+
+    def provider(self, name: str) -> Provider:
+        """The provider called ``name`` (case-insensitive); never a route.
+
+        :raises ProviderNotFoundError: as :meth:`get`.
+        """
+        self._ensure_loaded()
+        if not isinstance(name, str):
+            raise ProviderNotFoundError(f"provider name must be a string, not {name!r}.")
+        provider = self._providers.get(name.lower())
+        if provider is not None:
+            return provider
         raise not_found(
             name,
-            installed=[p.name for p in self.providers()],
+            installed=[p.name for p in self.providers()]
+            + [r.name for r in self._named_routes().values()],
             failed={k: v for k, v in self._errors.items() if k not in self._failed_observers},
             disabled=self._controls.is_disabled(name),
             not_allowed=self._not_allowed,
         )
 
-    def resolve(self, name: str) -> tuple[Provider, str | None]:
-        """What a model field names: ``"Provider"`` (its default model), or
-        ``"Provider/model"`` (split at the first ``/``, so ``OpenAI/meta-llama/Llama-3``
-        is the OpenAI provider with model ``meta-llama/Llama-3``).
+    def resolve(self, name: str) -> tuple[Provider | Route, str | None]:
+        """What a model field names: ``"Provider"`` (its default model), a route's name,
+        or ``"Provider/model"`` (split at the first ``/``, so ``OpenAI/meta-llama/Llama-3``
+        is the OpenAI provider with model ``meta-llama/Llama-3``; ``route/model`` gives
+        the route's entries that name no model that one).
 
         Returns the target and the model it names (``None``: the target's default).
 
-        :raises ProviderNotFoundError: no provider of that name.
+        :raises ProviderNotFoundError: no provider or route of that name.
         """
         if not isinstance(name, str) or not name.strip():
             raise ProviderNotFoundError(f"a provider name is required, not {name!r}.")
@@ -167,9 +190,72 @@ class Registry:
         if name.lower() in self._providers:
             return self._providers[name.lower()], None
         head, slash, model = name.partition("/")
-        if slash and model:
+        if slash and model and (head.lower() in self._providers
+                                or head.lower() in self._named_routes()):
             return self.get(head), model
         return self.get(name), None
+
+    def route(
+        self,
+        entries: Sequence[str | tuple[str, str | None] | Entry],
+        *,
+        strategy: str = "ordered",
+        cooldown: float = 30.0,
+        allowed_fails: int = 1,
+        fallback_on_client_errors: bool = False,
+        name: str | None = None,
+    ) -> Route:
+        """A :class:`Route` over ``entries``: provider names, ``"Provider/model"`` or
+        ``(provider, model)`` pairs.  See docs/routes.md for the semantics.
+
+        :raises ProviderNotFoundError: an entry names no installed provider.
+        :raises InvalidRequestError: a malformed entry or option.
+        """
+        from ..routes import Route, parse_entry
+
+        parsed = [parse_entry(entry) for entry in entries]
+        providers = [self.provider(entry.provider) for entry in parsed]
+        # Entries name providers as their users spell them; keep the provider's own name.
+        parsed = [Entry(p.name, e.model) for e, p in zip(parsed, providers, strict=True)]
+        label = name or "+".join(str(entry) for entry in parsed)
+        return Route(label, parsed, providers, self.runtime, strategy=strategy,
+                     cooldown=cooldown, allowed_fails=allowed_fails,
+                     fallback_on_client_errors=fallback_on_client_errors)
+
+    def routes(self) -> list[Route]:
+        """The named routes of ``CHATPLUG_ROUTES``, sorted by name.
+
+        :raises ConfigurationError: CHATPLUG_ROUTES is malformed.
+        """
+        self._ensure_loaded()
+        return sorted(self._named_routes().values(), key=lambda r: r.name.lower())
+
+    def _named_routes(self) -> dict[str, Route]:
+        if self._routes is None:
+            with self._lock:
+                if self._routes is None:
+                    self._routes = self._load_routes()
+        return self._routes
+
+    def _load_routes(self) -> dict[str, Route]:
+        from ..routes import parse_routes
+
+        routes: dict[str, Route] = {}
+        for spec in parse_routes(self.settings.routes):
+            key = f"route:{spec.name}"
+            if spec.name.lower() in self._providers:
+                self._errors[key] = (f"the route name {spec.name!r} is a provider's name; "
+                                     "rename the route in CHATPLUG_ROUTES")
+                continue
+            try:
+                routes[spec.name.lower()] = self.route(spec.entries, name=spec.name,
+                                                       **spec.options)
+            except (ProviderNotFoundError, InvalidRequestError) as exc:
+                self._errors[key] = f"CHATPLUG_ROUTES: {exc.message}"
+            else:
+                continue
+            logger.warning("route %r was not loaded: %s", spec.name, self._errors[key])
+        return routes
 
     def providers(self) -> list[Provider]:
         """Every loaded provider, sorted by name."""

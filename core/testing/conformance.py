@@ -154,7 +154,7 @@ class ProviderConformance:
 
     @pytest.fixture
     def provider(self, conformance_registry: Registry) -> Provider:
-        return conformance_registry.get(self.provider_name)
+        return conformance_registry.provider(self.provider_name)
 
     def create(self, provider: Provider, *, stream: bool) -> Any:
         """One call as every test makes it: bounded in time, never retried."""
@@ -302,7 +302,7 @@ class ProviderConformance:
     def test_no_key_in_any_error_text(self, chatplug_server: ScriptedServer, fault: str) -> None:
         registry = self.make_registry(chatplug_server, api_key=PLANTED_KEY)
         try:
-            provider = registry.get(self.provider_name)
+            provider = registry.provider(self.provider_name)
             script = ECHO_FAULTS[fault]
             streamed = bool(script.get("stream"))
             if streamed and not provider.supports_stream:
