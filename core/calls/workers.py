@@ -5,10 +5,16 @@ executor), and observers run on one so that a blocking observer cannot hold
 a call past its deadline.  Unlike ``concurrent.futures.ThreadPoolExecutor``
 its threads exit after :data:`IDLE_EXIT` seconds without work, so a process
 that stopped making calls keeps no thread of chatplug's.
+
+``Thread.start()`` waits until the new thread has run, which under load (other
+threads holding the GIL) takes milliseconds; called from an event loop that
+would stall it.  So :meth:`WorkerPool.submit` never starts a worker itself: a
+small spawner thread does, and submit only queues and notifies.
 """
 
 from __future__ import annotations
 
+import _thread
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -34,12 +40,17 @@ class WorkerPool:
         self.max_workers = max_workers
         self.name = name
         self._idle_exit = idle_exit
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
         self._tasks: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._spawn = threading.Condition(lock)
         self._threads = 0
         self._waiting = 0
         self._busy = 0
         self._serial = 0
+        #: Workers asked of the spawner and not started yet.
+        self._pending = 0
+        self._spawner = False
 
     @property
     def busy(self) -> int:
@@ -57,13 +68,34 @@ class WorkerPool:
         with self._cond:
             self._tasks.append((future, function, args))
             self._cond.notify()
-            if len(self._tasks) > self._waiting and self._threads < self.max_workers:
-                self._threads += 1
-                self._serial += 1
-                thread = threading.Thread(target=self._work, daemon=True,
-                                          name=f"{self.name}-{self._serial}")
-                thread.start()
+            if (len(self._tasks) > self._waiting + self._pending
+                    and self._threads + self._pending < self.max_workers):
+                self._pending += 1
+                if self._spawner:
+                    self._spawn.notify()
+                else:
+                    self._spawner = True
+                    # The low-level start returns at once (the spawner is short-lived).
+                    _thread.start_new_thread(self._spawn_workers, ())
         return future
+
+    def _spawn_workers(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    if not self._spawn.wait(self._idle_exit) and not self._pending:
+                        self._spawner = False
+                        return
+                count = self._pending
+            for _ in range(count):
+                with self._cond:
+                    self._serial += 1
+                    name = f"{self.name}-{self._serial}"
+                thread = threading.Thread(target=self._work, daemon=True, name=name)
+                with self._cond:
+                    self._threads += 1
+                    self._pending -= 1
+                thread.start()
 
     def _work(self) -> None:
         while True:

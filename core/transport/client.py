@@ -75,6 +75,9 @@ class Transport:
             read_timeout=settings.read_timeout,
             ca_bundle=settings.effective_ca_bundle,
             max_response_bytes=settings.max_response_bytes,
+            # Every async worker may hold a connection to one host at once; a smaller
+            # pool would open and discard connections ("pool is full").
+            pool_size=max(64, settings.async_workers),
         )
 
     @property
