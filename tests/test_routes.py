@@ -44,7 +44,7 @@ class OpenAILike:
     """A provider in front of one server: OpenAI's wire, two listed models."""
 
     url = "http://127.0.0.1:9"  # replaced by the settings
-    model = ["m1", "m2"]
+    model = ("m1", "m2")
     supports_stream = True
 
     def __init__(self, *, tools: bool = False, needs_auth: bool = False) -> None:
@@ -162,7 +162,8 @@ def test_invalid_input_fails_before_the_network(registry: Registry,
         registry.route(["A", "B"]).complete([{"role": "wizard", "content": "hi"}])
     with pytest.raises(InvalidRequestError, match="temperature"):
         registry.route(["A", "B"]).complete(MESSAGES, temperature="hot")
-    assert not servers["A"].requests and not servers["B"].requests
+    assert not servers["A"].requests
+    assert not servers["B"].requests
 
 
 # -- the commit point -------------------------------------------------------------------
@@ -254,7 +255,8 @@ def test_entries_that_cannot_take_the_call_are_skipped(
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     completion = route.complete(MESSAGES, tools=tools)
     assert (completion.provider, completion.model) == ("B", "m2")
-    assert not servers["A"].requests and not servers["C"].requests
+    assert not servers["A"].requests
+    assert not servers["C"].requests
     with pytest.raises(InvalidRequestError) as info:
         registry.route(["C", "A/m9"]).complete(MESSAGES)
     reasons = str(info.value)
@@ -286,7 +288,8 @@ def test_round_robin_alternates(registry: Registry) -> None:
 
 def test_shuffle_spreads(registry: Registry) -> None:
     counts = served(registry.route(["A", "B"], strategy="shuffle"), 100)
-    assert counts["A"] > 20 and counts["B"] > 20
+    assert counts["A"] > 20
+    assert counts["B"] > 20
 
 
 def test_latency_prefers_the_fastest_after_measuring_each(
