@@ -61,12 +61,49 @@ def _left(call: Call) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic()) + _GRACE
 
 
+class _Expired(Exception):
+    """The loop's own deadline timer fired; never leaves this module."""
+
+
+def _settle(waiter: asyncio.Future[Any], future: Future[Any]) -> None:
+    if waiter.done():
+        return
+    if future.cancelled():
+        waiter.set_exception(_Expired())
+        return
+    error = future.exception()
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(future.result())
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Expired())
+
+
 async def _run(call: Call, function: Any) -> Any:
-    """Run ``function(call)`` on a worker; cancel the call if the awaiting task is cancelled."""
+    """Run ``function(call)`` on a worker; cancel the call if the awaiting task is cancelled.
+
+    One hop each way: the worker settles a loop future with ``call_soon_threadsafe``
+    (no ``wrap_future``/``wait_for`` machinery on the hot path).
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
     future: Future[Any] = call.runtime.async_pool.submit(function, call)
+
+    def done(finished: Future[Any]) -> None:
+        # A closed loop raises RuntimeError: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, waiter, finished)
+
+    future.add_done_callback(done)
+    left = _left(call)
+    timer = loop.call_later(left, _expire, waiter) if left is not None else None
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), _left(call))
-    except asyncio.TimeoutError:
+        return await waiter
+    except _Expired:
         call.cancel()
         if future.cancel():  # never started: the pool was full the whole time
             raise _pool_timeout(call) from None
@@ -79,6 +116,9 @@ async def _run(call: Call, function: Any) -> Any:
         call.cancel()  # the task was cancelled: the worker's read ends now
         future.cancel()
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 async def acreate(caller: Caller, prepared: Prepared) -> str | AsyncStream:
@@ -106,7 +146,7 @@ class _Buffer:
     """Items handed from one worker thread to one event loop, at most ``limit`` at a time."""
 
     __slots__ = ("_done", "_error", "_items", "_limit", "_lock", "_loop", "_space",
-                 "_waiter", "closed", "started")
+                 "_waiter", "closed", "local", "started")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = BUFFER_LIMIT) -> None:
         self._loop = loop
@@ -115,6 +155,8 @@ class _Buffer:
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._waiter: asyncio.Future[None] | None = None
+        #: Items the loop already took out of the shared buffer in one batch.
+        self.local: deque[Any] = deque()
         self._done = False
         self._error: BaseException | None = None
         self.closed = False
@@ -128,7 +170,8 @@ class _Buffer:
         :raises _Closed: the consumer closed the stream.
         """
         with self._lock:
-            while len(self._items) >= self._limit and not self.closed:
+            # What the loop took in its last batch counts too: at most ``limit`` in all.
+            while len(self._items) + len(self.local) >= self._limit and not self.closed:
                 self._space.wait()
             if self.closed:
                 raise _Closed
@@ -154,13 +197,16 @@ class _Buffer:
 
         :raises StopAsyncIteration: the reply ended.
         """
+        if self.local:
+            return self.local.popleft()
         while True:
             with self._lock:
+                self._space.notify()  # the batch is consumed: a blocked worker may go on
                 if self._items:
-                    item = self._items.popleft()
-                    if len(self._items) == self._limit - 1:
-                        self._space.notify()
-                    return item
+                    # Take everything there is at once: one lock per batch, not per piece.
+                    items, self._items = self._items, self.local
+                    self.local = items
+                    return items.popleft()
                 if self._done:
                     error, self._error = self._error, None
                     if error is not None:
@@ -184,6 +230,7 @@ class _Buffer:
         with self._lock:
             self.closed = True
             self._items.clear()
+            self.local.clear()
             self._space.notify_all()
 
 
@@ -289,7 +336,13 @@ class AsyncStream:
         return self
 
     async def __anext__(self) -> str:
-        item: str = await self._next(text_only=True)
+        buffer = self._buffer
+        if buffer is not None and self._call.text_only and not self._reading:
+            local = buffer.local
+            if local:  # the hot path: a piece already taken from the worker
+                item: str = local.popleft()
+                return item
+        item = await self._next(text_only=True)
         return item
 
     async def events(self) -> AsyncIterator[str | Event]:
@@ -307,7 +360,8 @@ class AsyncStream:
     @property
     def _finished(self) -> bool:
         buffer = self._buffer
-        return buffer is not None and buffer._done and not buffer._items
+        return (buffer is not None and buffer._done and not buffer._items
+                and not buffer.local)
 
     def _cancel(self) -> None:
         self._call.cancel()
