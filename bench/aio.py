@@ -74,15 +74,15 @@ def stream_rate(variant: str, url: str, plan: dict[str, Any]) -> dict[str, Any]:
     chunks = plan["chunks"]
     messages = scenarios.messages(scenarios.reply(chunks, 4))
     if variant == "openai":
-        client = _openai(url)
-
         async def run_openai() -> int:
+            client = _openai(url)  # one per loop: its connections belong to that loop
             count = 0
             stream = await client.chat.completions.create(
                 model=scenarios.MODEL, messages=messages, stream=True)
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
                     count += 1
+            await client.close()
             return count
 
         asyncio.run(run_openai())  # warm-up
