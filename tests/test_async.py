@@ -159,6 +159,32 @@ def test_validation_happens_before_anything_is_sent(registry: Registry,
     assert not server.requests
 
 
+def test_uvloop_and_a_loop_outside_the_main_thread(registry: Registry,
+                                                  held: tuple[Held, Registry]) -> None:
+    import uvloop
+
+    probe, held_registry = held
+    probe.raw.then(probe.behaviour)
+
+    async def main() -> tuple[str, float]:
+        text = await gravity(registry).acreate(MESSAGES)
+        stream = await gravity(held_registry).acreate(MESSAGES, stream=True)
+        assert await stream.__anext__() == "first"
+        await stream.aclose()
+        return text, time.monotonic()
+
+    text, closed_at = uvloop.run(main())
+    assert text == "You said: hello"
+    assert wait_until(lambda: bool(probe.closed), 2)
+    assert probe.closed[0] - closed_at < 0.1
+    results: list[str] = []
+    thread = threading.Thread(
+        target=lambda: results.append(asyncio.run(gravity(registry).acreate(MESSAGES))))
+    thread.start()
+    thread.join(10)
+    assert results == ["You said: hello"]
+
+
 # -- the loop never blocks -------------------------------------------------------------------
 
 
