@@ -156,6 +156,8 @@ class Call:
         failures = self._failures
         outcome = "closed"
         committed = False
+        buffered = self.buffered
+        text_only = self.text_only
         monotonic = time.monotonic
         try:
             while True:
@@ -163,19 +165,22 @@ class Call:
                 try:
                     attempt = self._start()
                     append = builder.pieces.append
+                    first = self.first_piece_s is None
                     # One loop level between the provider and the caller: it runs per piece.
                     for item in attempt:
                         if type(item) is str:
-                            if self.first_piece_s is None:
-                                self.first_piece_s = time.perf_counter() - started
                             append(item)
-                            if not self.buffered:
-                                committed = True
+                            if first:
+                                first = False
+                                self.first_piece_s = time.perf_counter() - started
+                                committed = not buffered
                             yield item
                         elif builder.add_event(item):
-                            if not self.buffered and isinstance(item, COMMITTING):
+                            if not buffered and isinstance(item, COMMITTING):
                                 committed = True
-                            if not self.text_only:
+                            # Read again: a stream switched to events() mid-way yields them.
+                            text_only = self.text_only
+                            if not text_only:
                                 yield item
                         else:
                             raise ProviderResponseError(
