@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .calls.provider import Provider, Stream
+from .calls.completion import Completion, ToolCall
+from .calls.provider import Provider
+from .calls.stream import Stream
 from .errors import (
     AuthenticationError,
     ChatplugError,
@@ -33,6 +35,7 @@ from .errors import (
     RouteFailedError,
     StreamInterruptedError,
 )
+from .events import Finish, Meta, Reasoning, ToolCallDelta, Usage
 from .hooks import hookimpl, hookspec
 from .plugins.params import Parameter, Range
 from .plugins.registry import ENTRY_POINT_GROUP, Registry

@@ -31,3 +31,10 @@ def test_the_cli_listing_reads_settings_but_never_imports_requests() -> None:
     loaded = imported_after(code)
     assert "requests" not in loaded
     assert "urllib3" not in loaded
+
+
+def test_every_public_name_imports() -> None:
+    import chatplug
+
+    for name in chatplug.__all__:
+        assert getattr(chatplug, name) is not None, name
