@@ -44,8 +44,8 @@ class ChunkEncoder:
         with a usage chunk (``choices: []``), as OpenAI does when asked.
     """
 
-    __slots__ = ("_content_head", "_created", "_include_usage", "_started", "_tail", "id",
-                 "model", "usage")
+    __slots__ = ("_content_head", "_created", "_finished", "_include_usage", "_started",
+                 "_tail", "id", "model", "usage")
 
     def __init__(self, *, id: str | None = None, model: str, include_usage: bool = False,
                  created: int | None = None) -> None:
@@ -55,6 +55,7 @@ class ChunkEncoder:
         self._include_usage = include_usage
         self._created = int(time.time()) if created is None else created
         self._started = False
+        self._finished = False
         self._content_head = b""
         self._tail = b""
 
@@ -107,6 +108,7 @@ class ChunkEncoder:
         if isinstance(item, Reasoning):
             return self._chunk({"reasoning_content": item.text}) if item.text else b""
         if isinstance(item, Finish):
+            self._finished = True
             return self._chunk({}, item.reason)
         if isinstance(item, Usage):
             self.usage = item
@@ -119,13 +121,18 @@ class ChunkEncoder:
         raise TypeError(f"not a text piece or a chatplug event: {type(item).__name__}")
 
     def end(self) -> bytes:
-        """What ends a stream that went well: the usage chunk if asked for and known,
-        then ``[DONE]``."""
+        """What ends a stream that went well: a finish chunk (``"stop"``) if none was sent,
+        the usage chunk if asked for and known, then ``[DONE]``.
+
+        A reply that ended well without a reason is a whole one, as in
+        :func:`chatplug.wire.openai.completion_body`.
+        """
+        last = b"" if self._finished else self._chunk({}, "stop")
         if self._include_usage and self.usage is not None:
             chunk = self._envelope([])
             chunk["usage"] = self.usage.as_dict()
-            return sse_event(chunk) + DONE
-        return DONE
+            last += sse_event(chunk)
+        return last + DONE
 
     @staticmethod
     def error(envelope: Mapping[str, Any]) -> bytes:
