@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import sys
 
 from ..errors import ChatplugError
@@ -108,10 +109,15 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
+    # uvicorn raises the signal that stopped it again once it has shut down gracefully;
+    # that second SIGTERM must end run() with 0, not kill the process.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         uvicorn.run(APP, factory=True, host=args.host, port=args.port, workers=args.workers,
                     access_log=False, log_config=None, lifespan="on",
                     timeout_graceful_shutdown=int(settings.grace) + 2)
     except SystemExit as exc:  # uvicorn exits on a failed start (port in use...)
         return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    except KeyboardInterrupt:  # Ctrl-C, after the same graceful shutdown
+        pass
     return 0
