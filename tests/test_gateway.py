@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import openai
 import pytest
@@ -30,7 +30,7 @@ class EventsProvider:
     (as a wire-format provider that parses them yields it); ``script`` is the next reply."""
 
     url = "http://127.0.0.1:9"  # never contacted
-    model = ["tool-model"]
+    model: ClassVar[list[str]] = ["tool-model"]
     supports_stream = True
     needs_auth = False
     supports_tools = True
@@ -112,7 +112,8 @@ def test_a_stream_role_first_then_the_pieces(client: openai.OpenAI,
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert len({c.id for c in chunks}) == 1
     sent = upstream.requests[-1]
-    assert sent.json["model"] == "gpt-4o-mini" and sent.json["stream"] is True
+    assert sent.json["model"] == "gpt-4o-mini"
+    assert sent.json["stream"] is True
     assert sent.headers["Authorization"] == f"Bearer {TEST_API_KEY}"  # never "client-key"
 
 
@@ -130,12 +131,14 @@ def test_tool_calls_reasoning_and_usage_streamed(client: openai.OpenAI,
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert any(getattr(d, "reasoning_content", None) == "thinking" for d in deltas)
     calls = [call for d in deltas for call in d.tool_calls or ()]
-    assert calls[0].id == "call_1" and calls[0].function.name == "lookup"
+    assert calls[0].id == "call_1"
+    assert calls[0].function.name == "lookup"
     assert "".join(call.function.arguments or "" for call in calls) == '{"q": "weather"}'
     finish = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finish[-1] == "tool_calls"
     assert chunks[-1].choices == []
-    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 19
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == 19
     assert all(c.usage is None for c in chunks[:-1])
 
 
@@ -147,9 +150,11 @@ def test_tool_calls_in_a_whole_reply(client: openai.OpenAI, events: EventsProvid
     assert message.content is None
     assert message.tool_calls is not None
     call = message.tool_calls[0]
-    assert call.id == "call_1" and call.function.name == "lookup"  # type: ignore[union-attr]
+    assert call.id == "call_1"
+    assert call.function.name == "lookup"
     assert call.function.arguments == '{"q": "weather"}'  # type: ignore[union-attr]
-    assert reply.usage is not None and reply.usage.prompt_tokens == 12
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == 12
 
 
 def test_usage_is_not_sent_unless_asked(client: openai.OpenAI, events: EventsProvider) -> None:
@@ -293,6 +298,23 @@ def test_gateway_keys(upstream: ScriptedServer) -> None:
         registry.close()
 
 
+#: The conformance faults as the gateway answers them: (script, streamed, status, said).
+GATEWAY_FAULTS: dict[str, tuple[dict[str, Any], bool, int | None, str]] = {
+    "http-500": ({"status": 500, "text": "conformance failure"}, False, 502, "failure"),
+    "http-401": ({"status": 401, "text": "bad key"}, False, 502, "configuration"),
+    "http-429": ({"status": 429, "text": "slow down"}, False, 429, "slow down"),
+    "html-200": ({"body": b"<html>Sign in</html>", "content_type": "text/html"}, False,
+                 502, "not"),
+    "cut-stream": ({"pieces": PIECES, "drop_after": 2, "stream": True}, True, None,
+                   "incomplete"),
+    "no-last-event": ({"pieces": PIECES, "finish": False, "done": False, "stream": True},
+                      True, None, "incomplete"),
+    "error-in-stream": ({"pieces": PIECES[:2], "error_event": {"message":
+                         "upstream overloaded"}, "stream": True}, True, None,
+                        "upstream overloaded"),
+}
+
+
 class TestRoundTripConformance(ProviderConformance):
     """chatplug's OpenAI provider -> the gateway -> chatplug -> the scripted server passes
     the conformance suite.  The failure cases are the gateway's own mapping: upstream
@@ -315,27 +337,13 @@ class TestRoundTripConformance(ProviderConformance):
     def make_registry(self, server: ScriptedServer, *, api_key: str = TEST_API_KEY) -> Registry:
         pytest.skip("the round trip needs the gateway between client and server")
 
-    GATEWAY_FAULTS: dict[str, tuple[dict[str, Any], bool, int | None, str]] = {
-        "http-500": ({"status": 500, "text": "conformance failure"}, False, 502, "failure"),
-        "http-401": ({"status": 401, "text": "bad key"}, False, 502, "configuration"),
-        "http-429": ({"status": 429, "text": "slow down"}, False, 429, "slow down"),
-        "html-200": ({"body": b"<html>Sign in</html>", "content_type": "text/html"}, False,
-                     502, "not"),
-        "cut-stream": ({"pieces": PIECES, "drop_after": 2, "stream": True}, True, None,
-                       "incomplete"),
-        "no-last-event": ({"pieces": PIECES, "finish": False, "done": False, "stream": True},
-                          True, None, "incomplete"),
-        "error-in-stream": ({"pieces": PIECES[:2], "error_event": {"message":
-                             "upstream overloaded"}, "stream": True}, True, None,
-                            "upstream overloaded"),
-    }
 
     @pytest.mark.parametrize("fault", list(GATEWAY_FAULTS))
     def test_wire_failures_are_typed_errors(  # type: ignore[override]
             self, provider: Any, chatplug_server: ScriptedServer, fault: str) -> None:
         from chatplug import ChatplugError
 
-        script, streamed, status, said = self.GATEWAY_FAULTS[fault]
+        script, streamed, status, said = GATEWAY_FAULTS[fault]
         chatplug_server.add(**script)
         received: list[str] = []
         with pytest.raises(ChatplugError) as info:

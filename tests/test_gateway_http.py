@@ -23,7 +23,7 @@ from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 from tests.conftest import BIN, free_port
 from tests.gatewayserver import GatewayServer
-from tests.rawserver import RawServer, read_request, response_head
+from tests.rawserver import RawServer, response_head
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -69,7 +69,8 @@ def test_the_sse_bytes(upstream: ScriptedServer) -> None:
     assert headers["cache-control"] == "no-cache"
     assert headers["x-accel-buffering"] == "no"
     assert headers["x-chatplug-provider"] == "GravityEngine"
-    assert body.startswith(b"data: {") and body.endswith(b"\n\ndata: [DONE]\n\n")
+    assert body.startswith(b"data: {")
+    assert body.endswith(b"\n\ndata: [DONE]\n\n")
     data = events(body)
     chunks = [json.loads(event) for event in data[:-1]]
     assert data[-1] == "[DONE]"
@@ -79,7 +80,8 @@ def test_the_sse_bytes(upstream: ScriptedServer) -> None:
     for chunk in chunks:
         assert chunk["object"] == "chat.completion.chunk"
         assert chunk["model"] == "gpt-3.5-turbo-16k"
-        assert chunk["id"] == chunks[0]["id"] and chunk["id"].startswith("chatcmpl-")
+        assert chunk["id"] == chunks[0]["id"]
+        assert chunk["id"].startswith("chatcmpl-")
         assert "usage" not in chunk
 
 
@@ -92,7 +94,8 @@ def test_an_upstream_503_before_the_first_piece_is_a_status_not_a_200(
     assert status == 502
     assert headers["content-type"] == "application/json"
     error = json.loads(body)["error"]
-    assert error["code"] == "upstream_http_error" and "busy" in error["message"]
+    assert error["code"] == "upstream_http_error"
+    assert "busy" in error["message"]
 
 
 def test_a_cut_after_the_first_piece_is_in_band_and_has_no_done(
@@ -179,7 +182,8 @@ def test_gateway_keys_guard_everything_but_liveliness(upstream: ScriptedServer,
     with serve(upstream, api_keys=str(keys)) as gateway:
         assert post(gateway.url, request)[0] == 401
         status, headers, body = post(gateway.url, request, {"Authorization": "Bearer nope"})
-        assert status == 401 and headers["www-authenticate"] == "Bearer"
+        assert status == 401
+        assert headers["www-authenticate"] == "Bearer"
         assert json.loads(body)["error"]["type"] == "authentication_error"
         assert post(gateway.url, request, {"Authorization": "Bearer key-three"})[0] == 200
         connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
@@ -215,7 +219,8 @@ def test_a_full_gateway_is_429_with_retry_after(upstream: ScriptedServer) -> Non
         status, headers, body = post(gateway.url, {"model": "GravityEngine",
                                                    "messages": MESSAGES})
         thread.join(10)
-    assert status == 429 and headers["retry-after"] == "1"
+    assert status == 429
+    assert headers["retry-after"] == "1"
     assert json.loads(body)["error"]["code"] == "gateway_busy"
     assert first == [200]
 
