@@ -111,17 +111,22 @@ def test_a_cut_after_the_first_piece_is_in_band_and_has_no_done(
     assert json.loads(data[-1])["error"]["code"] == "stream_interrupted"
 
 
+def _until_hung_up(conn: socket.socket, delay: float, hung_up: list[float]) -> None:
+    """Wait up to ``delay`` s for the client to close; record when it did."""
+    conn.settimeout(delay)
+    try:
+        if conn.recv(1) == b"":
+            hung_up.append(time.monotonic())
+    except OSError:
+        hung_up.append(time.monotonic())
+
+
 def held(delay: float) -> Any:
     """An upstream that answers nothing for ``delay`` s; records when its client hung up."""
     hung_up: list[float] = []
 
     def behaviour(conn: socket.socket, request: bytes) -> None:
-        conn.settimeout(delay)
-        try:
-            if conn.recv(1) == b"":
-                hung_up.append(time.monotonic())
-        except OSError:
-            hung_up.append(time.monotonic())
+        _until_hung_up(conn, delay, hung_up)
     return behaviour, hung_up
 
 
@@ -134,15 +139,7 @@ def head_then_hold(delay: float) -> Any:
         conn.sendall(response_head(Content_Type="text/event-stream",
                                    Transfer_Encoding="chunked")
                      + b"%x\r\n%s\r\n" % (len(piece), piece))
-        behaviour_hold(conn)
-
-    def behaviour_hold(conn: socket.socket) -> None:
-        conn.settimeout(delay)
-        try:
-            if conn.recv(1) == b"":
-                hung_up.append(time.monotonic())
-        except OSError:
-            hung_up.append(time.monotonic())
+        _until_hung_up(conn, delay, hung_up)
     return behaviour, hung_up
 
 
