@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="a provider parameter, converted to its declared type (repeatable)")
     chat.add_argument("--no-stream", action="store_true",
                       help="wait for the whole reply instead of streaming it")
+
+    serve = commands.add_parser(
+        "serve", help="serve every provider and route as an OpenAI-compatible API",
+        description="Run the OpenAI-compatible gateway (needs chatplug[server]).",
+    )
+    from .server.command import add_arguments
+
+    add_arguments(serve)
     return parser
 
 
@@ -88,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import registry
 
+    if args.command == "serve":
+        from .server.command import run
+
+        return run(args)
     try:
         if args.command == "providers":
             if args.check:

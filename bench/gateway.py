@@ -1,0 +1,346 @@
+"""The gateway's benchmark: ``python -m bench.gateway [--quick] [--json PATH]``.
+
+One bench server (``bench/server.py``, its own process) is the upstream;
+``chatplug serve`` (one worker, its own process, access log on) stands in
+front of it with GravityEngine pointed at the upstream.  The load client is
+this process: threads and ``requests`` sessions, every loop bounded in count
+and time.  The direct figures are chatplug called in this process against the
+same upstream, in the same run (interleaved where they are compared).
+
+Figures: non-stream overhead (gateway minus direct, p50/p99); one
+20,000-chunk stream in pieces/s; time to first piece added by the gateway;
+64 concurrent non-stream clients (requests/s, errors); 128 concurrent streams
+(errors, p99 time to first piece, total time); the gateway's peak RSS and CPU
+microseconds per request (from ``/proc``).  Nothing is asserted: it prints a
+table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios
+from bench.runner import ServerProcess
+from bench.stats import median, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP = 20.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+Result = dict[str, Any]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class GatewayProcess:
+    """``chatplug serve`` on a free loopback port, in front of ``upstream``."""
+
+    def __init__(self, upstream: str, cwd: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
+        env.update(CHATPLUG_GRAVITYENGINE_URL=upstream, CHATPLUG_PLUGINS="",
+                   CHATPLUG_MAX_RETRIES="0")
+        self._log = open(Path(cwd) / "gateway.log", "wb")  # noqa: SIM115  # closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chatplug", "serve", "--port", str(self.port)],
+            env=env, cwd=cwd, stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + STARTUP
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("chatplug serve did not start")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(now, peak) resident set size in MiB."""
+        values = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) / 1024
+        return values["VmRSS"], values["VmHWM"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self._log.close()
+
+
+class GatewayClient:
+    """What an OpenAI-compatible HTTP client does, with ``requests`` (one session each)."""
+
+    def __init__(self, url: str) -> None:
+        import requests
+
+        self._url = url + "/v1/chat/completions"
+        self._session = requests.Session()
+
+    def complete(self, scenario: str) -> str:
+        response = self._session.post(self._url, json={
+            "model": "GravityEngine", "messages": scenarios.messages(scenario)}, timeout=60)
+        response.raise_for_status()
+        text: str = response.json()["choices"][0]["message"]["content"]
+        return text
+
+    def stream(self, scenario: str) -> Any:
+        """The pieces (content deltas) of a streamed reply, as they arrive."""
+        response = self._session.post(self._url, json={
+            "model": "GravityEngine", "messages": scenarios.messages(scenario), "stream": True},
+            stream=True, timeout=60)
+        response.raise_for_status()
+
+        def pieces() -> Any:
+            with response:
+                for line in response.iter_lines():
+                    if line.startswith(b"data: {"):
+                        delta = json.loads(line[6:])["choices"][0]["delta"]
+                        if delta.get("content"):
+                            yield delta["content"]
+                    elif line == b"data: [DONE]":
+                        return
+        return pieces()
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _direct(upstream: str) -> Any:
+    os.environ["CHATPLUG_GRAVITYENGINE_URL"] = upstream
+    os.environ["CHATPLUG_PLUGINS"] = ""
+    from chatplug import registry
+
+    return registry.get("GravityEngine")
+
+
+def overhead(gateway: GatewayClient, direct: Any, count: int) -> Result:
+    """Sequential non-stream calls, gateway and direct interleaved in blocks of 50."""
+    scenario = scenarios.reply(8, 16)
+    messages = scenarios.messages(scenario)
+    for _ in range(20):
+        gateway.complete(scenario)
+        direct.create(messages)
+    through: list[float] = []
+    alone: list[float] = []
+    clock = time.perf_counter
+    for _ in range(max(1, count // 50)):
+        for _ in range(50):
+            started = clock()
+            gateway.complete(scenario)
+            through.append(clock() - started)
+        for _ in range(50):
+            started = clock()
+            direct.create(messages)
+            alone.append(clock() - started)
+    return {"gateway_p50_ms": median(through) * 1000,
+            "gateway_p99_ms": percentile(through, 0.99) * 1000,
+            "direct_p50_ms": median(alone) * 1000,
+            "direct_p99_ms": percentile(alone, 0.99) * 1000,
+            "overhead_p50_ms": (median(through) - median(alone)) * 1000,
+            "overhead_p99_ms": (percentile(through, 0.99) - percentile(alone, 0.99)) * 1000}
+
+
+def stream_rate(client: Any, chunks: int, repeat: int = 3) -> float:
+    rates = []
+    scenario = scenarios.reply(chunks, 4)
+    for _ in range(repeat):
+        started = time.perf_counter()
+        pieces = sum(1 for _ in client.stream(scenario))
+        elapsed = time.perf_counter() - started
+        if pieces != chunks:
+            raise RuntimeError(f"{pieces} pieces of {chunks}")
+        rates.append(pieces / elapsed)
+    return median(rates)
+
+
+def ttfp_ms(client: Any, samples: int) -> float:
+    """Median delay from the upstream writing the first piece to the client holding it."""
+    delays = []
+    scenario = scenarios.hold(100, 2)
+    for _ in range(samples):
+        stream = client.stream(scenario)
+        first = next(iter(stream))
+        delays.append(time.monotonic() - scenarios.parse_stamp(first))
+        for _ in stream:
+            pass
+    return median(delays) * 1000
+
+
+def concurrent_complete(url: str, gateway: GatewayProcess, clients: int,
+                        seconds: float) -> Result:
+    """``clients`` threads sending non-stream requests back to back for ``seconds``."""
+    scenario = scenarios.reply(8, 16)
+    expected = scenarios.expected_chars(scenario)
+    stop = time.monotonic() + seconds
+    counts: list[int] = [0] * clients
+    errors: list[int] = [0] * clients
+    barrier = threading.Barrier(clients + 1)
+
+    def run(index: int) -> None:
+        client = GatewayClient(url)
+        client.complete(scenario)
+        barrier.wait()
+        while time.monotonic() < stop:
+            try:
+                if len(client.complete(scenario)) != expected:
+                    errors[index] += 1
+            except Exception:
+                errors[index] += 1
+            counts[index] += 1
+        client.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    cpu = gateway.cpu_s()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join(seconds + 60)
+    elapsed = time.perf_counter() - started
+    requests = sum(counts)
+    return {"clients": clients, "requests": requests, "errors": sum(errors),
+            "requests_per_s": requests / elapsed,
+            "gateway_cpu_us_per_request": (gateway.cpu_s() - cpu) / max(1, requests) * 1e6}
+
+
+def concurrent_streams(url: str, streams: int, pieces: int) -> Result:
+    """``streams`` streams at once; time to first piece of each, total time, errors."""
+    scenario = scenarios.reply(pieces, 4)
+    barrier = threading.Barrier(streams + 1)
+
+    def one(_: int) -> tuple[float, bool]:
+        client = GatewayClient(url)
+        try:
+            barrier.wait()
+            started = time.perf_counter()
+            stream = client.stream(scenario)
+            first = next(iter(stream))
+            ttfp = time.perf_counter() - started
+            count = 1 + sum(1 for _ in stream)
+            return ttfp, count == pieces and first == scenarios.piece_text(4)
+        except Exception:
+            return float("nan"), False
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(streams) as pool:
+        futures = [pool.submit(one, i) for i in range(streams)]
+        barrier.wait()
+        started = time.perf_counter()
+        results = [future.result(120) for future in futures]
+        total = time.perf_counter() - started
+    ttfps = [t for t, ok in results if ok]
+    return {"streams": streams, "pieces": pieces, "errors": sum(not ok for _, ok in results),
+            "ttfp_p50_ms": median(ttfps) * 1000, "ttfp_p99_ms": percentile(ttfps, 0.99) * 1000,
+            "total_s": total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the figures here")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    figures: Result = {}
+    with tempfile.TemporaryDirectory(prefix="chatplug-bench-gw-") as cwd:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
+        env["PYTHONPATH"] = str(ROOT)
+        with ServerProcess(env, cwd, lifetime=900) as upstream:
+            gateway = GatewayProcess(upstream.url, cwd)
+            try:
+                client = GatewayClient(gateway.url)
+                direct = _direct(upstream.url)
+                figures["overhead"] = overhead(client, direct, 100 if quick else 1000)
+                chunks = 2000 if quick else 20_000
+                figures["stream"] = {"chunks": chunks,
+                                     "gateway_pieces_per_s": stream_rate(client, chunks),
+                                     "direct_pieces_per_s": stream_rate(
+                                         _DirectStream(direct), chunks)}
+                samples = 5 if quick else 20
+                gateway_ttfp = ttfp_ms(client, samples)
+                direct_ttfp = ttfp_ms(_DirectStream(direct), samples)
+                figures["ttfp"] = {"gateway_ms": gateway_ttfp, "direct_ms": direct_ttfp,
+                                   "added_ms": gateway_ttfp - direct_ttfp}
+                figures["concurrent_complete"] = concurrent_complete(
+                    gateway.url, gateway, 64, 2.0 if quick else 8.0)
+                figures["concurrent_streams"] = concurrent_streams(
+                    gateway.url, 128, 20 if quick else 100)
+                now, peak = gateway.rss_mb()
+                figures["gateway_rss_mb"] = {"now": now, "peak": peak}
+                client.close()
+            finally:
+                gateway.stop()
+    _report(figures)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+class _DirectStream:
+    """chatplug called directly, with the load client's ``stream`` shape."""
+
+    def __init__(self, provider: Any) -> None:
+        self._provider = provider
+
+    def stream(self, scenario: str) -> Any:
+        return self._provider.create(scenarios.messages(scenario), stream=True)
+
+
+def _report(f: Result) -> None:
+    o, s, t = f["overhead"], f["stream"], f["ttfp"]
+    c, cs, rss = f["concurrent_complete"], f["concurrent_streams"], f["gateway_rss_mb"]
+    rows = [
+        ("non-stream p50 (gateway / direct)",
+         f"{o['gateway_p50_ms']:.3f} ms / {o['direct_p50_ms']:.3f} ms",
+         f"+{o['overhead_p50_ms']:.3f} ms", "<= +1 ms"),
+        ("non-stream p99 (gateway / direct)",
+         f"{o['gateway_p99_ms']:.3f} ms / {o['direct_p99_ms']:.3f} ms",
+         f"+{o['overhead_p99_ms']:.3f} ms", ""),
+        (f"one {s['chunks']}-chunk stream (gateway / direct)",
+         f"{s['gateway_pieces_per_s']:,.0f} / {s['direct_pieces_per_s']:,.0f} pieces/s",
+         "", ">= 20,000 pieces/s"),
+        ("time to first piece (gateway / direct)",
+         f"{t['gateway_ms']:.3f} ms / {t['direct_ms']:.3f} ms", f"+{t['added_ms']:.3f} ms",
+         "<= +1 ms"),
+        ("64 concurrent non-stream clients", f"{c['requests_per_s']:,.0f} req/s",
+         f"{c['errors']} errors", ">= 500 req/s, 0 errors"),
+        ("gateway CPU per request", f"{c['gateway_cpu_us_per_request']:,.0f} µs", "", ""),
+        (f"128 concurrent streams x {cs['pieces']} pieces",
+         f"p99 TTFP {cs['ttfp_p99_ms']:.1f} ms, total {cs['total_s']:.2f} s",
+         f"{cs['errors']} errors", "0 errors"),
+        ("gateway RSS (now / peak)", f"{rss['now']:.1f} MB / {rss['peak']:.1f} MB", "",
+         "<= 100 MB"),
+    ]
+    print("| figure | measured | difference | target |\n| --- | ---: | ---: | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

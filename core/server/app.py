@@ -1,0 +1,136 @@
+"""The gateway's ASGI application: :func:`create_app`.
+
+Starlette routes the requests; every middleware is pure ASGI (never
+``BaseHTTPMiddleware``, which hides disconnects and buffers streams).  From
+the outside in: the access log and request id, CORS (only with
+``cors_origins``), the gateway keys, then the routes.  Run it with
+``chatplug serve`` or any ASGI server::
+
+    uvicorn --factory chatplug.server:create_app
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .access import AccessLog
+from .auth import GatewayAuth
+from .chat import ChatCompletions
+from .errors import GatewayError
+from .health import liveliness, readiness
+from .limits import InFlight
+from .models import list_models, retrieve_model
+from .settings import ServerSettings, load_server_settings
+from .shutdown import Drain
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from ..plugins.registry import Registry
+
+__all__ = ["Gateway", "create_app"]
+
+logger = logging.getLogger("chatplug.server")
+
+
+class Gateway:
+    """What the endpoints share: the registry, the settings, the in-flight count, the drain."""
+
+    def __init__(self, registry: Registry, settings: ServerSettings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.inflight = InFlight(settings.max_concurrency)
+        self.drain = Drain(settings.grace)
+
+
+def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GatewayError)
+    headers = {name.decode(): value.decode() for name, value in exc.headers
+               if name != b"content-type"}
+    return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        error = GatewayError(404, f"no such endpoint: {request.method} {request.url.path}. "
+                                  "The gateway serves /v1/chat/completions, /v1/models and "
+                                  "/health/*.", code="not_found", retry=False)
+    elif status == 405:
+        error = GatewayError(405, f"{request.method} is not allowed on {request.url.path}.",
+                             code="method_not_allowed", type="invalid_request_error",
+                             retry=False)
+    else:
+        error = GatewayError(status, str(getattr(exc, "detail", "")) or "request failed",
+                             code="http_error", retry=False)
+    return _gateway_error(request, error)
+
+
+def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unexpected failure serving %s %s", request.method, request.url.path,
+                 exc_info=exc)
+    return _gateway_error(request, GatewayError(
+        500, "the gateway failed unexpectedly; this is a bug in chatplug's gateway, please "
+             "report it.", code="internal_error"))
+
+
+def create_app(registry: Registry | None = None,
+               settings: ServerSettings | None = None) -> Starlette:
+    """The gateway as an ASGI application.
+
+    :param registry: the providers and routes to serve (default: ``chatplug.registry``).
+    :param settings: the gateway's settings (default: read from ``CHATPLUG_SERVER_*``).
+    :raises ConfigurationError: a gateway setting is invalid, or the keys file is unreadable.
+    """
+    if registry is None:
+        from .. import registry as default_registry
+
+        registry = default_registry
+    if settings is None:
+        settings = load_server_settings()
+    keys = settings.keys() if settings.auth else ()
+    gateway = Gateway(registry, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.drain.install()
+        try:
+            yield
+        finally:
+            gateway.drain.uninstall()
+
+    middleware = [Middleware(AccessLog)]
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type",
+                                                          "x-request-id"],
+            expose_headers=["x-request-id", "x-chatplug-provider", "x-chatplug-attempts",
+                            "x-chatplug-overhead-ms"]))
+    middleware.append(Middleware(GatewayAuth, keys=keys))
+    handlers: dict[Any, Any] = {GatewayError: _gateway_error, 404: _http_error,
+                                405: _http_error, 500: _server_error}
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", ChatCompletions(gateway), methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
+            Route("/health/liveliness", liveliness, methods=["GET"]),
+            Route("/health/readiness", readiness, methods=["GET"]),
+        ],
+        middleware=middleware,
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

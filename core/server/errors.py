@@ -1,0 +1,129 @@
+"""chatplug's errors as OpenAI's error envelope and the HTTP status a client should see.
+
+``{"error": {"message", "type", "param", "code"}}``; ``code`` is the error's
+stable :attr:`chatplug.ChatplugError.code`.  The statuses:
+
+- 400 the request is invalid (also an upstream 400/409/413/422, passed on);
+- 404 unknown model or provider (also an upstream 404, passed on);
+- 401 a missing or wrong *gateway* key;
+- 429 the gateway is full, or the upstream rate-limited (its ``Retry-After`` passed on);
+- 502 the upstream failed, could not be reached, sent a bad or cut reply, or
+  refused the gateway's own provider key (the gateway's configuration is at
+  fault: a 401 would tell the client that *its* key is wrong);
+- 503 the gateway has no key configured for that provider, or is shutting down;
+- 504 the upstream timed out.
+
+Errors that retrying cannot fix carry ``x-should-retry: false``, which the
+openai SDKs honour (chatplug has already retried what was retryable).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    AuthenticationError,
+    ChatplugError,
+    InvalidRequestError,
+    ModelNotSupportedError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderNotFoundError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
+
+if TYPE_CHECKING:
+    from starlette.types import Send
+
+__all__ = ["GatewayError", "envelope", "from_chatplug"]
+
+#: Upstream client-error statuses passed on as they are: the request is at fault.
+_PASSED_ON = frozenset({400, 404, 409, 413, 422})
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+          413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def envelope(message: str, *, type: str, code: str | None = None,
+             param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+class GatewayError(Exception):
+    """A reply the gateway sends instead of a completion: status, envelope and headers.
+
+    :param retry: whether the client may usefully try again (else ``x-should-retry: false``).
+    """
+
+    def __init__(self, status: int, message: str, *, code: str, param: str | None = None,
+                 type: str | None = None, retry_after: float | None = None,
+                 retry: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.type = type or _TYPES.get(status, "server_error" if status == 500
+                                       else "upstream_error")
+        self.retry_after = retry_after
+        self.retry = retry
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return envelope(self.message, type=self.type, code=self.code, param=self.param)
+
+    def encoded(self) -> bytes:
+        return json.dumps(self.body, ensure_ascii=False).encode()
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", b"application/json")]
+        if self.retry_after is not None:
+            headers.append((b"retry-after", str(max(0, math.ceil(self.retry_after))).encode()))
+        if not self.retry:
+            headers.append((b"x-should-retry", b"false"))
+        return headers
+
+    async def send(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer with this error (the response must not have started)."""
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": self.headers + (headers or [])})
+        await send({"type": "http.response.body", "body": self.encoded()})
+
+
+def _status(error: ChatplugError) -> int:
+    if isinstance(error, (ProviderNotFoundError, ModelNotSupportedError)):
+        return 404
+    if isinstance(error, InvalidRequestError):
+        return 400
+    if isinstance(error, AuthenticationError):
+        return 502 if error.status_code is not None else 503
+    if isinstance(error, RateLimitError):
+        return 429
+    if isinstance(error, ProviderTimeoutError):
+        return 504
+    if isinstance(error, ProviderHTTPError):
+        if error.status_code in _PASSED_ON:
+            return error.status_code
+        return 504 if error.status_code == 408 else 502
+    if isinstance(error, ProviderError):
+        return 502
+    return 500
+
+
+def from_chatplug(error: ChatplugError) -> GatewayError:
+    """The reply for a chatplug error, with its message (which never holds a key)."""
+    status = _status(error)
+    message = str(error)
+    if isinstance(error, AuthenticationError):
+        what = ("refused the API key the gateway is configured with"
+                if error.status_code is not None else "has no API key configured on the gateway")
+        message = (f"{error.provider or 'the provider'} {what}: the gateway's configuration is "
+                   "at fault, not your request or your gateway key. Tell the gateway's "
+                   f"operator. ({message})")
+    retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+    return GatewayError(status, message, code=error.code, retry_after=retry_after,
+                        retry=error.retryable or status == 429)

@@ -1,0 +1,89 @@
+"""The SSE response of one streamed completion, written piece by piece as pieces arrive.
+
+**The status is committed at the first piece.**  Until the first text, tool
+call, reasoning or finish arrives (a ``Meta`` or ``Usage`` event does not
+commit), nothing is sent, so a failure is still a real error status and a
+route can still fail over.  After it, a failure is sent in-band
+(``data: {"error": {...}}``) and the stream ends *without* ``[DONE]``.
+
+Each piece is one ASGI send, nothing is held back; ``Cache-Control:
+no-cache`` and ``X-Accel-Buffering: no`` keep proxies such as nginx from
+buffering the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..calls.run import COMMITTING
+
+if TYPE_CHECKING:
+    from starlette.types import Send
+
+    from ..events import Event
+    from ..wire.encode import ChunkEncoder
+
+__all__ = ["STREAM_HEADERS", "EventStream"]
+
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class EventStream:
+    """Relays one reply's events to the client as ``chat.completion.chunk`` events.
+
+    :param headers: called once, at the commit, for the response's extra headers.
+    """
+
+    __slots__ = ("_encoder", "_headers", "_send", "committed", "ended")
+
+    def __init__(self, send: Send, encoder: ChunkEncoder,
+                 headers: Callable[[], list[tuple[bytes, bytes]]]) -> None:
+        self._send = send
+        self._encoder = encoder
+        self._headers = headers
+        self.committed = False
+        self.ended = False
+
+    async def _commit(self, first: bytes) -> None:
+        self.committed = True
+        await self._send({"type": "http.response.start", "status": 200,
+                          "headers": STREAM_HEADERS + self._headers()})
+        await self._send({"type": "http.response.body", "body": first, "more_body": True})
+
+    async def _end(self, last: bytes) -> None:
+        self.ended = True
+        await self._send({"type": "http.response.body", "body": last, "more_body": False})
+
+    async def relay(self, events: AsyncIterator[str | Event]) -> None:
+        """Send every event, then the end (usage, ``[DONE]``).
+
+        :raises ChatplugError: whatever the call raised; :attr:`committed` tells the
+            caller whether to answer with a status or :meth:`fail` in-band.
+        """
+        encoder = self._encoder
+        send = self._send
+        content = encoder.content
+        encode = encoder.encode
+        async for item in events:
+            if self.committed:
+                # The hot path: one text piece, one send.
+                data = content(item) if type(item) is str and item else encode(item)
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            elif (type(item) is str and item) or isinstance(item, COMMITTING):
+                await self._commit(encoder.start() + encode(item))
+            else:
+                encode(item)  # Meta or Usage: remembered, nothing to send yet
+        if not self.committed:
+            await self._commit(encoder.start())  # an empty reply is still a reply
+        await self._end(encoder.end())
+
+    async def fail(self, envelope: dict[str, Any]) -> None:
+        """End a committed stream with an in-band error and no ``[DONE]``."""
+        if not self.ended:
+            await self._end(self._encoder.error(envelope))
