@@ -327,3 +327,30 @@ def test_binding_beyond_loopback_without_keys_is_refused() -> None:
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("signals and /proc: Linux only")
+
+
+def test_a_route_fails_over_inside_one_gateway_request() -> None:
+    with ScriptedServer(lifetime=60) as first, ScriptedServer(lifetime=60) as second:
+        registry = registry_for(first, urls={"OpenAI": second.url + "/v1"}, max_retries=0,
+                                routes=json.dumps({"pair": {
+                                    "entries": ["GravityEngine", "OpenAI/gpt-4o-mini"],
+                                    "cooldown": 0}}))
+        first.add(status=503)
+        first.add(pieces=["x"], drop_after=0, stream=True)
+        with GatewayServer(create_app(registry, ServerSettings())) as gateway:
+            status, headers, body = post(gateway.url, {"model": "pair", "messages": MESSAGES})
+            assert status == 200
+            assert headers["x-chatplug-provider"] == "OpenAI"
+            assert headers["x-chatplug-attempts"] == "2"
+            assert json.loads(body)["choices"][0]["message"]["content"] == "You said: hello"
+            # Streamed: a cut before the first piece still fails over, under one 200.
+            status, headers, body = post(gateway.url, {"model": "pair", "messages": MESSAGES,
+                                                       "stream": True})
+            assert status == 200
+            assert headers["x-chatplug-provider"] == "OpenAI"
+            text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "")
+                           for e in events(body)[:-1])
+            assert text == "You said: hello"
+        assert len(first.requests) == 2
+        assert len(second.requests) == 2
+        registry.close()

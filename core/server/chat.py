@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..calls.aio import AsyncStream
     from ..calls.completion import Completion
     from ..calls.prepared import PreparedCall
+    from ..routes.route import PreparedRoute
     from .app import Gateway
 
 __all__ = ["ChatCompletions"]
@@ -58,20 +59,21 @@ class Upstream:
         self.model = model
         self.request = request
         prepare = getattr(target, "prepare", None)
-        self.prepared: PreparedCall | None = None
+        self.prepared: PreparedCall | PreparedRoute | None = None
         if prepare is not None:
             self.prepared = prepare(request.messages, model, request.stream,
                                     extra_body=request.extra_body, **request.params)
 
     @property
     def name(self) -> str:
-        return self.prepared.provider if self.prepared is not None else str(self.target.name)
+        # A provider's prepared call names it; a route's names the route.
+        provider = getattr(self.prepared, "provider", None)
+        return str(provider or self.target.name)
 
     @property
     def served_model(self) -> str:
-        if self.prepared is not None:
-            return self.prepared.model
-        return self.model or str(self.target.name)
+        model = getattr(self.prepared, "model", None)
+        return str(model or self.model or self.target.name)
 
     def _options(self) -> dict[str, Any]:
         return {"extra_body": self.request.extra_body, **self.request.params}
