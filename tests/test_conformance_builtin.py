@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from chatplug.providers import gravityengine
-from chatplug.testing.conformance import ProviderConformance
+from chatplug.testing.conformance import ALL_EVENTS, ProviderConformance
 
 
 class TestGravityEngineConformance(ProviderConformance):
     provider_name = "GravityEngine"
+    reports = ALL_EVENTS
 
 
 class TestOpenAIConformance(ProviderConformance):
     provider_name = "OpenAI"
     model = "gpt-4o-mini"
     url_suffix = "/v1"
+    reports = ALL_EVENTS
 
 
 class TestUninstalledProviderConformance(ProviderConformance):
