@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .calls.completion import Completion, ToolCall
 from .calls.provider import Provider, Stream
 from .errors import (
     AuthenticationError,
@@ -32,6 +33,7 @@ from .errors import (
     RateLimitError,
     StreamInterruptedError,
 )
+from .events import Finish, Meta, Reasoning, ToolCallDelta, Usage
 from .hooks import hookimpl, hookspec
 from .plugins.params import Parameter, Range
 from .plugins.registry import ENTRY_POINT_GROUP, Registry

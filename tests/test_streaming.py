@@ -9,7 +9,6 @@ import pytest
 
 from chatplug import (
     InvalidRequestError,
-    ProviderResponseError,
     Registry,
     Stream,
     StreamInterruptedError,
