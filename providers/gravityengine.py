@@ -95,6 +95,7 @@ def create_completion(
         model=model,
         messages=messages,
         stream=stream,
+        events=True,
         api_key=bearer_token(api_key),
         headers=headers_for(url),
         temperature=temperature,

@@ -63,6 +63,7 @@ def create_completion(
         model=model,
         messages=messages,
         stream=stream,
+        events=True,
         api_key=api_key,
         stream_options=STREAM_OPTIONS if stream else None,
         temperature=temperature,

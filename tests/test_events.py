@@ -278,3 +278,30 @@ def test_a_provider_that_yields_what_is_no_event_is_named(chatplug_server: Scrip
     with pytest.raises(ProviderResponseError, match=r"yielded dict.*bug in") as info:
         provider.complete(messages=MESSAGES)
     assert info.value.provider == "Sloppy"
+
+
+def test_a_plugin_that_handles_pieces_as_text_still_gets_only_text(
+    chatplug_server: ScriptedServer,
+) -> None:
+    """openai.chat() without events=True yields str only, as in chatplug 0.1."""
+    from types import SimpleNamespace
+
+    from chatplug.wire import openai
+
+    @hookimpl
+    def create_completion(model, messages, stream, url, http):  # type: ignore[no-untyped-def]
+        for piece in openai.chat(http, url + "/v1/chat/completions", model=model,
+                                 messages=messages, stream=stream):
+            yield piece.upper()  # a str method: an event here would break the plugin
+
+    registry = Registry(entry_points=())
+    provider = registry.register(SimpleNamespace(
+        url=chatplug_server.url, model=["m"], supports_stream=True, needs_auth=False,
+        create_completion=create_completion), "Shouter")
+    for stream in (False, True):
+        chatplug_server.add(**RICH)
+        reply = provider.create(messages=MESSAGES, stream=stream)
+        assert (reply if isinstance(reply, str) else "".join(reply)) == "LET ME CHECK."
+    chatplug_server.add(**RICH)
+    assert provider.complete(messages=MESSAGES).finish_reason is None  # it reported none
+    registry.close()

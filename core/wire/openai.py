@@ -9,9 +9,9 @@ A provider for an OpenAI-compatible service is its metadata plus one call::
     def create_completion(model, messages, stream, url, api_key, http, temperature: float = 1.0):
         yield from openai.chat(http, f"{url}/chat/completions", model=model,
                                messages=messages, stream=stream, api_key=api_key,
-                               temperature=temperature)
+                               events=True, temperature=temperature)
 
-:func:`chat` yields the reply's text (``str``) and the events of
+:func:`chat` yields the reply's text (``str``) and, with ``events=True``, the events of
 :mod:`chatplug.events` as the server reports them: :class:`~chatplug.Meta`
 (id and served model, once), :class:`~chatplug.Reasoning` (``reasoning_content``
 or ``reasoning``), :class:`~chatplug.ToolCallDelta` (streamed ``tool_calls``
@@ -385,14 +385,18 @@ def chat(
     stream: bool,
     api_key: str | None = None,
     headers: Mapping[str, str] | None = None,
+    events: bool = False,
     **options: Any,
 ) -> Iterator[str | Event]:
-    """POST a chat completion to ``endpoint``; yield its text and events as they arrive.
+    """POST a chat completion to ``endpoint``; yield its text (and, with
+    ``events=True``, its events) as they arrive.
 
     ``api_key`` is sent as a bearer token.  ``options`` (temperature, tools, ...) go
     into the body; ``None`` values are left out.  Whatever the server chooses
     (a stream or one JSON reply) is read correctly.  Closing the generator
-    closes the HTTP response.
+    closes the HTTP response.  Without ``events`` only text is yielded, as in
+    chatplug 0.1, so a plugin that handles each piece as a string keeps working;
+    the checks (completeness, error objects) are the same either way.
 
     :raises ProviderError: (subclasses) from the transport: HTTP statuses, timeouts,
         unreachable servers; and those of :func:`stream_events` and :func:`reply_events`.
@@ -403,10 +407,17 @@ def chat(
     secret = http.api_key or api_key
     with http.post_json(endpoint, body, headers=request_headers(accept, api_key, headers),
                         stream=stream) as reply:
+        items: Iterable[str | Event]
         if reply.content_type == "text/event-stream":
-            yield from stream_events(reply.iter_bytes(), secret=secret, provider=http.provider)
+            items = stream_events(reply.iter_bytes(), secret=secret, provider=http.provider)
         else:
-            yield from reply_events(reply.json(), secret=secret, provider=http.provider)
+            items = reply_events(reply.json(), secret=secret, provider=http.provider)
+        if events:
+            yield from items
+        else:
+            for item in items:
+                if type(item) is str:
+                    yield item
         reply.drain()  # complete: read the last bytes so the connection is reused
 
 
