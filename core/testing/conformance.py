@@ -91,15 +91,16 @@ FAULTS: dict[str, tuple[dict[str, Any], bool, type[ChatplugError], int | None]] 
 ALL_EVENTS = ("finish", "usage", "tool_calls", "reasoning", "meta")
 #: A reply carrying everything a provider may report beside text.
 RICH_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-RICH_TOOL_CALLS = [
+RICH_TOOL_CALLS: list[dict[str, Any]] = [
     {"id": "call_conf_0", "type": "function",
      "function": {"name": "get_weather", "arguments": '{"city": "Zürich", "unit": "c"}'}},
     {"id": "call_conf_1", "type": "function",
      "function": {"name": "get_time", "arguments": '{"zone": "Europe/Zurich"}'}},
 ]
-RICH = {"pieces": PIECES, "reasoning": "Think first, then answer.", "tool_calls": RICH_TOOL_CALLS,
-        "fragment": 5, "finish_reason": "length", "usage": RICH_USAGE,
-        "id": "chatcmpl-conformance", "model": "served-model-1"}
+RICH: dict[str, Any] = {
+    "pieces": PIECES, "reasoning": "Think first, then answer.", "tool_calls": RICH_TOOL_CALLS,
+    "fragment": 5, "finish_reason": "length", "usage": RICH_USAGE,
+    "id": "chatcmpl-conformance", "model": "served-model-1"}
 #: Faults whose error text the server fills with the credential it received.
 ECHO_FAULTS = {
     "http-401": {"status": 401, "text": "Incorrect API key provided"},

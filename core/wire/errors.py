@@ -97,10 +97,10 @@ def error_of(payload: Any) -> ServerError | None:
         return None
     error = payload.get("error")
     if isinstance(error, Mapping):
-        code = error.get("code")
+        code, kind = error.get("code"), error.get("type")
         return ServerError(
             _text(error.get("message")) or _text(error.get("msg")),
-            type=error.get("type") if isinstance(error.get("type"), str) else "",
+            type=kind if isinstance(kind, str) else "",
             code="" if code is None or isinstance(code, bool) else str(code),
         )
     if error is True:  # NextChat: {"error": true, "msg" | "message": ...}
