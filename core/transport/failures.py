@@ -110,8 +110,9 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
             status_code=status, body=said_text, **context,
         )
     if status in (401, 403):
+        what = "refused the API key" if client.api_key else "requires an API key"
         return AuthenticationError(
-            f"the server refused the API key ({label}){sentence(said) if said else '.'} "
+            f"the server {what} ({label}){sentence(said) if said else '.'} "
             f"{_key_hint(client)}",
             status_code=status,
             **context,
