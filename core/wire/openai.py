@@ -215,7 +215,7 @@ class _Progress:
 
     def __init__(self) -> None:
         self.received = 0  # characters of text
-        self.delivered = False  # any content: text, reasoning, a tool call
+        self.delivered = False  # reasoning or a tool call (text: received > 0)
         self.finished = False  # a finish reason arrived
         self.meta = False  # the Meta event was yielded
 
@@ -231,9 +231,10 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
 
     error = error_of(payload)
     if error is not None:
+        delivered = progress.delivered or progress.received > 0
         raise reported_error(error, payload, where="the stream", secret=secret,
                              provider=provider,
-                             received=progress.received if progress.delivered else None)
+                             received=progress.received if delivered else None)
     items: list[str | Event] = []
     if not progress.meta:
         meta = _meta(payload)
@@ -264,7 +265,6 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
         if text:
             items.append(text)
             progress.received += len(text)
-            progress.delivered = True
         calls = _tool_calls(part.get("tool_calls"), data, secret)
         if calls:
             items.extend(calls)
@@ -318,6 +318,7 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
     progress = _Progress()
     feed = decoder.feed_data
     loads = json.loads
+    received = 0  # kept here on the hot path, in progress on the slow one
     fast = False  # the first chunk, which names the id and model, is read in full
     for chunk in chunks:
         for data in feed(chunk):
@@ -334,17 +335,19 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
                     delta = choice["delta"]
                     text = delta["content"]
                     if (type(text) is str and choice.get("finish_reason") is None
-                            and (len(delta) == 1 or _plain(delta))
-                            and payload.get("usage") is None and "error" not in payload):
+                            and (len(delta) == 1 or _plain(delta)) and "error" not in payload
+                            and ("usage" not in payload or payload["usage"] is None)):
                         if text:
-                            progress.received += len(text)
-                            progress.delivered = True
+                            received += len(text)
                             yield text
                         continue
                 except (KeyError, IndexError, TypeError):
                     pass
             fast = True
+            progress.received = received
             yield from _chunk_items(payload, data, progress, secret, provider)
+            received = progress.received
+    progress.received = received
     if not decoder.cut_line:
         for event in decoder.end():
             if event.data == DONE:
