@@ -37,7 +37,7 @@ class Script:
         pairs and multi-byte characters across reads).
     :ivar comments: SSE: a ``: keep-alive`` comment before each event; NDJSON: a
         blank line before each object.
-    :ivar finish: SSE: send a final chunk with ``finish_reason: "stop"``.
+    :ivar finish: SSE: send a final chunk with the ``finish_reason`` (see below).
     :ivar done: SSE: send ``data: [DONE]``; NDJSON: send the final ``"done": true`` object.
     :ivar error_event: an ``{"error": ...}`` payload sent after the pieces (NDJSON
         sends its ``message`` as Ollama does: ``{"error": "text"}``).
