@@ -5,24 +5,49 @@ the caller's temperature and presence_penalty, never sent its headers and
 parsed a streamed reply as one JSON document.  Here the options and headers
 are sent and ``stream=True`` reads a real event stream.  The base URL comes
 from ``CHATPLUG_GRAVITYENGINE_URL``, so any deployment of that kind works.
+
+**Access code.**  A Next-Web (NextChat) deployment that sets ``CODE`` wants
+``Authorization: Bearer nk-<code>``, or a user's own OpenAI key as the bearer.
+Put either in ``CHATPLUG_GRAVITYENGINE_API_KEY`` (or pass ``api_key=``): a key
+starting ``sk-`` (or an already prefixed ``nk-...`` code) is sent as it is, any
+other value as the access code ``nk-<value>``.  No key is needed otherwise
+(``needs_auth`` stays ``False``).
+
+**What passes through.**  NextChat's ``/api/openai`` route forwards the request
+body to OpenAI as it is (it only checks the model against ``CUSTOM_MODELS``), so
+GravityEngine sends what OpenAI takes for the models it lists
+(``gpt-3.5-turbo-16k``, ``gpt-3.5-turbo-0613``): the sampling options, ``stop``,
+``max_tokens``, ``user``, and tools (``tools``, ``tool_choice``; both models call
+functions).  Not sent: ``response_format``, ``seed`` and ``parallel_tool_calls``
+(newer models only), and images: neither model takes image parts, so
+``supports_vision`` is ``False`` and chatplug refuses them before anything is
+sent.  A stream does not ask for its usage (``stream_options``), as NextChat's own
+page never does and not every upstream behind a deployment takes it; a reply that
+reports usage anyway is read, and ``extra_body={"stream_options": {"include_usage":
+True}}`` asks for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from chatplug import Range, hookimpl
 
 if TYPE_CHECKING:
+    from chatplug.events import Event
     from chatplug.http import HTTPClient
 
 url = "https://gpt4.xunika.uk"
 model = ["gpt-3.5-turbo-16k", "gpt-3.5-turbo-0613"]
 supports_stream = True
 needs_auth = False
+supports_tools = True
+supports_vision = False
 
 PATH = "/api/openai/v1/chat/completions"
+#: NextChat reads a bearer token starting with this as an access code, anything else as a key.
+ACCESS_CODE_PREFIX = "nk-"
 
 
 def headers_for(base_url: str) -> dict[str, str]:
@@ -34,16 +59,34 @@ def headers_for(base_url: str) -> dict[str, str]:
     }
 
 
+def bearer_token(api_key: str | None) -> str | None:
+    """The bearer token NextChat expects for ``api_key``: an OpenAI key (``sk-...``) or
+    a prefixed code as it is, a bare access code as ``nk-<code>``."""
+    if not api_key:
+        return None
+    if api_key.startswith(("sk-", ACCESS_CODE_PREFIX)):
+        return api_key
+    return ACCESS_CODE_PREFIX + api_key
+
+
 @hookimpl
 def create_completion(
     model: str,
     messages: list,  # type: ignore[type-arg]  # shown as "messages: list", the seed's form
     stream: bool,
     url: str,
+    api_key: str | None,
     http: HTTPClient,
     temperature: Annotated[float, Range(0, 2)] = 0.7,
     presence_penalty: Annotated[float, Range(-2, 2)] = 0.0,
-) -> Iterator[str]:
+    top_p: Annotated[float, Range(0, 1)] | None = None,
+    max_tokens: Annotated[int, Range(1)] | None = None,
+    frequency_penalty: Annotated[float, Range(-2, 2)] | None = None,
+    stop: str | list[str] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str | dict[str, Any] | None = None,
+    user: str | None = None,
+) -> Iterator[str | Event]:
     from chatplug.wire import openai
 
     return openai.chat(
@@ -52,7 +95,16 @@ def create_completion(
         model=model,
         messages=messages,
         stream=stream,
+        events=True,
+        api_key=bearer_token(api_key),
         headers=headers_for(url),
         temperature=temperature,
         presence_penalty=presence_penalty,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        frequency_penalty=frequency_penalty,
+        stop=stop,
+        tools=tools,
+        tool_choice=tool_choice,
+        user=user,
     )

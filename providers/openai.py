@@ -3,22 +3,34 @@
 Set ``CHATPLUG_OPENAI_API_KEY`` (or ``OPENAI_API_KEY``) and, for another
 compatible server, ``CHATPLUG_OPENAI_URL`` (or ``OPENAI_BASE_URL``).  Any model
 name is accepted; the caller names it.
+
+Tools (``tools``, ``tool_choice``, ``parallel_tool_calls``) and image parts in
+messages are sent as OpenAI defines them; the reply's tool calls, reasoning,
+finish reason, usage, id and served model come back as :mod:`chatplug.events`
+(``complete()`` assembles them).  A stream asks for its usage
+(``stream_options: {"include_usage": true}``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from chatplug import Range, hookimpl
 
 if TYPE_CHECKING:
+    from chatplug.events import Event
     from chatplug.http import HTTPClient
 
 url = "https://api.openai.com/v1"
 model: list[str] = []
 supports_stream = True
 needs_auth = True
+supports_tools = True
+supports_vision = True
+
+#: Asked of every stream: the last chunk then reports the token usage.
+STREAM_OPTIONS = {"include_usage": True}
 
 
 @hookimpl
@@ -35,7 +47,14 @@ def create_completion(
     presence_penalty: Annotated[float, Range(-2, 2)] | None = None,
     frequency_penalty: Annotated[float, Range(-2, 2)] | None = None,
     seed: int | None = None,
-) -> Iterator[str]:
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str | dict[str, Any] | None = None,
+    parallel_tool_calls: bool | None = None,
+    response_format: dict[str, Any] | None = None,
+    stop: str | list[str] | None = None,
+    logit_bias: dict[str, Annotated[int, Range(-100, 100)]] | None = None,
+    user: str | None = None,
+) -> Iterator[str | Event]:
     from chatplug.wire import openai
 
     return openai.chat(
@@ -44,11 +63,20 @@ def create_completion(
         model=model,
         messages=messages,
         stream=stream,
+        events=True,
         api_key=api_key,
+        stream_options=STREAM_OPTIONS if stream else None,
         temperature=temperature,
         top_p=top_p,
         max_tokens=max_tokens,
         presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty,
         seed=seed,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        response_format=response_format,
+        stop=stop,
+        logit_bias=logit_bias,
+        user=user,
     )

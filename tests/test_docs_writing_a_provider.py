@@ -194,7 +194,7 @@ def test_shell_commands_run_or_are_checked(
              *tokens[3:]], cwd=installed.source, capture_output=True, text=True,
             timeout=120, env=environment(installed, chatplug_server))
         assert result.returncode == 0, result.stdout[-3000:]
-        assert re.search(r"\b3\d passed\b", result.stdout), result.stdout[-500:]
+        assert re.search(r"\b4\d passed\b", result.stdout), result.stdout[-500:]
         return
     if tokens[0] == "chatplug":
         result = subprocess.run([str(BIN / "chatplug"), *tokens[1:]], capture_output=True,

@@ -195,3 +195,74 @@ def test_chat_streams_and_reads_a_whole_json_reply(
     chatplug_server.add(status=404, text="model 'm' not found, try pulling it first")
     with pytest.raises(ProviderError, match="model 'm' not found"):
         ndjson_provider.create(messages=messages, max_retries=0)
+
+
+# -- events: Ollama's objects --------------------------------------------------------
+
+
+def ollama_lines(*payloads: dict[str, Any]) -> list[bytes]:
+    return [json.dumps(payload).encode() + b"\n" for payload in payloads]
+
+
+def ollama_events(*payloads: dict[str, Any]) -> list[Any]:
+    reply = ndjson.OllamaReply()
+    return list(ndjson.stream_events(ollama_lines(*payloads), text=reply.text,
+                                     is_last=reply.is_last, events=reply.events))
+
+
+def test_ollama_objects_give_meta_reasoning_text_tool_calls_finish_and_usage() -> None:
+    from chatplug import Finish, Meta, Reasoning, ToolCallDelta, Usage
+
+    message = {"role": "assistant", "content": ""}
+    items = ollama_events(
+        {"model": "llama3.2", "message": {**message, "thinking": "hmm"}, "done": False},
+        {"model": "llama3.2", "message": {**message, "content": "Hi"}, "done": False},
+        {"model": "llama3.2", "message": {**message, "tool_calls": [
+            {"function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}]},
+         "done": False},
+        # a second call in a later object is a second call, not part of the first
+        {"model": "llama3.2", "message": {**message, "tool_calls": [
+            {"function": {"name": "get_time", "arguments": {}}}]}, "done": False},
+        {"model": "llama3.2", "message": message, "done": True, "done_reason": "stop",
+         "prompt_eval_count": 26, "eval_count": 9},
+    )
+    assert items == [
+        Meta(model="llama3.2"), Reasoning("hmm"), "Hi",
+        ToolCallDelta(0, "call_0", "get_weather", '{"city": "Zürich"}'),
+        ToolCallDelta(1, "call_1", "get_time", "{}"),
+        Finish("stop"), Usage(26, 9, 35),
+    ]
+
+
+def test_ollama_counts_that_are_no_counts_are_left_out() -> None:
+    from chatplug import Finish, Meta, Usage
+
+    items = ollama_events({"model": "m", "message": {"content": "x"}, "done": True,
+                           "done_reason": "length", "prompt_eval_count": -3, "eval_count": 4})
+    assert items == [Meta(model="m"), "x", Finish("length"), Usage(None, 4, None)]
+
+
+@pytest.mark.parametrize("calls", [
+    [{"function": {"arguments": {}}}],  # no name
+    [{"name": "f"}],  # not in a function
+    ["f"],
+])
+def test_malformed_ollama_tool_calls_are_response_errors(calls: Any) -> None:
+    with pytest.raises(ProviderResponseError, match="no well-formed events"):
+        ollama_events({"message": {"content": "", "tool_calls": calls}, "done": True})
+
+
+def test_an_error_line_after_content_is_an_interruption() -> None:
+    with pytest.raises(StreamInterruptedError, match="runner crashed") as info:
+        ollama_events({"message": {"content": "abc"}, "done": False},
+                      {"error": "llama runner process has terminated: runner crashed"})
+    assert info.value.received == 3
+
+
+@pytest.mark.parametrize("offset", range(100, 125))
+def test_a_key_near_the_excerpt_cut_never_leaks(offset: int) -> None:
+    line = b"<" + b"e" * offset + PLANTED_KEY.encode() + b" not json\n"
+    with pytest.raises(ProviderResponseError) as info:
+        objects(line, secret=PLANTED_KEY)
+    text = str(info.value)
+    assert not any(PLANTED_KEY[at:at + 4] in text for at in range(len(PLANTED_KEY) - 3))

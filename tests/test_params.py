@@ -15,23 +15,28 @@ if TYPE_CHECKING:
 
 
 def test_gravityengine_params_string_is_the_seed_form() -> None:
+    # The seed's parameters first, then what a Next-Web proxy passes through (issue 9).
     provider = registry.get("GravityEngine")
     assert provider.params == (
         "chatplug.providers.gravityengine supports: (model: str, messages: list, "
-        "stream: bool, temperature: float, presence_penalty: float)"
+        "stream: bool, temperature: float, presence_penalty: float, top_p: float | None, "
+        "max_tokens: int | None, frequency_penalty: float | None, "
+        "stop: str | list[str] | None, tools: list[dict[str, Any]] | None, "
+        "tool_choice: str | dict[str, Any] | None, user: str | None)"
     )
 
 
 def test_structured_parameters_match_the_string() -> None:
     provider = registry.get("GravityEngine")
     described = [(p.name, p.type, p.default) for p in provider.parameters]
-    assert described == [
+    assert described[:5] == [
         ("model", "str", "gpt-3.5-turbo-16k"),
         ("messages", "list", REQUIRED),
         ("stream", "bool", False),
         ("temperature", "float", 0.7),
         ("presence_penalty", "float", 0.0),
     ]
+    assert all(p.default is None for p in provider.parameters[5:])
     assert provider.parameters[1].as_dict() == {
         "name": "messages", "type": "list", "default": None, "required": True}
 

@@ -9,7 +9,6 @@ import pytest
 
 from chatplug import (
     InvalidRequestError,
-    ProviderResponseError,
     Registry,
     Stream,
     StreamInterruptedError,
@@ -140,10 +139,12 @@ def test_finish_reason_then_clean_close_is_complete(
 def test_error_event_inside_a_200_stream(
     chatplug_registry: Registry, chatplug_server: ScriptedServer
 ) -> None:
+    # After content arrived, an error event means the reply is incomplete (issue 8).
     chatplug_server.add(text="partial", error_event={"message": "upstream overloaded"})
-    with pytest.raises(ProviderResponseError, match="upstream overloaded") as info:
+    with pytest.raises(StreamInterruptedError, match="upstream overloaded") as info:
         list(chatplug_registry.get("GravityEngine").create(messages=MESSAGES, stream=True))
     assert info.value.provider == "GravityEngine"
+    assert info.value.received == len("partial")
 
 
 def test_breaking_out_of_the_loop_closes_the_response(

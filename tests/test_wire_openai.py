@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -10,11 +12,31 @@ from hypothesis import strategies as st
 
 from chatplug import (
     AuthenticationError,
+    ChatplugError,
+    Finish,
+    Meta,
+    Provider,
+    ProviderHTTPError,
     ProviderResponseError,
     RateLimitError,
+    Reasoning,
     StreamInterruptedError,
+    ToolCallDelta,
+    Usage,
 )
-from chatplug.wire.openai import parse_chunk, parse_reply, request_body, stream_text
+from chatplug.testing import ScriptedServer
+from chatplug.testing.pytest_plugin import registry_for
+from chatplug.wire.errors import WINDOW, excerpt
+from chatplug.wire.openai import (
+    parse_chunk,
+    parse_reply,
+    reply_events,
+    request_body,
+    stream_events,
+    stream_text,
+)
+
+from .conftest import PLANTED_KEY
 
 
 def sse(*payloads: object, done: bool = True) -> bytes:
@@ -90,13 +112,31 @@ def test_a_cut_last_line_is_an_interruption_not_a_parse_error() -> None:
         list(stream_text([data]))
 
 
-def test_error_event_raises_typed_errors() -> None:
+def test_error_event_before_any_content_raises_typed_errors() -> None:
     with pytest.raises(ProviderResponseError, match="upstream exploded"):
-        list(stream_text([sse(delta("a"), {"error": {"message": "upstream exploded"}})]))
+        list(stream_text([sse(delta(None), {"error": {"message": "upstream exploded"}})]))
     with pytest.raises(RateLimitError):
         list(stream_text([sse({"error": {"message": "slow", "code": "rate_limit_exceeded"}})]))
+    with pytest.raises(RateLimitError):  # LiteLLM puts the HTTP status in "code"
+        list(stream_text([sse({"error": {"message": "litellm.RateLimitError", "code": "429"}})]))
     with pytest.raises(AuthenticationError):
         list(stream_text([sse({"error": {"message": "no", "code": "invalid_api_key"}})]))
+
+
+@pytest.mark.parametrize("error", [
+    {"message": "upstream exploded", "type": "None", "code": "500"},
+    {"message": "upstream exploded", "code": "rate_limit_exceeded"},  # even a rate limit
+])
+def test_an_error_event_after_content_means_the_reply_is_incomplete(
+    error: dict[str, str]
+) -> None:
+    # LiteLLM turns an upstream cut into such an event after the pieces it had.
+    pieces: list[str] = []
+    with pytest.raises(StreamInterruptedError, match="upstream exploded") as info:
+        pieces.extend(stream_text([sse(delta("ab"), delta("c"), {"error": error})]))
+    assert pieces == ["ab", "c"]
+    assert info.value.received == 3
+    assert "incomplete" in str(info.value)
 
 
 def test_chunks_without_choices_are_skipped() -> None:
@@ -133,3 +173,296 @@ def test_property_any_split_gives_the_same_pieces(texts: list[str], sizes: list[
         position += size
     chunks.append(data[position:])
     assert list(stream_text(chunks)) == texts
+
+
+# -- events ------------------------------------------------------------------------
+
+
+def test_a_stream_yields_every_event_in_order() -> None:
+    first = {"id": "chatcmpl-1", "model": "served-1", "choices": [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    data = sse(
+        first,
+        {"id": "chatcmpl-1", "choices": [{"delta": {"reasoning_content": "think"}}]},
+        delta("Hel"), delta("lo"),
+        {"id": "chatcmpl-1", "model": "served-1", "choices": [{"delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "f", "arguments": ""}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}}]},
+        delta(None, "tool_calls"),
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}},
+    )
+    assert list(stream_events([data])) == [
+        Meta("chatcmpl-1", "served-1"), Reasoning("think"), "Hel", "lo",
+        ToolCallDelta(0, "call_1", "f", ""), ToolCallDelta(0, None, None, '{"a"'),
+        ToolCallDelta(0, None, None, ": 1}"), Finish("tool_calls"), Usage(5, 3, 8)]
+
+
+def test_meta_comes_once_and_reasoning_may_be_called_reasoning() -> None:
+    chunk = {"id": "x", "model": "m", "choices": [{"delta": {"content": None, "reasoning": "r"}}]}
+    data = sse(chunk, chunk, {"id": "x", "model": "m", **delta("t", "stop")})
+    assert list(stream_events([data])) == [
+        Meta("x", "m"), Reasoning("r"), Reasoning("r"), "t", Finish("stop")]
+
+
+def test_a_finish_reason_is_reported_once_and_done_after_it_ends_the_stream() -> None:
+    def chunks() -> Iterator[bytes]:
+        yield sse(delta("a"), delta(None, "length"), delta(None, "length"), done=False)
+        yield b"data: [DONE]\n\n"
+        raise AssertionError("read past [DONE]")
+
+    assert list(stream_events(chunks())) == ["a", Finish("length")]
+
+
+def test_a_usage_chunk_without_done_after_the_finish_is_complete() -> None:
+    data = sse(delta("a", "stop"), {"choices": [], "usage": {"total_tokens": 2}}, done=False)
+    assert list(stream_events([data])) == ["a", Finish("stop"), Usage(None, None, 2)]
+
+
+@pytest.mark.parametrize(("usage", "expected"), [
+    ({"prompt_tokens": -1, "completion_tokens": True, "total_tokens": "9"}, None),
+    ({"prompt_tokens": 2.0, "completion_tokens": 1, "total_tokens": None}, Usage(2, 1, None)),
+    ("lots", None),
+    ({}, None),
+])
+def test_token_counts_that_are_no_counts_are_left_out(usage: object, expected: object) -> None:
+    reply = {"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}], "usage": usage}
+    assert reply_events(reply) == ["x", Finish("stop"), *([expected] if expected else [])]
+
+
+def test_a_json_reply_gives_its_whole_tool_calls_reasoning_and_usage() -> None:
+    reply = {"id": "chatcmpl-9", "model": "served", "choices": [{
+        "message": {"role": "assistant", "content": None, "reasoning_content": "why",
+                    "tool_calls": [
+                        {"id": "c1", "type": "function",
+                         "function": {"name": "a", "arguments": '{"x": 1}'}},
+                        # some servers send the arguments as an object
+                        {"id": "c2", "type": "function",
+                         "function": {"name": "b", "arguments": {"y": "é"}}}]},
+        "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}
+    assert reply_events(reply) == [
+        Meta("chatcmpl-9", "served"), Reasoning("why"),
+        ToolCallDelta(0, "c1", "a", '{"x": 1}'), ToolCallDelta(1, "c2", "b", '{"y": "é"}'),
+        Finish("tool_calls"), Usage(9, 4, 13)]
+    assert parse_reply(reply) == ""
+
+
+@pytest.mark.parametrize("calls", [
+    "not a list",
+    [{"index": -1, "function": {"arguments": "{}"}}],
+    [{"index": "0", "function": {}}],
+    [{"index": 0, "function": "f"}],
+    ["call"],
+])
+def test_malformed_tool_calls_are_response_errors(calls: object) -> None:
+    chunk = {"choices": [{"delta": {"tool_calls": calls}}]}
+    with pytest.raises(ProviderResponseError, match=r"tool_calls|tool call"):
+        list(stream_events([sse(delta("a"), chunk)]))
+    with pytest.raises(ProviderResponseError, match=r"tool_calls|tool call"):
+        reply_events({"choices": [{"message": {"content": None, "tool_calls": calls}}]})
+
+
+def test_parse_chunk_gives_the_items_of_one_chunk() -> None:
+    assert parse_chunk(json.dumps({"id": "i", **delta("x", "stop")})) == [
+        Meta("i", None), "x", Finish("stop")]
+    assert parse_chunk(json.dumps({"choices": [], "prompt_filter_results": []})) == []
+
+
+# -- NextChat (ChatGPT-Next-Web) in front of the model, over real HTTP ---------------
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def gravity(server: ScriptedServer, key: str | None) -> Provider:
+    return registry_for(server, api_keys={"GravityEngine": key}).get("GravityEngine")
+
+
+@pytest.mark.parametrize(("key", "sent"), [
+    (PLANTED_KEY, f"Bearer nk-{PLANTED_KEY}"),  # a bare access code
+    (f"nk-{PLANTED_KEY}", f"Bearer nk-{PLANTED_KEY}"),  # already prefixed
+    (f"sk-{PLANTED_KEY}", f"Bearer sk-{PLANTED_KEY}"),  # the user's own OpenAI key
+    (None, None),
+])
+def test_gravityengine_sends_an_access_code_as_nextchat_reads_it(
+    chatplug_server: ScriptedServer, key: str | None, sent: str | None
+) -> None:
+    provider = gravity(chatplug_server, key)
+    assert provider.needs_auth is False
+    assert provider.create(messages=MESSAGES) == "You said: hello"
+    assert chatplug_server.requests[-1].headers.get("Authorization") == sent
+
+
+@pytest.mark.parametrize("key", [None, PLANTED_KEY])
+@pytest.mark.parametrize("body", [
+    {"error": True, "msg": "empty access code"},
+    {"error": True, "message": "empty access code"},
+])
+def test_a_nextchat_401_is_read_and_names_the_variable(
+    chatplug_server: ScriptedServer, key: str | None, body: dict[str, Any]
+) -> None:
+    chatplug_server.add(status=401, body=json.dumps(body).encode())
+    with pytest.raises(AuthenticationError) as info:
+        gravity(chatplug_server, key).create(messages=MESSAGES, max_retries=0)
+    text = str(info.value)
+    assert "empty access code" in text
+    assert "CHATPLUG_GRAVITYENGINE_API_KEY" in text
+    assert "{" not in text, "the raw JSON is read, not shown"
+    assert "key you configured" not in text
+    assert ("No key was sent" in text) is (key is None)
+    assert info.value.status_code == 401
+
+
+def test_a_nextchat_403_for_a_forbidden_model_is_a_model_restriction(
+    chatplug_server: ScriptedServer,
+) -> None:
+    chatplug_server.add(status=403, body=json.dumps({
+        "error": True, "message": "you are not allowed to use gpt-3.5-turbo-0613 model"}).encode())
+    with pytest.raises(ProviderHTTPError) as info:
+        gravity(chatplug_server, PLANTED_KEY).create(messages=MESSAGES,
+                                                     model="gpt-3.5-turbo-0613")
+    error = info.value
+    assert not isinstance(error, AuthenticationError)
+    assert error.status_code == 403
+    assert "does not allow the model 'gpt-3.5-turbo-0613'" in str(error)
+    assert "you are not allowed to use gpt-3.5-turbo-0613 model" in str(error)
+    assert "the key was not refused" in str(error)
+    assert len(chatplug_server.requests) == 1, "a model restriction is not retried"
+    # A 403 about something else is still a refused key.
+    chatplug_server.add(status=403, body=b'{"error": {"message": "invalid key"}}')
+    with pytest.raises(AuthenticationError):
+        gravity(chatplug_server, PLANTED_KEY).create(messages=MESSAGES)
+
+
+UPSTREAM_DOWN = json.dumps(
+    '```json\n{\n  "cause": {\n    "errno": -111,\n    "code": "ECONNREFUSED",\n'
+    '    "syscall": "connect",\n    "address": "127.0.0.1",\n    "port": 4000\n  }\n}\n```'
+).encode()
+
+
+def test_upstream_down_behind_nextchat_shows_the_text_and_is_retried(
+    chatplug_server: ScriptedServer,
+) -> None:
+    provider = gravity(chatplug_server, None)
+    chatplug_server.add(body=UPSTREAM_DOWN)  # HTTP 200, a JSON string
+    with pytest.raises(ProviderResponseError) as info:
+        provider.create(messages=MESSAGES, max_retries=0)
+    assert "ECONNREFUSED" in str(info.value)
+    assert "not an object (str)" not in str(info.value)
+    assert info.value.retryable
+    chatplug_server.add(body=UPSTREAM_DOWN)
+    assert provider.create(messages=MESSAGES, max_retries=1) == "You said: hello"
+    assert len(chatplug_server.requests) == 3
+
+
+def test_an_in_stream_error_after_pieces_is_an_interruption_with_the_servers_words(
+    chatplug_server: ScriptedServer,
+) -> None:
+    # What LiteLLM sends when its upstream is cut mid-reply.
+    chatplug_server.add(pieces=["Hello", " wor"], stream=True, finish=False, error_event={
+        "message": "litellm.APIConnectionError: upstream closed the connection",
+        "type": None, "param": None, "code": "500"})
+    received: list[str] = []
+    with pytest.raises(StreamInterruptedError) as info:
+        received.extend(gravity(chatplug_server, None).create(messages=MESSAGES, stream=True))
+    assert received == ["Hello", " wor"]
+    assert "upstream closed the connection" in str(info.value)
+    assert info.value.received == len("Hello wor")
+    assert info.value.completion is not None
+    assert info.value.completion.text == "Hello wor"
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 429, 500])
+def test_no_double_full_stop_after_the_servers_sentence(
+    chatplug_server: ScriptedServer, status: int
+) -> None:
+    chatplug_server.add(status=status, text="Incorrect API key provided.")
+    with pytest.raises(ChatplugError) as info:
+        gravity(chatplug_server, PLANTED_KEY).create(messages=MESSAGES, max_retries=0)
+    assert "Incorrect API key provided." in str(info.value)
+    assert ".." not in str(info.value)
+
+
+def test_no_double_full_stop_after_an_in_band_error() -> None:
+    for error in ({"message": "Slow down.", "code": "rate_limit_exceeded"},
+                  {"message": "Bad key.", "code": "invalid_api_key"}):
+        with pytest.raises(ChatplugError) as info:
+            list(stream_text([sse({"error": error})]))
+        assert ".." not in str(info.value)
+
+
+# -- issue 8 hole 4: a key is masked before any text is cut ---------------------------
+
+def fragments(key: str, size: int = 4) -> set[str]:
+    """Every piece of ``key`` long enough to give it away."""
+    return {key[at:at + size] for at in range(len(key) - size + 1)}
+
+
+def leaked(text: str, key: str = PLANTED_KEY) -> list[str]:
+    return sorted(part for part in fragments(key) if part in text)
+
+
+# The key starts at every offset around each excerpt length chatplug uses (120 for a
+# stream event, 200 for an error body), so every cut point through the key is tried.
+OFFSETS = [*range(100, 125), *range(175, 205)]
+
+
+@pytest.mark.parametrize("limit", [120, 200, 300])
+def test_excerpt_masks_a_key_at_every_cut_point(limit: int) -> None:
+    for offset in range(limit - len(PLANTED_KEY) - 2, limit + 2):
+        for filler in ("x", "x \n\t "):  # whitespace collapses before the cut, too
+            text = (filler * offset)[:offset] + PLANTED_KEY + " tail" * 50
+            shown = excerpt(text, PLANTED_KEY, limit)
+            assert leaked(shown) == [], (offset, shown[-40:])
+            assert len(shown) <= limit
+    # A huge text is clipped before masking; a key at the clip point never survives.
+    for offset in range(WINDOW - 30, WINDOW + 2):
+        shown = excerpt(" " * offset + PLANTED_KEY + "y" * 20_000, PLANTED_KEY, limit)
+        assert leaked(shown) == []
+
+
+@pytest.mark.parametrize("offset", OFFSETS[::3])
+def test_a_key_near_the_cut_never_leaks_from_a_401_body(
+    chatplug_server: ScriptedServer, offset: int
+) -> None:
+    chatplug_server.add(status=401, text="e" * offset + f" {PLANTED_KEY} is not a valid key")
+    with pytest.raises(AuthenticationError) as info:
+        gravity(chatplug_server, PLANTED_KEY).create(messages=MESSAGES, max_retries=0)
+    assert leaked(f"{info.value} {info.value!r} {vars(info.value)}") == []
+
+
+@pytest.mark.parametrize("offset", OFFSETS[::3])
+def test_a_key_near_the_cut_never_leaks_from_a_stream(
+    chatplug_server: ScriptedServer, offset: int
+) -> None:
+    provider = gravity(chatplug_server, PLANTED_KEY)
+    # An error event in a 200 stream, then an event that is not JSON.
+    chatplug_server.add(pieces=[], stream=True, error_event={
+        "message": "e" * offset + f" {PLANTED_KEY} refused"})
+    chatplug_server.add(body=b"data: " + b"e" * offset + f" {PLANTED_KEY} }}\n\n".encode(),
+                        content_type="text/event-stream")
+    for _ in range(2):
+        with pytest.raises(ProviderResponseError) as info:
+            list(provider.create(messages=MESSAGES, stream=True, max_retries=0))
+        assert leaked(f"{info.value} {info.value!r}") == []
+
+
+def test_a_key_near_the_cut_never_leaks_into_the_retry_log(
+    chatplug_server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    provider = gravity(chatplug_server, PLANTED_KEY)
+    for offset in OFFSETS[::4]:
+        chatplug_server.add(status=503, text="e" * offset + f" {PLANTED_KEY} overloaded")
+    with caplog.at_level(logging.INFO, logger="chatplug"):
+        for _ in OFFSETS[::4]:
+            with pytest.raises(ChatplugError):
+                provider.create(messages=MESSAGES, max_retries=0, timeout=5)
+        chatplug_server.add(status=503, text="e" * 190 + f" {PLANTED_KEY}")
+        chatplug_server.add(status=503, text="e" * 195 + f" {PLANTED_KEY}")
+        with pytest.raises(ChatplugError) as info:
+            provider.create(messages=MESSAGES, max_retries=1, timeout=10)
+    assert "attempt 1 failed" in caplog.text
+    assert leaked(caplog.text + str(info.value)) == []

@@ -87,6 +87,9 @@ def type_name(hint: Any) -> str:
         return "None"
     if isinstance(hint, type):
         return hint.__name__
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if args and isinstance(origin, type):  # dict[str, Annotated[int, Range(...)]] -> dict[str, int]
+        return f"{origin.__name__}[{', '.join(type_name(arg) for arg in args)}]"
     text = repr(hint).replace("typing.", "")
     return text.replace("NoneType", "None")
 
@@ -239,5 +242,8 @@ def _for_pydantic(hint: Any) -> Any:
         return typing.Annotated[arguments]
     if origin in (typing.Union, types.UnionType):
         return typing.Union[tuple(_for_pydantic(arg) for arg in typing.get_args(hint))]  # noqa: UP007
+    if origin in (list, dict, tuple, set, frozenset) and typing.get_args(hint):
+        # A Range inside a container (dict[str, Annotated[int, Range(-100, 100)]]) is checked too.
+        return origin[tuple(_for_pydantic(arg) for arg in typing.get_args(hint))]
     return hint
 

@@ -9,6 +9,7 @@
         provider_name = "Acme"          # the entry-point name
         model = "acme-1"                # if the provider lists no models
         url_suffix = "/v1"              # if the provider's URL is not the server's root
+        reports = ALL_EVENTS            # what its replies must carry beside text
 
 Every test talks real HTTP to the scripted server (``chatplug_server``) on
 127.0.0.1, which speaks the OpenAI chat-completions protocol (any path ending
@@ -20,6 +21,13 @@ What "conformant" means here: metadata present and well-typed; ``params`` and
 returns the scripted text, whole and streamed; streaming is live and closing
 a stream early releases its connection; wire failures arrive as chatplug's
 typed errors; and a key the server echoes never appears in any error.
+
+Events: whatever a provider yields beside text must be well formed (see
+:func:`check_events`: one ``Finish`` at most, non-negative token counts,
+tool-call fragments that join into JSON per index), whole and streamed.  A
+text-only provider passes as it is; one that sets :attr:`~ProviderConformance.reports`
+must also carry what it names (the finish reason, usage, tool calls, reasoning,
+id and model) from a reply that has them.
 """
 
 from __future__ import annotations
@@ -42,13 +50,14 @@ from ..errors import (
     RateLimitError,
     StreamInterruptedError,
 )
+from ..events import EVENT_TYPES, Finish, Meta, Reasoning, ToolCallDelta, Usage
 from .pytest_plugin import TEST_API_KEY, registry_for
 from .server import ScriptedServer
 
 if TYPE_CHECKING:
     from .. import Provider, Registry
 
-__all__ = ["PLANTED_KEY", "ProviderConformance"]
+__all__ = ["ALL_EVENTS", "PLANTED_KEY", "ProviderConformance", "check_events"]
 
 #: A key planted to prove it never leaks; it looks like no real provider's key.
 PLANTED_KEY = "conformance-planted-key-4b7e19"
@@ -72,9 +81,26 @@ FAULTS: dict[str, tuple[dict[str, Any], bool, type[ChatplugError], int | None]] 
                    StreamInterruptedError, None),
     "no-last-event": ({"pieces": PIECES, "finish": False, "done": False, "stream": True}, True,
                       StreamInterruptedError, None),
+    # After content arrived, a server's error event means the reply is incomplete.
     "error-in-stream": ({"pieces": PIECES[:2], "error_event": {"message": "upstream overloaded"},
-                         "stream": True}, True, ProviderResponseError, None),
+                         "stream": True}, True, StreamInterruptedError, None),
+    "error-event-first": ({"pieces": [], "error_event": {"message": "upstream overloaded"},
+                           "stream": True}, True, ProviderResponseError, None),
 }
+#: What :attr:`ProviderConformance.reports` may name.
+ALL_EVENTS = ("finish", "usage", "tool_calls", "reasoning", "meta")
+#: A reply carrying everything a provider may report beside text.
+RICH_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+RICH_TOOL_CALLS: list[dict[str, Any]] = [
+    {"id": "call_conf_0", "type": "function",
+     "function": {"name": "get_weather", "arguments": '{"city": "Zürich", "unit": "c"}'}},
+    {"id": "call_conf_1", "type": "function",
+     "function": {"name": "get_time", "arguments": '{"zone": "Europe/Zurich"}'}},
+]
+RICH: dict[str, Any] = {
+    "pieces": PIECES, "reasoning": "Think first, then answer.", "tool_calls": RICH_TOOL_CALLS,
+    "fragment": 5, "finish_reason": "length", "usage": RICH_USAGE,
+    "id": "chatcmpl-conformance", "model": "served-model-1"}
 #: Faults whose error text the server fills with the credential it received.
 ECHO_FAULTS = {
     "http-401": {"status": 401, "text": "Incorrect API key provided"},
@@ -99,6 +125,9 @@ def _shown(hint: Any) -> str:
         return "None"
     if isinstance(hint, type):
         return hint.__name__
+    if typing.get_args(hint) and isinstance(typing.get_origin(hint), type):
+        return (f"{typing.get_origin(hint).__name__}"
+                f"[{', '.join(_shown(arg) for arg in typing.get_args(hint))}]")
     return str(hint).replace("typing.", "").replace("NoneType", "None")
 
 
@@ -130,6 +159,9 @@ class ProviderConformance:
     #: A provider object to register directly instead of the installed entry point
     #: (lets a package run the suite before it is installed).
     plugin: ClassVar[object | None] = None
+    #: What the provider's replies carry beside text, among :data:`ALL_EVENTS`; the
+    #: suite checks each named one arrives.  Empty: a text-only provider.
+    reports: ClassVar[tuple[str, ...]] = ()
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -295,8 +327,71 @@ class ProviderConformance:
             assert getattr(info.value, "status_code", None) == status
         if fault == "cut-stream":
             assert received == PIECES[:2], "the pieces that arrived are delivered first"
-        if fault == "error-in-stream":
+        if fault in ("cut-stream", "error-in-stream", "no-last-event"):
+            error = info.value
+            assert isinstance(error, StreamInterruptedError)
+            delivered = "".join(received)
+            assert error.received == len(delivered), "received counts the characters"
+            assert error.completion is not None, "the reply so far comes with the error"
+            assert error.completion.text == delivered
+            assert error.completion.finish_reason is None
+        if fault in ("error-in-stream", "error-event-first"):
             assert "upstream overloaded" in str(info.value)
+
+    # -- events ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+    def test_events_are_well_formed_and_complete(
+        self, provider: Provider, chatplug_server: ScriptedServer, streamed: bool
+    ) -> None:
+        if streamed and not provider.supports_stream:
+            pytest.skip("the provider does not stream")
+        chatplug_server.add(**RICH)
+        if streamed:
+            with self.create(provider, stream=True) as stream:
+                items = list(stream.events())
+            completion = stream.completion
+            check_events(items)
+            assert "".join(i for i in items if isinstance(i, str)) == completion.text
+        else:
+            completion = provider.complete(messages=MESSAGES, model=self.model,
+                                           timeout=CALL_TIMEOUT, max_retries=0, **self.options)
+        assert completion.text == "".join(PIECES)
+        reports = set(self.reports)
+        assert not reports - set(ALL_EVENTS), f"reports names unknown events: {reports}"
+        if "finish" in reports or completion.finish_reason is not None:
+            assert completion.finish_reason == "length"
+        if "usage" in reports or completion.usage is not None:
+            assert completion.usage is not None
+            assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
+                RICH_USAGE["prompt_tokens"], RICH_USAGE["completion_tokens"])
+            assert completion.usage.total_tokens in (None, RICH_USAGE["total_tokens"])
+        if "tool_calls" in reports or completion.tool_calls:
+            calls = [(call.name, json.loads(call.arguments)) for call in completion.tool_calls]
+            assert calls == [(c["function"]["name"], json.loads(c["function"]["arguments"]))
+                             for c in RICH_TOOL_CALLS]
+            assert all(call.id for call in completion.tool_calls), "tool calls need an id"
+            assert completion.message["tool_calls"][0]["function"]["name"] == "get_weather"
+        if "reasoning" in reports or completion.reasoning is not None:
+            assert completion.reasoning == RICH["reasoning"]
+        if "meta" in reports:
+            assert completion.model == RICH["model"]
+
+    def test_a_text_only_reply_has_no_stray_events(
+        self, provider: Provider, chatplug_server: ScriptedServer
+    ) -> None:
+        if not provider.supports_stream:
+            pytest.skip("the provider does not stream")
+        chatplug_server.add(pieces=PIECES)
+        with self.create(provider, stream=True) as stream:
+            items = list(stream.events())
+        check_events(items)
+        completion = stream.completion
+        assert completion.tool_calls == []
+        assert completion.reasoning is None
+        assert completion.message == {"role": "assistant", "content": "".join(PIECES)}
+        if "finish" in self.reports:
+            assert completion.finish_reason == "stop"
 
     @pytest.mark.parametrize("fault", list(ECHO_FAULTS))
     def test_no_key_in_any_error_text(self, chatplug_server: ScriptedServer, fault: str) -> None:
@@ -316,6 +411,51 @@ class ProviderConformance:
             assert PLANTED_KEY not in rendered, f"the key leaked into {type(error).__name__}"
         finally:
             registry.close()
+
+
+def check_events(items: list[Any]) -> None:
+    """Assert that what a provider yielded is well formed.
+
+    Text is ``str``; anything else is one of :mod:`chatplug.events`' types; at most one
+    ``Finish``, with a non-empty reason; token counts are ``None`` or whole numbers
+    >= 0; tool-call fragments have an ``index`` >= 0 and text ``arguments``, and the
+    fragments of each index join into valid JSON, with a name.
+
+    :raises AssertionError: naming what is wrong.
+    """
+    finishes = [item for item in items if isinstance(item, Finish)]
+    assert len(finishes) <= 1, f"{len(finishes)} Finish events; a reply ends once"
+    tools: dict[int, list[ToolCallDelta]] = {}
+    for item in items:
+        assert isinstance(item, (str, *EVENT_TYPES)), \
+            f"{type(item).__name__} is neither text nor a chatplug.events event"
+        if isinstance(item, Finish):
+            assert isinstance(item.reason, str), "a finish reason must be text"
+            assert item.reason, "an empty finish reason"
+        elif isinstance(item, Usage):
+            for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                count = getattr(item, name)
+                assert count is None or (type(count) is int and count >= 0), \
+                    f"usage {name} is {count!r}, not a count"
+        elif isinstance(item, ToolCallDelta):
+            assert type(item.index) is int, f"tool call index {item.index!r}"
+            assert item.index >= 0, f"tool call index {item.index!r}"
+            assert isinstance(item.arguments, str), "tool call arguments must be JSON text"
+            tools.setdefault(item.index, []).append(item)
+        elif isinstance(item, Reasoning):
+            assert isinstance(item.text, str), "reasoning must be text"
+        elif isinstance(item, Meta):
+            assert item.id is None or isinstance(item.id, str)
+            assert item.model is None or isinstance(item.model, str)
+    for index, fragments in tools.items():
+        arguments = "".join(fragment.arguments for fragment in fragments)
+        try:
+            json.loads(arguments or "{}")
+        except ValueError:
+            raise AssertionError(
+                f"the fragments of tool call {index} do not join into JSON: {arguments!r}"
+            ) from None
+        assert any(fragment.name for fragment in fragments), f"tool call {index} has no name"
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:

@@ -1,9 +1,13 @@
 """The wire formats the scripted server speaks, written from a :class:`Script`.
 
 - OpenAI chat completions: one JSON reply, or server-sent events ending in a
-  ``finish_reason`` chunk and ``data: [DONE]``; errors as ``{"error": {...}}``.
+  ``finish_reason`` chunk, a usage chunk (when scripted) and ``data: [DONE]``;
+  reasoning as ``reasoning_content``, tool calls whole or in fragments; errors as
+  ``{"error": {...}}``.
 - Ollama ``/api/chat``: one JSON object, or newline-delimited JSON objects
-  ending in one with ``"done": true``; errors as ``{"error": "text"}``.
+  ending in one with ``"done": true`` (``done_reason``, ``prompt_eval_count``,
+  ``eval_count``); reasoning as ``message.thinking``, tool calls with the
+  arguments as an object; errors as ``{"error": "text"}``.
 
 Both share the pacing (delays, holds, split writes) and the faults (dropped or
 reset connections, error objects in the stream), so a scripted fault means the
@@ -12,13 +16,14 @@ same thing whatever the protocol.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, TypeVar
 
 from .script import Script
 
@@ -28,6 +33,7 @@ NDJSON = "application/x-ndjson"
 #: Ollama stamps every object; a fixed instant keeps replies reproducible.
 CREATED_AT = "2024-01-01T00:00:00.000000Z"
 _CREDENTIAL_HEADERS = ("Authorization", "api-key", "x-api-key")
+_T = TypeVar("_T")
 
 
 class ProtocolHandler(BaseHTTPRequestHandler):
@@ -80,6 +86,7 @@ class ProtocolHandler(BaseHTTPRequestHandler):
 
     def _send_events(self, script: Script, model: str) -> None:
         self._start_stream(script, "text/event-stream; charset=utf-8")
+        model = script.model or model
 
         def event(payload: dict[str, Any]) -> None:
             nl = script.newline
@@ -87,7 +94,13 @@ class ProtocolHandler(BaseHTTPRequestHandler):
             data = json.dumps(payload, ensure_ascii=False)
             self._write(script, f"{prefix}data: {data}{nl}{nl}".encode())
 
-        if not self._send_pieces(script, lambda piece: event(_chunk(model, {"content": piece}))):
+        deltas: list[dict[str, Any]] = [
+            *({"reasoning_content": piece} for piece in script.reasoning_pieces()),
+            *({"content": piece} for piece in script.reply_pieces()),
+            *({"tool_calls": [fragment]} for fragment in script.tool_call_fragments()),
+        ]
+        if not self._send_pieces(script, deltas,
+                                 lambda delta: event(_chunk(script, model, delta))):
             return
         if script.error_event is not None:
             error = dict(script.error_event)
@@ -95,7 +108,9 @@ class ProtocolHandler(BaseHTTPRequestHandler):
                 error["message"] = self.error_text(str(error["message"]), script.echo_key)
             event({"error": error})
         if script.finish:
-            event(_chunk(model, {}, "stop"))
+            event(_chunk(script, model, {}, script.reason()))
+        if script.usage is not None:
+            event({**_chunk(script, model, {}), "choices": [], "usage": script.usage})
         if script.done:
             self._write(script, f"data: [DONE]{script.newline}{script.newline}".encode())
         self._end_stream(script)
@@ -103,7 +118,7 @@ class ProtocolHandler(BaseHTTPRequestHandler):
     # -- Ollama /api/chat ------------------------------------------------------------
 
     def send_ollama(self, script: Script, request: dict[str, Any]) -> None:
-        model = str(request.get("model", "test-model"))
+        model = script.model or str(request.get("model", "test-model"))
         # Ollama streams unless the request says "stream": false.
         stream = request.get("stream", True) is not False
         if script.body is not None:
@@ -114,7 +129,9 @@ class ProtocolHandler(BaseHTTPRequestHandler):
         elif script.stream if script.stream is not None else stream:
             self._send_lines(script, model)
         else:
-            reply = _ollama_object(model, "".join(script.reply_pieces()), done=True)
+            reply = _ollama_object(model, "".join(script.reply_pieces()), done=True,
+                                   script=script, thinking=script.reasoning or None,
+                                   tool_calls=_ollama_calls(script))
             self.send_json(200, reply, script.headers)
 
     def _send_lines(self, script: Script, model: str) -> None:
@@ -125,13 +142,20 @@ class ProtocolHandler(BaseHTTPRequestHandler):
             data = json.dumps(payload, ensure_ascii=False)
             self._write(script, f"{blank}{data}{script.newline}".encode())
 
-        if not self._send_pieces(script, lambda piece: line(_ollama_object(model, piece))):
+        objects = [
+            *(_ollama_object(model, "", thinking=piece) for piece in script.reasoning_pieces()),
+            *(_ollama_object(model, piece) for piece in script.reply_pieces()),
+        ]
+        calls = _ollama_calls(script)
+        if calls:
+            objects.append(_ollama_object(model, "", tool_calls=calls))
+        if not self._send_pieces(script, objects, line):
             return
         if script.error_event is not None:
             message = str(script.error_event.get("message", script.error_event))
             line({"error": self.error_text(message, script.echo_key)})
         if script.done:
-            line(_ollama_object(model, "", done=True))
+            line(_ollama_object(model, "", done=True, script=script))
         self._end_stream(script)
 
     # -- streaming machinery ---------------------------------------------------------
@@ -149,9 +173,8 @@ class ProtocolHandler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
 
-    def _send_pieces(self, script: Script, send: Callable[[str], None]) -> bool:
+    def _send_pieces(self, script: Script, pieces: list[_T], send: Callable[[_T], None]) -> bool:
         """Send the pieces with the script's pacing; False when the connection was dropped."""
-        pieces = script.reply_pieces()
         for index, piece in enumerate(pieces):
             if script.drop_after is not None and index >= script.drop_after:
                 self._drop(script.reset)
@@ -193,9 +216,10 @@ class ProtocolHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
 
-def _chunk(model: str, delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+def _chunk(script: Script, model: str, delta: dict[str, Any],
+           finish: str | None = None) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-test",
+        "id": script.id,
         "object": "chat.completion.chunk",
         "created": 0,
         "model": model,
@@ -204,28 +228,57 @@ def _chunk(model: str, delta: dict[str, str], finish: str | None = None) -> dict
 
 
 def _completion(script: Script, request: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-test",
+    text = "".join(script.reply_pieces())
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": None if script.tool_calls and not text else text}
+    if script.reasoning:
+        message["reasoning_content"] = script.reasoning
+    if script.tool_calls:
+        message["tool_calls"] = script.tool_calls
+    reply: dict[str, Any] = {
+        "id": script.id,
         "object": "chat.completion",
         "created": 0,
-        "model": str(request.get("model", "test-model")),
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": "".join(script.reply_pieces())},
-            "finish_reason": "stop",
-        }],
+        "model": script.model or str(request.get("model", "test-model")),
+        "choices": [{"index": 0, "message": message, "finish_reason": script.reason()}],
     }
+    if script.usage is not None:
+        reply["usage"] = script.usage
+    return reply
 
 
-def _ollama_object(model: str, content: str, *, done: bool = False) -> dict[str, Any]:
+def _ollama_calls(script: Script) -> list[dict[str, Any]]:
+    """The script's tool calls as Ollama sends them: no id, the arguments an object."""
+    calls = []
+    for call in script.tool_calls or ():
+        function = call.get("function", {})
+        arguments = function.get("arguments", "{}")
+        with contextlib.suppress(ValueError, TypeError):
+            arguments = json.loads(arguments)
+        calls.append({"function": {"name": function.get("name"), "arguments": arguments}})
+    return calls
+
+
+def _ollama_object(model: str, content: str, *, done: bool = False,
+                   script: Script | None = None, thinking: str | None = None,
+                   tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     payload: dict[str, Any] = {
         "model": model,
         "created_at": CREATED_AT,
-        "message": {"role": "assistant", "content": content},
+        "message": message,
         "done": done,
     }
     if done:
-        payload.update(done_reason="stop", total_duration=1_000_000, eval_count=1)
+        usage = (script.usage if script is not None else None) or {}
+        payload.update(done_reason=script.reason() if script is not None else "stop",
+                       total_duration=1_000_000,
+                       prompt_eval_count=usage.get("prompt_tokens", 1),
+                       eval_count=usage.get("completion_tokens", 1))
     return payload
 
 

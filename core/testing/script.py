@@ -37,7 +37,7 @@ class Script:
         pairs and multi-byte characters across reads).
     :ivar comments: SSE: a ``: keep-alive`` comment before each event; NDJSON: a
         blank line before each object.
-    :ivar finish: SSE: send a final chunk with ``finish_reason: "stop"``.
+    :ivar finish: SSE: send a final chunk with the ``finish_reason`` (see below).
     :ivar done: SSE: send ``data: [DONE]``; NDJSON: send the final ``"done": true`` object.
     :ivar error_event: an ``{"error": ...}`` payload sent after the pieces (NDJSON
         sends its ``message`` as Ollama does: ``{"error": "text"}``).
@@ -52,6 +52,29 @@ class Script:
         proves a client redacts it.
     :ivar method: the request method this script answers (``"GET"`` scripts
         answer probes such as ``chatplug providers --check``).
+    :ivar finish_reason: the reason the reply ends with (``"length"``, ...); ``None``
+        says ``"tool_calls"`` when tool calls are scripted, else ``"stop"``.  Ollama
+        sends it as ``done_reason``.
+    :ivar usage: the ``usage`` object to report, as the server would send it
+        (``{"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}``): in
+        the JSON reply, as the last chunk of a stream (``choices`` empty, after the
+        finish chunk), and in Ollama's last object as ``prompt_eval_count`` /
+        ``eval_count``.  ``None`` reports none.
+    :ivar tool_calls: whole tool calls in OpenAI's shape (``{"id", "type": "function",
+        "function": {"name", "arguments": JSON text}}``): in the JSON reply's message;
+        streamed as OpenAI does (a first fragment with id and name, then the
+        arguments in fragments of ``fragment`` characters); for Ollama in one
+        object, the arguments as an object and without id.
+    :ivar fragment: characters of a tool call's arguments per streamed fragment.
+    :ivar reasoning: reasoning text sent beside the answer: ``reasoning_content``
+        (split into word pieces before the text when streaming), Ollama's
+        ``message.thinking``.
+    :ivar id: the response id the reply carries.
+    :ivar model: the model the reply says it used (``None``: the requested one).
+
+    When streaming, reasoning pieces, text pieces and tool-call fragments are sent in
+    that order, each as one event (or line); ``drop_after``, ``hold_after`` and
+    ``piece_delay`` count them all.
     """
 
     text: str = "Hello from the chatplug test server."
@@ -76,9 +99,39 @@ class Script:
     headers: dict[str, str] = field(default_factory=dict)
     echo_key: bool = False
     method: str = "POST"
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    fragment: int = 8
+    reasoning: str | None = None
+    id: str = "chatcmpl-test"
+    model: str | None = None
 
     def reply_pieces(self) -> list[str]:
         return list(self.pieces) if self.pieces is not None else split_words(self.text)
+
+    def reasoning_pieces(self) -> list[str]:
+        return split_words(self.reasoning) if self.reasoning else []
+
+    def reason(self) -> str:
+        """The finish reason to send."""
+        if self.finish_reason is not None:
+            return self.finish_reason
+        return "tool_calls" if self.tool_calls else "stop"
+
+    def tool_call_fragments(self) -> list[dict[str, Any]]:
+        """The streamed ``delta.tool_calls`` entries, as OpenAI sends them."""
+        fragments: list[dict[str, Any]] = []
+        step = max(1, self.fragment)
+        for index, call in enumerate(self.tool_calls or ()):
+            function = call.get("function", {})
+            fragments.append({"index": index, "id": call.get("id"),
+                              "type": call.get("type", "function"),
+                              "function": {"name": function.get("name"), "arguments": ""}})
+            arguments = str(function.get("arguments", ""))
+            fragments.extend({"index": index, "function": {"arguments": arguments[at:at + step]}}
+                             for at in range(0, len(arguments), step))
+        return fragments
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ server said before it becomes part of a message.
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 import time
@@ -44,26 +43,11 @@ ERROR_BODY_LIMIT = 64 * 1024
 EXCERPT_LENGTH = 200
 
 
-def excerpt(body: bytes, secret: str | None) -> str:
-    text = " ".join(body[: EXCERPT_LENGTH * 4].decode("utf-8", "replace").split())
-    if len(text) > EXCERPT_LENGTH:
-        text = text[: EXCERPT_LENGTH - 1] + "…"
-    return redact(text, secret)
+def excerpt(body: bytes | str, secret: str | None) -> str:
+    """A short excerpt of a body for a message, the key masked before it is cut."""
+    from ..wire.errors import excerpt as cut
 
-
-def _error_message_from_body(body: bytes) -> str | None:
-    """The ``error.message`` of an OpenAI-style error body, if that is what it is."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(payload, dict):
-        error = payload.get("error", payload.get("detail"))
-        if isinstance(error, dict):
-            error = error.get("message")
-        if isinstance(error, str) and error.strip():
-            return " ".join(error.split())[:EXCERPT_LENGTH]
-    return None
+    return cut(body, secret, EXCERPT_LENGTH)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -103,17 +87,33 @@ def redirect_error(client: HTTPClient, status: int, reply: Reply, url: str) -> P
 
 
 def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> ProviderError:
-    """The typed error for an HTTP status >= 400, with what the server said."""
+    """The typed error for an HTTP status >= 400, with what the server said.
+
+    401/403 are a refused (or missing) key, naming the variable that holds it, except
+    a 403 that says the model is not allowed (NextChat's ``CUSTOM_MODELS``): that is
+    a :class:`ProviderHTTPError` about the model.
+    """
+    from ..wire.errors import body_error, model_refused, sentence
+
     body = reply.read(limit=ERROR_BODY_LIMIT, fail=False)
-    reason = _error_message_from_body(body)
-    said_text = redact(reason, client.api_key) if reason else excerpt(body, client.api_key)
+    error = body_error(body)
+    said_text = excerpt(error.message if error and error.message else body, client.api_key)
     label = f"{status} {reply.reason}".strip()
     said = f": {said_text}" if said_text else ""
     context: dict[str, Any] = {"provider": client.provider, "model": client.model}
+    if status == 403 and error is not None and model_refused(error.message, client.model):
+        return ProviderHTTPError(
+            f"{label}: the server does not allow the model {client.model!r}"
+            f"{sentence(said) if said else '.'} Choose a model "
+            "this deployment allows (a NextChat deployment lists them in CUSTOM_MODELS); "
+            "the key was not refused.",
+            status_code=status, body=said_text, **context,
+        )
     if status in (401, 403):
+        what = "refused the API key" if client.api_key else "requires an API key"
         return AuthenticationError(
-            f"the server refused the API key ({label}){said}. "
-            "Check the key you configured for this provider.",
+            f"the server {what} ({label}){sentence(said) if said else '.'} "
+            f"{_key_hint(client)}",
             status_code=status,
             **context,
         )
@@ -121,7 +121,8 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
         after = retry_after(reply.headers)
         wait = f" The server asks to wait {after:g} s." if after is not None else ""
         return RateLimitError(
-            f"rate limited ({label}){said}.{wait} Retry later or lower the request rate.",
+            f"rate limited ({label}){sentence(said) if said else '.'}{wait} "
+            "Retry later or lower the request rate.",
             body=said_text,
             retry_after=after,
             **context,
@@ -133,8 +134,19 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
     else:
         hint = " The server rejected the request."
     return ProviderHTTPError(
-        f"{label}{said}.{hint}", status_code=status, body=said_text, **context
+        f"{label}{sentence(said) if said else '.'}{hint}", status_code=status, body=said_text,
+        **context,
     )
+
+
+def _key_hint(client: HTTPClient) -> str:
+    """What to do about a refused key: the variable that holds it, by name."""
+    from ..naming import env_name
+
+    variable = env_name(client.provider) if client.provider else "the provider's API key"
+    if client.api_key:
+        return f"Check {variable} (or the api_key= passed to the call)."
+    return f"No key was sent: set {variable}, or pass api_key=."
 
 
 def is_transport_error(exc: BaseException) -> bool:

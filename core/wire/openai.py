@@ -9,11 +9,20 @@ A provider for an OpenAI-compatible service is its metadata plus one call::
     def create_completion(model, messages, stream, url, api_key, http, temperature: float = 1.0):
         yield from openai.chat(http, f"{url}/chat/completions", model=model,
                                messages=messages, stream=stream, api_key=api_key,
-                               temperature=temperature)
+                               events=True, temperature=temperature)
+
+:func:`chat` yields the reply's text (``str``) and, with ``events=True``, the events of
+:mod:`chatplug.events` as the server reports them: :class:`~chatplug.Meta`
+(id and served model, once), :class:`~chatplug.Reasoning` (``reasoning_content``
+or ``reasoning``), :class:`~chatplug.ToolCallDelta` (streamed ``tool_calls``
+fragments, or a whole ``message.tool_calls``), :class:`~chatplug.Finish` (the
+``finish_reason``, once) and :class:`~chatplug.Usage` (the usage chunk of a
+stream, or the reply's ``usage``).
 
 Every function here raises :class:`chatplug.ProviderResponseError` for a body
 that breaks the format, and :class:`chatplug.StreamInterruptedError` for a
-stream that ends before ``[DONE]`` or a finish reason.
+stream that ends before ``[DONE]`` or a finish reason, or that reports an error
+after content had arrived.  Error objects are read by :mod:`chatplug.wire.errors`.
 """
 
 from __future__ import annotations
@@ -22,16 +31,14 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
-    AuthenticationError,
-    ProviderResponseError,
-    RateLimitError,
-    StreamInterruptedError,
-)
+from ..errors import ProviderResponseError, StreamInterruptedError
+from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from . import request_headers, token_count
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
     from ..calls.completion import Completion
+    from ..events import Event
     from ..transport.client import HTTPClient
 
 __all__ = [
@@ -39,15 +46,20 @@ __all__ = [
     "completion_body",
     "parse_chunk",
     "parse_reply",
+    "reply_events",
     "request_body",
+    "stream_events",
     "stream_text",
 ]
 
 DONE = "[DONE]"
+#: How much of a chunk that breaks the format is quoted.
+_CHUNK_EXCERPT = 120
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def request_body(
-    model: str, messages: Sequence[Mapping[str, str]], stream: bool, **options: Any
+    model: str, messages: Sequence[Mapping[str, Any]], stream: bool, **options: Any
 ) -> dict[str, Any]:
     """The JSON body of a chat-completions request; ``None`` options are left out."""
     body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": stream}
@@ -55,21 +67,137 @@ def request_body(
     return body
 
 
-def _error_in(payload: Mapping[str, Any], where: str) -> Exception:
-    error = payload.get("error")
-    if isinstance(error, Mapping):
-        message = str(error.get("message") or error.get("type") or error)
-        code = str(error.get("code") or error.get("type") or "")
-    else:
-        message, code = str(error), ""
-    message = " ".join(message.split())[:300]
-    if "rate_limit" in code or "quota" in code:
-        return RateLimitError(f"the server reported in {where}: {message}. Retry later.")
-    if "api_key" in code or "auth" in code:
-        return AuthenticationError(
-            f"the server reported in {where}: {message}. Check the configured API key."
+def _excerpt(data: Any, secret: str | None) -> str:
+    from .errors import excerpt
+
+    return repr(excerpt(data if isinstance(data, (str, bytes)) else str(data), secret,
+                        _CHUNK_EXCERPT))
+
+
+def usage_of(usage: Any) -> Usage | None:
+    """:class:`Usage` from OpenAI's ``usage`` object; ``None`` if it holds no count."""
+    if not isinstance(usage, Mapping):
+        return None
+    counts = [token_count(usage.get(name)) for name in _COUNTS]
+    if counts == [None, None, None]:
+        return None
+    return Usage(*counts)
+
+
+def _meta(payload: Mapping[str, Any]) -> Meta | None:
+    id_, model = payload.get("id"), payload.get("model")
+    id_ = id_ if isinstance(id_, str) and id_ else None
+    model = model if isinstance(model, str) and model else None
+    return Meta(id_, model) if id_ or model else None
+
+
+def _reasoning(part: Mapping[str, Any]) -> Reasoning | None:
+    for name in ("reasoning_content", "reasoning"):
+        text = part.get(name)
+        if isinstance(text, str) and text:
+            return Reasoning(text)
+    return None
+
+
+def _tool_call(fragment: Any, position: int, data: Any, secret: str | None) -> ToolCallDelta:
+    """One entry of ``tool_calls`` (a streamed fragment or a whole call)."""
+    function = fragment.get("function") if isinstance(fragment, Mapping) else None
+    index = fragment.get("index", position) if isinstance(fragment, Mapping) else None
+    if (function is not None and not isinstance(function, Mapping)) or type(index) is not int \
+            or index < 0:
+        raise ProviderResponseError(
+            f"a tool call in the reply is malformed: {_excerpt(data, secret)}; the server "
+            "may not be OpenAI-compatible."
         )
-    return ProviderResponseError(f"the server reported an error in {where}: {message}")
+    function = function or {}
+    call_id, name, arguments = fragment.get("id"), function.get("name"), function.get("arguments")
+    if arguments is None:
+        arguments = ""
+    elif not isinstance(arguments, str):
+        # Some servers send the arguments as an object; the contract is JSON text.
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    return ToolCallDelta(index, call_id if isinstance(call_id, str) and call_id else None,
+                         name if isinstance(name, str) and name else None, arguments)
+
+
+def _tool_calls(calls: Any, data: Any, secret: str | None) -> list[ToolCallDelta]:
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise ProviderResponseError(
+            f"the reply's tool_calls is not a list: {_excerpt(data, secret)}"
+        )
+    return [_tool_call(call, position, data, secret) for position, call in enumerate(calls)]
+
+
+def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
+    # ChatGPT-Next-Web answers 200 with a JSON string (its caught exception, such as
+    # ECONNREFUSED) when the upstream behind it fails: worth showing and retrying.
+    error = ProviderResponseError(
+        f"the reply is a JSON string, not a chat completion: {_excerpt(payload, secret)}. "
+        "A proxy in front of the model (such as NextChat) probably could not reach its "
+        "upstream; try again later."
+    )
+    error.retryable = True
+    return error
+
+
+def reply_events(payload: Any, *, secret: str | None = None,
+                 provider: str | None = None) -> list[str | Event]:
+    """The text and events of a non-streamed reply, in order: ``Meta``,
+    ``Reasoning``, the text, ``ToolCallDelta`` per call, ``Finish``, ``Usage``.
+
+    :param secret: a key to mask should the server echo it into an error text.
+    :param provider: names the key's variable should the server refuse the key.
+    :raises ProviderResponseError: an error object, a JSON string (retryable: a proxy's
+        failure), or no choices/message in it.
+    :raises RateLimitError, AuthenticationError: an error object that says so.
+    """
+    if isinstance(payload, str):
+        raise _string_reply(payload, secret)
+    if not isinstance(payload, Mapping):
+        raise ProviderResponseError(
+            f"the reply is JSON but not an object ({type(payload).__name__}); "
+            "the server may not be OpenAI-compatible."
+        )
+    from .errors import error_of, reported_error
+
+    error = error_of(payload)
+    if error is not None:
+        raise reported_error(error, payload, where="its reply", secret=secret,
+                             provider=provider)
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        raise ProviderResponseError(
+            f"the reply has no choices (keys: {', '.join(sorted(map(str, payload))) or 'none'}); "
+            "the server may not be OpenAI-compatible."
+        )
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, Mapping):
+        raise ProviderResponseError("the reply's first choice has no message object.")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise ProviderResponseError(
+            f"the reply's message content is {type(content).__name__}, not text."
+        )
+    items: list[str | Event] = []
+    meta = _meta(payload)
+    if meta is not None:
+        items.append(meta)
+    reasoning = _reasoning(message)
+    if reasoning is not None:
+        items.append(reasoning)
+    if content:
+        items.append(content)
+    items.extend(_tool_calls(message.get("tool_calls"), payload, secret))
+    reason = choice.get("finish_reason")
+    if isinstance(reason, str) and reason:
+        items.append(Finish(reason))
+    usage = usage_of(payload.get("usage"))
+    if usage is not None:
+        items.append(usage)
+    return items
 
 
 def parse_reply(payload: Any) -> str:
@@ -77,116 +205,178 @@ def parse_reply(payload: Any) -> str:
 
     :raises ProviderResponseError: an error object, or no choices/message in it.
     """
-    if not isinstance(payload, Mapping):
+    return "".join(item for item in reply_events(payload) if type(item) is str)
+
+
+class _Progress:
+    """What a stream has delivered so far (for completeness and error reports)."""
+
+    __slots__ = ("delivered", "finished", "meta", "received")
+
+    def __init__(self) -> None:
+        self.received = 0  # characters of text
+        self.delivered = False  # reasoning or a tool call (text: received > 0)
+        self.finished = False  # a finish reason arrived
+        self.meta = False  # the Meta event was yielded
+
+
+def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | None,
+                 provider: str | None) -> list[str | Event]:
+    """Everything one chunk carries, for any chunk the fast path does not take."""
+    if not isinstance(payload, dict):
         raise ProviderResponseError(
-            f"the reply is JSON but not an object ({type(payload).__name__}); "
-            "the server may not be OpenAI-compatible."
+            f"a stream event is not a JSON object: {_excerpt(data, secret)}"
         )
-    if payload.get("error"):
-        raise _error_in(payload, "its reply")
+    from .errors import error_of, reported_error
+
+    error = error_of(payload)
+    if error is not None:
+        delivered = progress.delivered or progress.received > 0
+        raise reported_error(error, payload, where="the stream", secret=secret,
+                             provider=provider,
+                             received=progress.received if delivered else None)
+    items: list[str | Event] = []
+    if not progress.meta:
+        meta = _meta(payload)
+        if meta is not None:
+            progress.meta = True
+            items.append(meta)
     choices = payload.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-        raise ProviderResponseError(
-            f"the reply has no choices (keys: {', '.join(sorted(map(str, payload))) or 'none'}); "
-            "the server may not be OpenAI-compatible."
-        )
-    message = choices[0].get("message")
-    if not isinstance(message, Mapping):
-        raise ProviderResponseError("the reply's first choice has no message object.")
-    content = message.get("content")
-    if content is None:
-        return ""
-    if not isinstance(content, str):
-        raise ProviderResponseError(
-            f"the reply's message content is {type(content).__name__}, not text."
-        )
-    return content
+    if choices and isinstance(choices, list):
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise ProviderResponseError(
+                f"a stream chunk's choice is not an object: {_excerpt(data, secret)}"
+            )
+        part = choice.get("delta")
+        if not isinstance(part, dict) or not part:
+            # Some servers put the whole message in the last chunk instead of a delta.
+            message = choice.get("message")
+            part = message if isinstance(message, dict) else {}
+        reasoning = _reasoning(part)
+        if reasoning is not None:
+            items.append(reasoning)
+            progress.delivered = True
+        text = part.get("content")
+        if text is not None and not isinstance(text, str):
+            raise ProviderResponseError(
+                f"a stream chunk's content is not text: {_excerpt(data, secret)}"
+            )
+        if text:
+            items.append(text)
+            progress.received += len(text)
+        calls = _tool_calls(part.get("tool_calls"), data, secret)
+        if calls:
+            items.extend(calls)
+            progress.delivered = True
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason and not progress.finished:
+            progress.finished = True
+            items.append(Finish(reason))
+    usage = usage_of(payload.get("usage"))
+    if usage is not None:
+        items.append(usage)
+    return items
 
 
-def parse_chunk(data: str) -> tuple[str, str | None]:
-    """Parse one SSE ``data`` payload into ``(text, finish_reason)``.
+def _not_json(data: str, secret: str | None) -> ProviderResponseError:
+    return ProviderResponseError(
+        f"a stream event is not JSON: {_excerpt(data, secret)}; the server may not be "
+        "OpenAI-compatible."
+    )
 
-    Chunks with no choices (usage reports, content-filter notes) give ``("", None)``.
+
+def parse_chunk(data: str, *, secret: str | None = None) -> list[str | Event]:
+    """Parse one SSE ``data`` payload into its text and events (``Meta`` included
+    when the chunk names an id or model).
+
+    Chunks with no choices and no usage (content-filter notes) give ``[]``.
 
     :raises ProviderResponseError: bad JSON, or an ``{"error": ...}`` event.
     """
     try:
         payload = json.loads(data)
     except (ValueError, RecursionError):
-        raise ProviderResponseError(
-            f"a stream event is not JSON: {data[:120]!r}; the server may not be OpenAI-compatible."
-        ) from None
-    try:
-        # The shape nearly every chunk has, checked cheaply; anything else is examined below.
-        choice = payload["choices"][0]
-        text = choice["delta"]["content"]
-        if type(text) is str and "error" not in payload:
-            return text, choice.get("finish_reason")
-    except (KeyError, IndexError, TypeError):
-        pass
-    return _parse_unusual_chunk(payload, data)
+        raise _not_json(data, secret) from None
+    return _chunk_items(payload, data, _Progress(), secret, None)
 
 
-def _parse_unusual_chunk(payload: Any, data: str) -> tuple[str, str | None]:
-    if not isinstance(payload, dict):
-        raise ProviderResponseError(f"a stream event is not a JSON object: {data[:120]!r}")
-    if payload.get("error"):
-        raise _error_in(payload, "the stream")
-    choices = payload.get("choices")
-    if not choices or not isinstance(choices, list):
-        return "", None
-    choice = choices[0]
-    if not isinstance(choice, dict):
-        raise ProviderResponseError(f"a stream chunk's choice is not an object: {data[:120]!r}")
-    delta = choice.get("delta")
-    text = delta.get("content") if isinstance(delta, dict) else None
-    if text is None:
-        # Some servers put the whole message in the last chunk instead of a delta.
-        message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else None
-    if text is not None and not isinstance(text, str):
-        raise ProviderResponseError(f"a stream chunk's content is not text: {data[:120]!r}")
-    return text or "", choice.get("finish_reason")
-
-
-def stream_text(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Turn the raw bytes of an SSE chat-completions stream into text pieces.
+def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
+                  provider: str | None = None) -> Iterator[str | Event]:
+    """Turn the raw bytes of an SSE chat-completions stream into text pieces and events.
 
     Ends at ``[DONE]``; a clean end after a chunk with a ``finish_reason`` is
     accepted too.
 
-    :raises StreamInterruptedError: the bytes end before either.
+    :param secret: a key to mask should the server echo it into an error text.
+    :param provider: names the key's variable should the server refuse the key.
+    :raises StreamInterruptedError: the bytes end before either, or an error event
+        arrives after content did (``received`` counts the characters of text).
     :raises ProviderResponseError: an event is not a valid chunk, or reports an error.
     """
     decoder = SSEDecoder()
-    finished = False
-    received = 0
+    progress = _Progress()
     feed = decoder.feed_data
+    loads = json.loads
+    received = 0  # kept here on the hot path, in progress on the slow one
+    fast = False  # the first chunk, which names the id and model, is read in full
     for chunk in chunks:
         for data in feed(chunk):
             if data == DONE:
                 return
-            text, finish_reason = parse_chunk(data)
-            if finish_reason:
-                finished = True
-            if text:
-                received += len(text)
-                yield text
+            try:
+                payload = loads(data)
+            except (ValueError, RecursionError):
+                raise _not_json(data, secret) from None
+            if fast:
+                # The shape nearly every chunk has, checked cheaply; anything else goes below.
+                try:
+                    choice = payload["choices"][0]
+                    delta = choice["delta"]
+                    text = delta["content"]
+                    if (type(text) is str and choice.get("finish_reason") is None
+                            and (len(delta) == 1 or _plain(delta)) and "error" not in payload
+                            and ("usage" not in payload or payload["usage"] is None)):
+                        if text:
+                            received += len(text)
+                            yield text
+                        continue
+                except (KeyError, IndexError, TypeError):
+                    pass
+            fast = True
+            progress.received = received
+            yield from _chunk_items(payload, data, progress, secret, provider)
+            received = progress.received
+    progress.received = received
     if not decoder.cut_line:
         for event in decoder.end():
             if event.data == DONE:
                 return
-            text, finish_reason = parse_chunk(event.data)
-            finished = finished or bool(finish_reason)
-            if text:
-                received += len(text)
-                yield text
-    if not finished:
+            try:
+                payload = loads(event.data)
+            except (ValueError, RecursionError):
+                raise _not_json(event.data, secret) from None
+            yield from _chunk_items(payload, event.data, progress, secret, provider)
+    if not progress.finished:
         raise StreamInterruptedError(
-            f"the stream ended without [DONE] or a finish reason after {received} characters; "
-            "the reply is incomplete. Try again.",
-            received=received,
+            f"the stream ended without [DONE] or a finish reason after {progress.received} "
+            "characters; the reply is incomplete. Try again.",
+            received=progress.received,
         )
+
+
+def _plain(delta: dict[str, Any]) -> bool:
+    """A delta with text and nothing else that matters (``role``, nulls)."""
+    return (delta.get("tool_calls") is None and delta.get("reasoning_content") is None
+            and delta.get("reasoning") is None)
+
+
+def stream_text(chunks: Iterable[bytes], *, secret: str | None = None) -> Iterator[str]:
+    """The text pieces of an SSE chat-completions stream (:func:`stream_events`
+    without the events, with the same checks and errors)."""
+    for item in stream_events(chunks, secret=secret):
+        if type(item) is str:
+            yield item
 
 
 def chat(
@@ -194,30 +384,43 @@ def chat(
     endpoint: str,
     *,
     model: str,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     stream: bool,
     api_key: str | None = None,
     headers: Mapping[str, str] | None = None,
+    events: bool = False,
     **options: Any,
-) -> Iterator[str]:
-    """POST a chat completion to ``endpoint`` and yield its text as it arrives.
+) -> Iterator[str | Event]:
+    """POST a chat completion to ``endpoint``; yield its text (and, with
+    ``events=True``, its events) as they arrive.
 
-    ``api_key`` is sent as a bearer token.  ``options`` (temperature, ...) go
+    ``api_key`` is sent as a bearer token.  ``options`` (temperature, tools, ...) go
     into the body; ``None`` values are left out.  Whatever the server chooses
     (a stream or one JSON reply) is read correctly.  Closing the generator
-    closes the HTTP response.
+    closes the HTTP response.  Without ``events`` only text is yielded, as in
+    chatplug 0.1, so a plugin that handles each piece as a string keeps working;
+    the checks (completeness, error objects) are the same either way.
+
+    :raises ProviderError: (subclasses) from the transport: HTTP statuses, timeouts,
+        unreachable servers; and those of :func:`stream_events` and :func:`reply_events`.
     """
-    all_headers = {"Accept": "text/event-stream" if stream else "application/json"}
-    if headers:
-        all_headers.update(headers)
-    if api_key:
-        all_headers["Authorization"] = f"Bearer {api_key}"
+    accept = "text/event-stream" if stream else "application/json"
     body = request_body(model, messages, stream, **options)
-    with http.post_json(endpoint, body, headers=all_headers, stream=stream) as reply:
+    # The configured key is masked in every form a provider derives from it (nk-<code>).
+    secret = http.api_key or api_key
+    with http.post_json(endpoint, body, headers=request_headers(accept, api_key, headers),
+                        stream=stream) as reply:
+        items: Iterable[str | Event]
         if reply.content_type == "text/event-stream":
-            yield from stream_text(reply.iter_bytes())
+            items = stream_events(reply.iter_bytes(), secret=secret, provider=http.provider)
         else:
-            yield parse_reply(reply.json())
+            items = reply_events(reply.json(), secret=secret, provider=http.provider)
+        if events:
+            yield from items
+        else:
+            for item in items:
+                if type(item) is str:
+                    yield item
         reply.drain()  # complete: read the last bytes so the connection is reused
 
 

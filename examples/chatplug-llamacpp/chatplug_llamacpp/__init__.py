@@ -2,15 +2,21 @@
 
 A third-party provider for an OpenAI-compatible service is its metadata plus
 a few lines: chatplug's wire format and transport do the rest (timeouts,
-typed errors, live streaming).  Point it elsewhere with CHATPLUG_LLAMACPP_URL.
+typed errors, live streaming, and with ``events=True`` the finish reason, token
+usage, reasoning and tool calls llama-server reports).  It declares no
+capabilities, so chatplug refuses tools and images for it before anything is
+sent.  Point it elsewhere with CHATPLUG_LLAMACPP_URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatplug import hookimpl
+
+if TYPE_CHECKING:
+    from chatplug.events import Event
 
 url = "http://127.0.0.1:8080/v1"
 model: list[str] = []  # llama-server serves whatever model it loaded; any name is accepted
@@ -29,10 +35,11 @@ def create_completion(
     temperature: float = 0.8,
     top_k: int = 40,
     repeat_penalty: float = 1.1,
-) -> Iterator[str]:
+) -> Iterator[str | Event]:
     from chatplug.wire import openai
 
     return openai.chat(
         http, f"{url}/chat/completions", model=model, messages=messages, stream=stream,
-        api_key=api_key, temperature=temperature, top_k=top_k, repeat_penalty=repeat_penalty,
+        api_key=api_key, events=True, temperature=temperature, top_k=top_k,
+        repeat_penalty=repeat_penalty,
     )

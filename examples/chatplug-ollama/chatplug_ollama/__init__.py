@@ -1,10 +1,18 @@
 """chatplug provider for Ollama's native chat API (``POST /api/chat``).
 
 Ollama streams newline-delimited JSON: one object per line, each with a piece
-of the reply in ``message.content``, the last with ``"done": true``; a failure
-arrives as an ``{"error": "..."}`` line.  The generic NDJSON decoding (lines,
-split reads, error lines, a stream cut before ``done``) is chatplug's
-``chatplug.wire.ndjson``; this module only knows Ollama's shapes.
+of the reply in ``message.content``, the last with ``"done": true`` (and its
+``done_reason``, ``prompt_eval_count`` and ``eval_count``); a failure arrives as
+an ``{"error": "..."}`` line.  The generic NDJSON decoding (lines, split reads,
+error lines, a stream cut before ``done``) and the reading of Ollama's objects
+(``chatplug.wire.ndjson.OllamaReply``: text, served model, thinking, tool calls,
+finish reason, token counts) are chatplug's; this module shapes the request.
+
+Tools: ``tools`` goes into the body as OpenAI defines it (Ollama takes the same
+shape).  The conversation chatplug hands over is OpenAI-shaped, so an assistant
+message's tool calls get their arguments as an object (Ollama's form) and a
+``tool`` message the ``tool_name`` of the call it answers.  Images are not
+supported (Ollama wants base64 in ``images``, not ``image_url`` parts).
 
 Point it at another host with ``CHATPLUG_OLLAMA_URL``.  Ollama needs no key;
 if yours sits behind a proxy that does, ``CHATPLUG_OLLAMA_API_KEY`` is sent as
@@ -13,46 +21,66 @@ a bearer token.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from chatplug import hookimpl
 
 if TYPE_CHECKING:
     from chatplug import HTTPClient
+    from chatplug.events import Event
 
 url = "http://127.0.0.1:11434"
 model: list[str] = []  # whatever models were pulled; the caller names one (`-m llama3.2`)
 supports_stream = True
 needs_auth = False
+supports_tools = True
 #: What `chatplug providers --check` probes: lists the pulled models, needs no key.
 check_path = "/api/tags"
 
 CHAT_PATH = "/api/chat"
 
 
+def ollama_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI-shaped messages as Ollama reads them: tool-call arguments as objects,
+    tool results named by the tool they answer.  Plain messages pass unchanged."""
+    names: dict[str, str] = {}
+    converted: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("tool_calls"):
+            calls = []
+            for call in message["tool_calls"]:
+                function = call["function"]
+                names[call["id"]] = function["name"]
+                try:
+                    arguments = json.loads(function.get("arguments") or "{}")
+                except ValueError:
+                    arguments = {}
+                calls.append({"function": {"name": function["name"], "arguments": arguments}})
+            message = {**message, "content": message.get("content") or "", "tool_calls": calls}
+        elif message.get("role") == "tool":
+            name = names.get(message.get("tool_call_id") or "")
+            message = {key: value for key, value in message.items() if key != "tool_call_id"}
+            if name:
+                message["tool_name"] = name
+        converted.append(message)
+    return converted
+
+
 def request_body(
-    model: str, messages: list[dict[str, str]], stream: bool, **options: Any
+    model: str, messages: list[dict[str, Any]], stream: bool,
+    tools: list[dict[str, Any]] | None = None, **options: Any
 ) -> dict[str, Any]:
     """Ollama's chat request: sampling options go in ``options``; ``None`` ones are left out."""
-    body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    body: dict[str, Any] = {"model": model, "messages": ollama_messages(messages),
+                            "stream": stream}
+    if tools is not None:
+        body["tools"] = tools
     chosen = {key: value for key, value in options.items() if value is not None}
     if chosen:
         body["options"] = chosen
     return body
-
-
-def message_text(payload: Mapping[str, Any]) -> str | None:
-    """The piece of text in one object: ``message.content`` (absent in some final objects)."""
-    message = payload.get("message")
-    if message is None:
-        return None
-    return message["content"]  # a malformed message is reported by chatplug as such
-
-
-def is_done(payload: Mapping[str, Any]) -> bool:
-    """Ollama marks the object that completes the reply with ``"done": true``."""
-    return payload.get("done") is True
 
 
 @hookimpl
@@ -69,10 +97,12 @@ def create_completion(
     num_ctx: int | None = None,
     num_predict: int | None = None,
     seed: int | None = None,
-) -> Iterator[str]:
+    tools: list[dict[str, Any]] | None = None,
+) -> Iterator[str | Event]:
     from chatplug.wire import ndjson
 
-    body = request_body(model, messages, stream, temperature=temperature, top_p=top_p,
+    body = request_body(model, messages, stream, tools, temperature=temperature, top_p=top_p,
                         top_k=top_k, num_ctx=num_ctx, num_predict=num_predict, seed=seed)
-    yield from ndjson.chat(http, url + CHAT_PATH, body, text=message_text, is_last=is_done,
-                           api_key=api_key)
+    reply = ndjson.OllamaReply()
+    yield from ndjson.chat(http, url + CHAT_PATH, body, text=reply.text, is_last=reply.is_last,
+                           events=reply.events, api_key=api_key)

@@ -9,7 +9,7 @@ import pytest
 
 from chatplug import ProviderResponseError, Registry, StreamInterruptedError
 from chatplug.testing import ScriptedServer
-from chatplug.testing.conformance import ProviderConformance
+from chatplug.testing.conformance import ALL_EVENTS, ProviderConformance
 from chatplug.testing.pytest_plugin import registry_for
 
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -18,6 +18,7 @@ MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 class TestOllamaConformance(ProviderConformance):
     provider_name = "Ollama"
     model = "llama3.2"
+    reports = ALL_EVENTS
 
 
 @pytest.fixture
@@ -33,7 +34,8 @@ def test_installed_and_found_through_its_entry_point(registry: Registry) -> None
     assert provider.params == (
         "chatplug_ollama supports: (model: str, messages: list, stream: bool, "
         "temperature: float | None, top_p: float | None, top_k: int | None, "
-        "num_ctx: int | None, num_predict: int | None, seed: int | None)")
+        "num_ctx: int | None, num_predict: int | None, seed: int | None, "
+        "tools: list[dict[str, Any]] | None)")
 
 
 def test_streams_from_api_chat_with_options(
@@ -67,15 +69,26 @@ def test_crlf_split_reads_and_blank_lines(
         messages=MESSAGES, model="m", stream=True)) == "héllo wörld ✓ 🎉 done"
 
 
-def test_an_error_line_raises_after_the_pieces_before_it(
+def test_an_error_line_after_pieces_means_an_incomplete_reply(
     registry: Registry, chatplug_server: ScriptedServer
 ) -> None:
     chatplug_server.add(text="partial reply", error_event={"message": "model 'x' not found"})
     received: list[str] = []
-    with pytest.raises(ProviderResponseError, match="model 'x' not found") as info:
+    with pytest.raises(StreamInterruptedError, match="model 'x' not found") as info:
         received.extend(registry.get("Ollama").create(messages=MESSAGES, model="x", stream=True))
     assert received == ["partial", " reply"]
     assert info.value.provider == "Ollama"
+    assert info.value.received == len("partial reply")
+    assert info.value.completion is not None
+    assert info.value.completion.text == "partial reply"
+
+
+def test_an_error_line_before_any_piece_is_a_response_error(
+    registry: Registry, chatplug_server: ScriptedServer
+) -> None:
+    chatplug_server.add(pieces=[], error_event={"message": "model 'x' not found"})
+    with pytest.raises(ProviderResponseError, match="model 'x' not found"):
+        list(registry.get("Ollama").create(messages=MESSAGES, model="x", stream=True))
 
 
 def test_a_stream_closed_before_done_is_incomplete(
