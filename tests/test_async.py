@@ -188,6 +188,16 @@ def test_uvloop_and_a_loop_outside_the_main_thread(registry: Registry,
 # -- the loop never blocks -------------------------------------------------------------------
 
 
+def runqueue_wait() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat;
+    0 elsewhere).  A thread waiting for the GIL sleeps: that time is not counted."""
+    try:
+        with open("/proc/thread-self/schedstat") as stats:
+            return int(stats.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 @pytest.fixture
 def server_process() -> Iterator[str]:
     """The scripted server in a process of its own, so that its threads do not compete
@@ -226,12 +236,14 @@ def test_the_loop_never_blocks_under_two_hundred_streams_and_fifty_failures(
         gaps: list[float] = []
 
         async def ticker(stop: asyncio.Event) -> None:
-            last = time.perf_counter()
+            last, waited = time.perf_counter(), runqueue_wait()
             while not stop.is_set():
                 await asyncio.sleep(0.01)
-                now = time.perf_counter()
-                gaps.append(now - last - 0.01)
-                last = now
+                now, wait = time.perf_counter(), runqueue_wait()
+                # Time the OS kept this thread off the CPU (other processes on a busy
+                # machine) is not the loop being blocked: it is taken out.
+                gaps.append(now - last - 0.01 - (wait - waited))
+                last, waited = now, wait
 
         async def one_stream(delay: float) -> str:
             await asyncio.sleep(delay)

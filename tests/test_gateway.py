@@ -96,7 +96,8 @@ def test_a_whole_reply(client: openai.OpenAI, upstream: ScriptedServer) -> None:
     assert raw.headers["x-chatplug-attempts"] == "1"
     assert float(raw.headers["x-chatplug-overhead-ms"]) >= 0
     # The client's key authenticates it to the gateway only; upstream gets the provider's.
-    assert upstream.requests[-1].headers.get("Authorization") is None  # GravityEngine sends none
+    # GravityEngine sends its own configured access code, never the client's gateway key.
+    assert upstream.requests[-1].headers.get("Authorization") == f"Bearer nk-{TEST_API_KEY}"
     assert upstream.requests[-1].json["messages"] == MESSAGES
 
 
@@ -377,5 +378,6 @@ class TestRoundTripConformance(ProviderConformance):
         with self.create(provider, stream=True) as stream:
             list(stream)
         seen = [r.headers.get("Authorization") for r in chatplug_server.requests]
-        assert seen == [None, None]  # GravityEngine sends no key; the client's is not forwarded
+        # The gateway's GravityEngine sends its own access code; the client's is not forwarded.
+        assert seen == [f"Bearer nk-{TEST_API_KEY}"] * 2
         assert all(PLANTED_KEY not in repr(r) for r in chatplug_server.requests)

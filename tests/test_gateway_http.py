@@ -20,7 +20,7 @@ import pytest
 
 from chatplug.server import ServerSettings, create_app
 from chatplug.testing import ScriptedServer
-from chatplug.testing.pytest_plugin import registry_for
+from chatplug.testing.pytest_plugin import TEST_API_KEY, registry_for
 from tests.conftest import BIN, free_port
 from tests.gatewayserver import GatewayServer
 from tests.rawserver import RawServer, response_head
@@ -191,7 +191,8 @@ def test_gateway_keys_guard_everything_but_liveliness(upstream: ScriptedServer,
             response.read()
             assert response.status == expected, path
         connection.close()
-    assert upstream.requests[-1].headers.get("Authorization") is None
+    # Upstream gets GravityEngine's own access code, never the client's gateway key.
+    assert upstream.requests[-1].headers.get("Authorization") == f"Bearer nk-{TEST_API_KEY}"
 
 
 def test_a_body_over_the_limit_is_413(upstream: ScriptedServer) -> None:
