@@ -28,6 +28,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "StorageError",
     "StreamInterruptedError",
 ]
 
@@ -261,3 +262,10 @@ class ProviderResponseError(ProviderError):
     an error object inside a stream, or a provider plugin that misbehaved)."""
 
     code = "bad_response"
+
+
+class StorageError(ChatplugError):
+    """One of chatplug's own files (the CLI's logs database, the keys file) cannot be
+    read or written: permissions, a full disk, a damaged file."""
+
+    code = "storage_error"

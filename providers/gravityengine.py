@@ -23,6 +23,8 @@ supports_stream = True
 needs_auth = False
 
 PATH = "/api/openai/v1/chat/completions"
+#: The proxy's OpenAI base, under which it lists the models (``/models``).
+MODELS_BASE = "/api/openai/v1"
 
 
 def headers_for(base_url: str) -> dict[str, str]:
@@ -56,3 +58,11 @@ def create_completion(
         temperature=temperature,
         presence_penalty=presence_penalty,
     )
+
+
+@hookimpl
+def list_models(url: str, api_key: str | None, http: HTTPClient) -> list[str]:
+    """What the deployment's OpenAI proxy lists at ``/api/openai/v1/models``."""
+    from chatplug.wire import openai
+
+    return openai.list_models(http, url + MODELS_BASE, api_key, headers=headers_for(url))

@@ -52,3 +52,10 @@ def create_completion(
         frequency_penalty=frequency_penalty,
         seed=seed,
     )
+
+
+@hookimpl
+def list_models(url: str, api_key: str | None, http: HTTPClient) -> list[str]:
+    from chatplug.wire import openai
+
+    return openai.list_models(http, url, api_key)

@@ -228,16 +228,29 @@ class HTTPClient:
                 provider=self.provider,
                 model=self.model,
             ) from None
+        return self._send("POST", url, data=data,
+                          headers={"Content-Type": "application/json", **(headers or {})})
+
+    def get(self, url: str, *, headers: Mapping[str, str] | None = None) -> Reply:
+        """GET ``url`` (a model list, say) and return the :class:`Reply`.
+
+        Raises the errors of :meth:`post_json`.
+        """
+        return self._send("GET", url, data=None, headers=dict(headers or {}))
+
+    def _send(self, method: str, url: str, *, data: bytes | None,
+              headers: dict[str, str]) -> Reply:
+        context = self.context
         session = self.transport.session
         started = time.perf_counter()
         left = self.remaining()
         try:
             with watchdog.deadline_scope(self.deadline), call_scope(context):
-                response = session.post(
+                response = session.request(
+                    method,
                     url,
                     data=data,
-                    headers={"Content-Type": "application/json", **(headers or {}),
-                             **context.headers},
+                    headers={**headers, **context.headers},
                     stream=True,
                     timeout=(min(self.transport.connect_timeout, left),
                              min(self.read_timeout, left)),
@@ -248,8 +261,9 @@ class HTTPClient:
         except Exception as exc:
             raise self.translate(exc, url=url) from None
         logger.debug(
-            "%s: POST %s -> %s in %.1f ms",
+            "%s: %s %s -> %s in %.1f ms",
             self.provider,
+            method,
             url,
             response.status_code,
             (time.perf_counter() - started) * 1000,

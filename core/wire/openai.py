@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "chat",
     "completion_body",
+    "list_models",
     "parse_chunk",
     "parse_reply",
     "request_body",
@@ -249,3 +250,37 @@ def completion_body(
         }],
         "usage": None if usage is None else usage.as_dict(),
     }
+
+
+def list_models(
+    http: HTTPClient,
+    url: str,
+    api_key: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The model ids an OpenAI-compatible server offers: ``GET {url}/models``.
+
+    A provider implements the ``list_models`` hook with it::
+
+        @hookimpl
+        def list_models(url, api_key, http):
+            return openai.list_models(http, url, api_key)
+
+    :raises ProviderResponseError: the answer is not ``{"data": [{"id": ...}, ...]}``.
+    :raises ProviderError: (subclasses) the request failed, as for :func:`chat`.
+    """
+    all_headers = {"Accept": "application/json", **(headers or {})}
+    if api_key:
+        all_headers["Authorization"] = f"Bearer {api_key}"
+    with http.get(f"{url}/models", headers=all_headers) as reply:
+        payload = reply.json()
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    if not isinstance(data, list) or not all(
+        isinstance(entry, Mapping) and isinstance(entry.get("id"), str) for entry in data
+    ):
+        raise ProviderResponseError(
+            f"the model list from {url}/models is not OpenAI's "
+            '{"data": [{"id": ...}]}; the server may not be OpenAI-compatible.'
+        )
+    return [str(entry["id"]) for entry in data]

@@ -25,8 +25,10 @@ url = "http://127.0.0.1:11434"
 model: list[str] = []  # whatever models were pulled; the caller names one (`-m llama3.2`)
 supports_stream = True
 needs_auth = False
-#: What `chatplug providers --check` probes: lists the pulled models, needs no key.
-check_path = "/api/tags"
+#: Lists the pulled models and needs no key: what `chatplug providers --check` probes,
+#: and what `chatplug models Ollama` reads.
+TAGS_PATH = "/api/tags"
+check_path = TAGS_PATH
 
 CHAT_PATH = "/api/chat"
 
@@ -76,3 +78,23 @@ def create_completion(
                         top_k=top_k, num_ctx=num_ctx, num_predict=num_predict, seed=seed)
     yield from ndjson.chat(http, url + CHAT_PATH, body, text=message_text, is_last=is_done,
                            api_key=api_key)
+
+
+@hookimpl
+def list_models(url: str, api_key: str | None, http: HTTPClient) -> list[str]:
+    """The models pulled on the server: ``GET /api/tags`` (``chatplug models Ollama``)."""
+    from chatplug import ProviderResponseError
+
+    headers = {"Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    with http.get(url + TAGS_PATH, headers=headers) as reply:
+        payload = reply.json()
+    models = payload.get("models") if isinstance(payload, dict) else None
+    if not isinstance(models, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("name"), str) for entry in models
+    ):
+        raise ProviderResponseError(
+            f"{url}{TAGS_PATH} did not answer Ollama's {{\"models\": [{{\"name\": ...}}]}}; "
+            "is CHATPLUG_OLLAMA_URL an Ollama server?")
+    return [entry["name"] for entry in models]
