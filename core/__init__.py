@@ -30,6 +30,7 @@ from .errors import (
     ProviderResponseError,
     ProviderTimeoutError,
     RateLimitError,
+    StorageError,
     StreamInterruptedError,
 )
 from .hooks import hookimpl, hookspec
@@ -69,6 +70,7 @@ __all__ = [
     "Registry",
     "Reply",
     "Settings",
+    "StorageError",
     "Stream",
     "StreamInterruptedError",
     "ToolCall",

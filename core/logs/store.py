@@ -157,7 +157,7 @@ class LogStore:
                 raise
             except sqlite3.Error as exc:
                 db.close()
-                raise self._failed("cannot prepare", exc) from None
+                raise self._failed("cannot open", exc) from None
             self._db = db
         return self._db
 
