@@ -87,7 +87,11 @@ def save_key(provider: str, key: str, path: Path | None = None) -> Path:
     :raises ConfigurationError: the existing file is damaged.
     :raises StorageError: the file cannot be written.
     """
-    key = check_key(key)
+    try:
+        key = check_key(key)
+    except InvalidRequestError as exc:
+        exc.provider = provider
+        raise
     path = path or keys_path()
     keys = {name: value for name, value in load_keys(path).items()
             if provider_slug(name) != provider_slug(provider)}
