@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -94,7 +94,7 @@ class Listing:
     """A provider whose list_models hook returns whatever the test says."""
 
     url = "http://127.0.0.1:9"
-    model = ["own-1"]
+    model: ClassVar[list[str]] = ["own-1"]
     supports_stream = False
     needs_auth = False
 
@@ -115,10 +115,10 @@ class Listing:
 def test_a_hook_that_misbehaves_is_reported_as_the_plugins_bug() -> None:
     registry = Registry(entry_points=())
     odd = registry.register(Listing({"not": "a list"}), name="Odd")
-    with pytest.raises(ProviderResponseError, match="list_models returned dict.*bug in"):
+    with pytest.raises(ProviderResponseError, match=r"list_models returned dict.*bug in"):
         odd.list_models()
     broken = registry.register(Listing(KeyError("models")), name="Broken")
-    with pytest.raises(ProviderResponseError, match="KeyError.*bug in"):
+    with pytest.raises(ProviderResponseError, match=r"KeyError.*bug in"):
         broken.list_models()
     good = registry.register(Listing(["a", " b ", "a"]), name="Good")
     assert good.list_models() == ["a", "b"]
