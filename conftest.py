@@ -1,4 +1,4 @@
-"""Makes ``python -m pytest`` self-sufficient.
+"""Makes ``python -m pytest`` self-sufficient, and keeps the checkout clean.
 
 The example packages under ``examples/`` are tested as what they are: installed
 distributions, found through their entry points like any third party's.  Those
@@ -6,6 +6,9 @@ not installed in this environment are installed for the test session only,
 into a temporary directory put on ``sys.path`` and ``PYTHONPATH`` (so the
 ``chatplug`` subprocesses of the tests see them too) and removed afterwards:
 never into the environment, never into the checkout (each is built from a copy).
+
+A test run must not leave files in the checkout (an events file, rewritten benchmark
+results): a file that is neither tracked nor ignored and was not there before fails the run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent
 _provisioned: list[str] = []
+_untracked_before: set[str] | None = None
+
+
+def _untracked() -> set[str] | None:
+    """Files neither tracked nor ignored by git, or ``None`` outside a git checkout."""
+    if shutil.which("git") is None:
+        return None
+    listing = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"],
+                             cwd=ROOT, capture_output=True, timeout=60)
+    if listing.returncode != 0:
+        return None
+    return set(filter(None, listing.stdout.decode().split("\0")))
 
 
 def _missing_examples() -> list[Path]:
@@ -36,6 +51,8 @@ def _missing_examples() -> list[Path]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    global _untracked_before
+    _untracked_before = _untracked()
     missing = _missing_examples()
     if not missing:
         return
@@ -66,6 +83,19 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if _provisioned:
         return f"example packages installed for this session in {_provisioned[0]}"
     return None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    after = _untracked()
+    if _untracked_before is None or after is None:
+        return
+    left = sorted(after - _untracked_before)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", f"the tests left files in the checkout: {', '.join(left)}",
+                               red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
