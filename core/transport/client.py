@@ -231,12 +231,15 @@ class HTTPClient:
         return self._send("POST", url, data=data,
                           headers={"Content-Type": "application/json", **(headers or {})})
 
-    def get(self, url: str, *, headers: Mapping[str, str] | None = None) -> Reply:
-        """GET ``url`` (a model list, say) and return the :class:`Reply`.
+    def get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> Any:
+        """GET ``url`` (a model list, say) and return its body parsed as JSON.
 
-        Raises the errors of :meth:`post_json`.
+        Raises the errors of :meth:`post_json`, and :class:`ProviderResponseError` for a
+        body that is not JSON.
         """
-        return self._send("GET", url, data=None, headers=dict(headers or {}))
+        with self._send("GET", url, data=None,
+                        headers={"Accept": "application/json", **(headers or {})}) as reply:
+            return reply.json()
 
     def _send(self, method: str, url: str, *, data: bytes | None,
               headers: dict[str, str]) -> Reply:

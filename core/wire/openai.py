@@ -270,11 +270,10 @@ def list_models(
     :raises ProviderResponseError: the answer is not ``{"data": [{"id": ...}, ...]}``.
     :raises ProviderError: (subclasses) the request failed, as for :func:`chat`.
     """
-    all_headers = {"Accept": "application/json", **(headers or {})}
+    all_headers = dict(headers or {})
     if api_key:
         all_headers["Authorization"] = f"Bearer {api_key}"
-    with http.get(f"{url}/models", headers=all_headers) as reply:
-        payload = reply.json()
+    payload = http.get_json(f"{url}/models", headers=all_headers)
     data = payload.get("data") if isinstance(payload, Mapping) else None
     if not isinstance(data, list) or not all(
         isinstance(entry, Mapping) and isinstance(entry.get("id"), str) for entry in data

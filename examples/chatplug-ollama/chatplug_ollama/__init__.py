@@ -85,11 +85,8 @@ def list_models(url: str, api_key: str | None, http: HTTPClient) -> list[str]:
     """The models pulled on the server: ``GET /api/tags`` (``chatplug models Ollama``)."""
     from chatplug import ProviderResponseError
 
-    headers = {"Accept": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    with http.get(url + TAGS_PATH, headers=headers) as reply:
-        payload = reply.json()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    payload = http.get_json(url + TAGS_PATH, headers=headers)
     models = payload.get("models") if isinstance(payload, dict) else None
     if not isinstance(models, list) or not all(
         isinstance(entry, dict) and isinstance(entry.get("name"), str) for entry in models
