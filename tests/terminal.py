@@ -7,6 +7,7 @@ Every read is bounded with ``select``; the process is killed when the test ends.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
 import os
@@ -33,6 +34,8 @@ class Terminal:
         """:param stdout: a file for the command's standard output instead of the terminal
         (standard input and standard error stay on it)."""
         self.output = ""
+        # A character split across two reads must not turn into two replacement marks.
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once, nothing else runs after fork
             try:
@@ -60,7 +63,7 @@ class Terminal:
             return False
         if not data:
             return False
-        self.output += data.decode("utf-8", "replace")
+        self.output += self._decoder.decode(data)
         return True
 
     def expect(self, pattern: str, timeout: float = 10, *, after: int = 0) -> float:
