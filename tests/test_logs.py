@@ -221,3 +221,12 @@ def test_the_library_never_logs_by_itself_and_an_app_can_opt_in(
     registry.close()
     opted.close()
     store.close()
+
+
+def test_the_write_ahead_files_are_private_too(tmp_path: Path) -> None:
+    with LogStore(tmp_path / "private" / "logs.db") as store:
+        store.record(Record("c", prompt="secret plans"))
+        names = sorted(p.name for p in (tmp_path / "private").iterdir())
+        assert names == ["logs.db", "logs.db-shm", "logs.db-wal"]
+        for path in (tmp_path / "private").iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

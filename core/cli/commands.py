@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -46,6 +45,8 @@ class Command:
     def available(self) -> bool:
         if not self.optional:
             return True
+        import importlib.util
+
         try:
             return importlib.util.find_spec(self.module) is not None
         except ImportError:
@@ -104,7 +105,9 @@ def _parser(chosen: Command | None) -> tuple[argparse.ArgumentParser, ModuleType
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     module = None
     for command in COMMANDS:
-        if command is not chosen and not command.available():
+        # Running one command, the others are not looked for (an optional one costs a
+        # lookup); for --help and for a mistyped command, every available one is listed.
+        if command is not chosen and (chosen is not None or not command.available()):
             continue
         sub = subparsers.add_parser(command.name, help=command.help,
                                     description=command.description or command.help)
