@@ -13,6 +13,7 @@ import pytest
 
 from chatplug import (
     AuthenticationError,
+    PluginLoadError,
     ProviderHTTPError,
     ProviderResponseError,
     ProviderTimeoutError,
@@ -167,3 +168,15 @@ def test_the_models_command_for_every_provider(chatplug_server: ScriptedServer,
     [note] = result.stderr.splitlines()
     assert "could not ask OpenAI's server" in note
     assert PLANTED_KEY not in result.stdout + result.stderr
+
+
+def test_a_misspelled_list_models_hook_gets_a_hint() -> None:
+    class Misspelled(Listing):
+        list_models = None  # type: ignore[assignment]
+
+        @hookimpl
+        def list_model(self) -> list[str]:
+            return []
+
+    with pytest.raises(PluginLoadError, match=r"did you mean 'list_models'"):
+        Registry(entry_points=()).register(Misspelled(None), name="Misspelled")
