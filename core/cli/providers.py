@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     return _list(registry, args.json, out)
 
 
-def auth_state(provider: Provider) -> str:
+def _auth_state(provider: Provider) -> str:
     if not provider.needs_auth:
         return "no"
     return "key set" if provider.api_key_configured else f"set {provider.api_key_variable}"
@@ -75,7 +75,7 @@ def _list(registry: Registry, as_json: bool, out: Output) -> int:
     rows = [("NAME", "MODELS", "STREAM", "AUTH", "URL", "FROM")]
     for p in providers:
         rows.append((p.name, ", ".join(p.models) if p.models else "(any)",
-                     "yes" if p.supports_stream else "no", auth_state(p), p.url, _origin(p)))
+                     "yes" if p.supports_stream else "no", _auth_state(p), p.url, _origin(p)))
     out.write(table(rows))
     if not providers:
         out.write("No providers are installed.\n")
