@@ -112,8 +112,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark chatplug against a hand-written requests client.",
     )
     parser.add_argument("--quick", action="store_true", help="small counts, one round")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH",
-                        help=f"where to write the results (default {DEFAULT_JSON})")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help=f"where to write the results (default {DEFAULT_JSON}; with "
+                             "--quick, nowhere unless given: a smoke run never replaces the "
+                             "committed figures)")
     parser.add_argument("--only", metavar="NAME[,NAME]",
                         help=f"run only these measurements: {', '.join(MEASURES)}")
     parser.add_argument("--rounds", type=int, help="rounds per measurement (default 5, quick 1)")
@@ -219,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         "runs": raw,
         "table": table,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    _progress(f"wrote {args.json}")
+    target = args.json or (None if args.quick else DEFAULT_JSON)
+    if target is None:
+        _progress("--quick: results not written (--json PATH writes them)")
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    _progress(f"wrote {target}")
     return 0
 
 

@@ -33,6 +33,7 @@ from .errors import (
     ProviderTimeoutError,
     RateLimitError,
     RouteFailedError,
+    StorageError,
     StreamInterruptedError,
 )
 from .events import Finish, Meta, Reasoning, ToolCallDelta, Usage
@@ -78,6 +79,7 @@ __all__ = [
     "Route",
     "RouteFailedError",
     "Settings",
+    "StorageError",
     "Stream",
     "StreamInterruptedError",
     "ToolCall",

@@ -29,6 +29,7 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "RouteFailedError",
+    "StorageError",
     "StreamInterruptedError",
 ]
 
@@ -294,3 +295,8 @@ class RouteFailedError(ProviderError):
             text += "".join(f"\n  attempt {number}: {reason}"
                             for number, reason in enumerate(self.attempts, 1))
         return text
+class StorageError(ChatplugError):
+    """One of chatplug's own files (the CLI's logs database, the keys file) cannot be
+    read or written: permissions, a full disk, a damaged file."""
+
+    code = "storage_error"

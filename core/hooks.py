@@ -81,6 +81,22 @@ def create_completion(  # type: ignore[empty-body]
     """
 
 
+# Optional; called on one provider's own implementation only, like create_completion.
+@hookspec
+def list_models(url: str, api_key: str | None, http: HTTPClient) -> list[str]:  # type: ignore[empty-body]
+    """The names of the models the provider's server offers now (``chatplug models``,
+    :meth:`chatplug.Provider.list_models`).  Implement it where the server can say,
+    e.g. with :func:`chatplug.wire.openai.list_models`.
+
+    :param url: the provider's effective base URL.
+    :param api_key: the provider's key in plain text, or ``None``; never log it.
+    :param http: the transport bound to this request (a short deadline, typed errors,
+        redaction of the key).
+
+    Raise :class:`chatplug.ChatplugError` subclasses for failures.
+    """
+
+
 # Observers (entry-point group ``chatplug.observers``) see every completion: for
 # logging, metrics, caching.  They never see the key or the messages' text.  An
 # observer that raises is logged and ignored; it cannot break a completion.

@@ -4,7 +4,10 @@ Besides the fixed settings, every provider, a third party's included, gets
 ``CHATPLUG_<NAME>_URL`` and ``CHATPLUG_<NAME>_API_KEY``, where ``<NAME>`` is the
 provider's name upper-cased with runs of other characters turned into ``_``.
 The OpenAI provider also honours the conventional ``OPENAI_API_KEY`` and
-``OPENAI_BASE_URL``.  Keys are ``SecretStr``: they never show in a repr.
+``OPENAI_BASE_URL``.  Keys saved with ``chatplug keys set`` (the keys file,
+:mod:`chatplug.keys`) come last: the environment, then ``.env``, then the file.
+Keys are ``SecretStr``: they never show in a repr.  :func:`value_origin` says
+where a provider's URL or key came from.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from pydantic_settings import (
 from .errors import ConfigurationError
 from .naming import PREFIX, env_name, provider_slug
 
-__all__ = ["Settings", "env_name", "load_settings", "provider_slug"]
+__all__ = ["OTHER_VARIABLES", "Settings", "env_name", "load_settings", "provider_slug",
+           "value_origin"]
 
 #: Conventional variables other tools use, honoured as fallbacks.
 CONVENTIONAL = {"openai": {"url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}}
 CA_BUNDLE_FALLBACKS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+#: chatplug's variables read outside this model, from the environment only: where its
+#: files are (``chatplug.paths``) and the CLI's log switch.  They are not misspellings.
+OTHER_VARIABLES = ("CHATPLUG_HOME", "CHATPLUG_LOG")
 
 
 class _ProviderEntries(PydanticBaseSettingsSource):
@@ -64,6 +71,22 @@ class _ProviderEntries(PydanticBaseSettingsSource):
             if slug not in keys and secret and str(secret).strip():
                 keys[slug] = str(secret).strip()
         return {"provider_urls": urls, "provider_api_keys": keys}
+
+
+class _KeysFile(PydanticBaseSettingsSource):
+    """The keys saved with ``chatplug keys set`` (read after the environment and ``.env``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        from .keys import load_keys
+
+        saved = load_keys()
+        if not saved:
+            return {}
+        return {"provider_api_keys": {provider_slug(name): key.strip()
+                                      for name, key in saved.items() if key.strip()}}
 
 
 class Settings(BaseSettings):
@@ -119,6 +142,7 @@ class Settings(BaseSettings):
             env_settings,
             dotenv_settings,
             _ProviderEntries(settings_cls, dotenv_settings),
+            _KeysFile(settings_cls),
             file_secret_settings,
         )
 
@@ -209,10 +233,7 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid settings: {' '.join(str(exc).split())}. Fix it in the environment or in .env."
         ) from None
     except (UnicodeDecodeError, OSError) as exc:
-        raise ConfigurationError(
-            f"could not read the .env file in {os.getcwd()}: {exc}. "
-            "Save it as UTF-8 text, or remove it."
-        ) from None
+        raise _unreadable_dotenv(exc) from None
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = [str(part) for part in error["loc"]]
@@ -229,3 +250,63 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid setting {variable}{value}: {message}. "
             "Fix it in the environment or in .env."
         ) from None
+
+
+def value_origin(settings: Settings, provider: str, what: str) -> str | None:
+    """Where ``provider``'s ``"url"`` or ``"api_key"`` in ``settings`` came from, in words:
+    ``"CHATPLUG_OPENAI_API_KEY in the environment"``, ``"OPENAI_BASE_URL in .env"``,
+    ``"the keys file /home/me/.config/chatplug/keys.json"``, ``"set in code"``;
+    ``None`` when it is not set.  Never the value itself.
+
+    :raises ValueError: ``what`` is neither ``"url"`` nor ``"api_key"``.
+    :raises ConfigurationError: the ``.env`` file or the keys file cannot be read.
+    """
+    if what == "url":
+        current: str | None = settings.url_for(provider)
+    elif what == "api_key":
+        secret = settings.api_key_for(provider)
+        current = secret.get_secret_value() if secret is not None else None
+    else:
+        raise ValueError(f"what must be 'url' or 'api_key', not {what!r}")
+    if current is None:
+        return None
+    variables = [env_name(provider, what)]
+    conventional = CONVENTIONAL.get(provider_slug(provider))
+    if conventional:
+        variables.append(conventional[what])
+    environment = {k.lower(): v for k, v in os.environ.items()}
+    dotenv = {k.lower(): v for k, v in _dotenv_values().items() if v is not None}
+    for variable in variables:
+        for values, where in ((environment, "the environment"), (dotenv, ".env")):
+            value = str(values.get(variable.lower(), "")).strip()
+            if value:
+                # The first one set is the one in force, as in _ProviderEntries.
+                return f"{variable} in {where}" if _same(value, current, what) else "set in code"
+    if what == "api_key":
+        from .keys import keys_path, load_keys
+
+        path = keys_path()
+        saved = {provider_slug(name): key.strip() for name, key in load_keys(path).items()}
+        if saved.get(provider_slug(provider)) == current:
+            return f"the keys file {path}"
+    return "set in code"
+
+
+def _same(value: str, current: str, what: str) -> bool:
+    return (value.rstrip("/") if what == "url" else value) == current
+
+
+def _dotenv_values() -> dict[str, str | None]:
+    if not os.path.isfile(".env"):
+        return {}
+    from dotenv import dotenv_values
+
+    try:
+        return dict(dotenv_values(".env", encoding="utf-8"))
+    except (UnicodeDecodeError, OSError) as exc:
+        raise _unreadable_dotenv(exc) from None
+
+
+def _unreadable_dotenv(exc: Exception) -> ConfigurationError:
+    return ConfigurationError(f"could not read the .env file in {os.getcwd()}: {exc}. "
+                              "Save it as UTF-8 text, or remove it.")

@@ -48,6 +48,8 @@ supports_vision = False
 PATH = "/api/openai/v1/chat/completions"
 #: NextChat reads a bearer token starting with this as an access code, anything else as a key.
 ACCESS_CODE_PREFIX = "nk-"
+#: The proxy's OpenAI base, under which it lists the models (``/models``).
+MODELS_BASE = "/api/openai/v1"
 
 
 def headers_for(base_url: str) -> dict[str, str]:
@@ -108,3 +110,12 @@ def create_completion(
         tool_choice=tool_choice,
         user=user,
     )
+
+
+@hookimpl
+def list_models(url: str, api_key: str | None, http: HTTPClient) -> list[str]:
+    """What the deployment's OpenAI proxy lists at ``/api/openai/v1/models``."""
+    from chatplug.wire import openai
+
+    return openai.list_models(http, url + MODELS_BASE, bearer_token(api_key),
+                              headers=headers_for(url))

@@ -80,3 +80,10 @@ def create_completion(
         logit_bias=logit_bias,
         user=user,
     )
+
+
+@hookimpl
+def list_models(url: str, api_key: str | None, http: HTTPClient) -> list[str]:
+    from chatplug.wire import openai
+
+    return openai.list_models(http, url, api_key)

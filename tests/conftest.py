@@ -45,6 +45,8 @@ def run_cli(
     """Run the installed ``chatplug`` command as a user would."""
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith("CHATPLUG_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    # chatplug's own files (keys, logs) stay in the test's temporary home.
+    full_env["CHATPLUG_HOME"] = os.environ.get("CHATPLUG_HOME", "")
     full_env.update(env or {})
     return subprocess.run(
         [str(BIN / "chatplug"), *args],

@@ -134,7 +134,7 @@ def test_connection_refused(connect: Callable[..., Registry]) -> None:
 def test_dns_name_that_does_not_resolve(scripted: ScriptedServer) -> None:
     # In a private network namespace the lookup fails at once and no packet leaves.
     env = {"PATH": os.environ["PATH"], "CHATPLUG_GRAVITYENGINE_URL": "http://chatplug-test.invalid",
-           "CHATPLUG_RETRY_BACKOFF": "0.05"}
+           "CHATPLUG_RETRY_BACKOFF": "0.05", "CHATPLUG_HOME": os.environ["CHATPLUG_HOME"]}
     result = subprocess.run(["unshare", "-n", str(BIN / "chatplug"), "chat", "hi"],
                             capture_output=True, text=True, env=env, timeout=30)
     if "unshare failed" in result.stderr:

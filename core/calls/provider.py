@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AuthenticationError, InvalidRequestError, ModelNotSupportedError
+from ..errors import (
+    AuthenticationError,
+    ChatplugError,
+    InvalidRequestError,
+    ModelNotSupportedError,
+    ProviderResponseError,
+)
 from ..naming import env_name
 from ..plugins.params import Parameter, ParameterSet
 from .caller import Caller, Messages
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Provider", "Stream"]
 
+#: Seconds asking a server for its models may take at most (or CHATPLUG_TIMEOUT if lower).
+MODELS_TIMEOUT = 5.0
 #: Parameters that send tools, whatever the provider calls them.
 _TOOL_PARAMETERS = ("tools", "tool_choice", "parallel_tool_calls")
 
@@ -156,6 +164,71 @@ class Provider(Caller):
                 model=model,
             )
         return model
+
+    # -- models ------------------------------------------------------------------------
+
+    @property
+    def lists_models(self) -> bool:
+        """Whether the provider can ask its server which models it offers (it implements
+        the optional ``list_models`` hook)."""
+        return self._runtime.implementation("list_models", self.plugin) is not None
+
+    def list_models(self, *, timeout: float | None = None) -> list[str]:
+        """The models the provider's server offers now, through the provider's
+        ``list_models`` hook; the declared :attr:`models` for a provider without one.
+
+        :param timeout: seconds the request may take (default 5, or
+            ``CHATPLUG_TIMEOUT`` if that is lower).
+        :raises InvalidRequestError: ``timeout`` is not a number of seconds.
+        :raises AuthenticationError: the provider needs a key and none is configured
+            (nothing is sent), or the server refused it.
+        :raises ProviderError: (subclasses) asking the server failed; a
+            :class:`ProviderResponseError` too for a hook that returns something other
+            than a list of model names.
+        """
+        implementation = self._runtime.implementation("list_models", self.plugin)
+        if implementation is None:
+            return list(self.models)
+        settings = self._runtime.settings
+        options = check_call_options(timeout=timeout, provider=self.name)
+        bound = options.timeout or min(MODELS_TIMEOUT, settings.timeout)
+        secret = settings.api_key_for(self.name)
+        key = secret.get_secret_value() if secret is not None else None
+        if self.needs_auth and not key:
+            raise AuthenticationError(self._missing_key(), provider=self.name)
+        import time
+
+        from ..transport.redaction import redact
+
+        http = self._runtime.transport.client(provider=self.name, api_key=key,
+                                              deadline=time.monotonic() + bound)
+        arguments = {"url": self.url, "api_key": key, "http": http}
+        try:
+            names = implementation.function(
+                **{name: arguments[name] for name in implementation.argnames})
+        except ChatplugError as exc:
+            exc.provider = exc.provider or self.name
+            exc.message = redact(exc.message, key)
+            raise
+        except Exception as exc:
+            from ..transport.failures import is_transport_error
+
+            if is_transport_error(exc):
+                raise http.translate(exc, url=self.url) from None
+            raise ProviderResponseError(
+                f"listing the models failed with {type(exc).__name__}: "
+                f"{redact(str(exc), key)}. This is a bug in {self.origin}; please report it.",
+                provider=self.name,
+            ) from None
+        if not isinstance(names, (list, tuple)) or not all(
+            isinstance(name, str) and name.strip() for name in names
+        ):
+            raise ProviderResponseError(
+                f"list_models returned {type(names).__name__}, not a list of model names. "
+                f"This is a bug in {self.origin}; please report it.",
+                provider=self.name,
+            )
+        return list(dict.fromkeys(name.strip() for name in names))
 
     # -- calls -------------------------------------------------------------------------
 

@@ -87,6 +87,13 @@ class Runtime:
                 return relay
         return None
 
+    def implementation(self, hook: str, plugin: object) -> pluggy.HookImpl | None:
+        """``plugin``'s own implementation of ``hook`` (never a broadcast), or ``None``."""
+        caller = getattr(self._manager.hook, hook, None)
+        if caller is None:
+            return None
+        return next((impl for impl in caller.get_hookimpls() if impl.plugin is plugin), None)
+
     def close(self) -> None:
         """Close the pooled connections (the runtime stays usable)."""
         if self._transport is not None:

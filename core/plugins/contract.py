@@ -146,7 +146,7 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> list[
     if unknown:
         manager.unregister(plugin)
         close = difflib.get_close_matches(
-            unknown[0], ["create_completion", *hooks.OBSERVER_HOOKS], n=1)
+            unknown[0], ["create_completion", "list_models", *hooks.OBSERVER_HOOKS], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise Rejected(f"@hookimpl {unknown[0]!r} is not a chatplug hook{hint}")
     return sorted(caller.name for caller in callers)

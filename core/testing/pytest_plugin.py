@@ -6,9 +6,12 @@
   installed provider points at ``chatplug_server``, with settings that ignore
   the environment's URLs and keys; every provider gets ``TEST_API_KEY``.
 - ``chatplug_isolated``: no ``CHATPLUG_*``/``OPENAI_*`` variable of the
-  developer's, and a fresh temporary working directory (no ``.env``; an
-  installed observer writing files writes there).  Make it autouse in a
-  conftest: ``def _isolated(chatplug_isolated): ...`` (see the example packages).
+  developer's, a fresh temporary working directory (no ``.env``; an
+  installed observer writing files writes there), and chatplug's own files
+  (the keys file, the CLI's logs) in a temporary ``CHATPLUG_HOME`` (and XDG
+  directories, for subprocesses that drop ``CHATPLUG_*``), never the developer's.
+  Make it autouse in a conftest: ``def _isolated(chatplug_isolated): ...`` (see
+  the example packages).
 
 Provider authors: subclass :class:`chatplug.testing.conformance.ProviderConformance`
 in a test module to run the conformance suite against your provider.  This
@@ -102,4 +105,9 @@ def chatplug_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     for key in list(os.environ):
         if key.startswith("CHATPLUG_") or key in DEVELOPER_VARIABLES:
             monkeypatch.delenv(key)
+    # Created only when something writes there (nothing does in the working directory).
+    home = tmp_path.parent / f"{tmp_path.name}-home"
+    monkeypatch.setenv("CHATPLUG_HOME", str(home / "chatplug"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.chdir(tmp_path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import socket
 import threading
@@ -145,6 +146,7 @@ class ScriptedServer:
     :param port: 0 picks a free port.
     :param lifetime: seconds after which the server stops by itself (None: never).
     :param api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
+    :param pace: seconds between the pieces of the default echo (scripts set their own).
     """
 
     def __init__(
@@ -154,8 +156,10 @@ class ScriptedServer:
         lifetime: float | None = None,
         api_key: str | None = None,
         verbose: bool = False,
+        pace: float = 0.0,
     ) -> None:
         self.api_key = api_key
+        self.pace = pace
         self.verbose = verbose
         self.requests: list[RecordedRequest] = []
         self._scripts: deque[Script] = deque()
@@ -185,7 +189,9 @@ class ScriptedServer:
                 if script.method.upper() == method:
                     self._scripts.remove(script)
                     return script
-        return Script(text=echo_text(request)) if method == "POST" else None
+        if method != "POST":
+            return None
+        return Script(text=echo_text(request), piece_delay=self.pace)
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -235,7 +241,19 @@ class ScriptedServer:
         self.stop()
 
 
+def _pace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 10, got {text!r}")
+    return value
+
+
 def _serve(argv: list[str] | None = None) -> int:
+    import sys
+
     parser = argparse.ArgumentParser(
         prog="python -m chatplug.testing.server",
         description="Serve scripted chat completions on 127.0.0.1 (echoes the last user message).",
@@ -243,9 +261,20 @@ def _serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any)")
     parser.add_argument("--lifetime", type=float, default=None,
                         help="stop by itself after this many seconds")
+    parser.add_argument("--pace", type=_pace, default=0.0, metavar="SECONDS",
+                        help="seconds between the pieces of the echo, to watch it stream "
+                             "(default 0)")
     parser.add_argument("--verbose", action="store_true", help="log each request")
     args = parser.parse_args(argv)
-    server = ScriptedServer(args.port, lifetime=args.lifetime, verbose=args.verbose)
+    try:
+        server = ScriptedServer(args.port, lifetime=args.lifetime, verbose=args.verbose,
+                                pace=args.pace)
+    except OSError as exc:
+        reason = ("is in use" if exc.errno == errno.EADDRINUSE
+                  else f"cannot be used ({exc.strerror or exc})")
+        print(f"chatplug test server: port {args.port} on {LOOPBACK} {reason}; stop what "
+              "uses it, or choose another with --port (0: any free port).", file=sys.stderr)
+        return 1
     print(f"chatplug test server on {server.url} (Ctrl-C stops it)", flush=True)
     server.start()
     try:

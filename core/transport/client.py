@@ -231,16 +231,32 @@ class HTTPClient:
                 provider=self.provider,
                 model=self.model,
             ) from None
+        return self._send("POST", url, data=data,
+                          headers={"Content-Type": "application/json", **(headers or {})})
+
+    def get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> Any:
+        """GET ``url`` (a model list, say) and return its body parsed as JSON.
+
+        Raises the errors of :meth:`post_json`, and :class:`ProviderResponseError` for a
+        body that is not JSON.
+        """
+        with self._send("GET", url, data=None,
+                        headers={"Accept": "application/json", **(headers or {})}) as reply:
+            return reply.json()
+
+    def _send(self, method: str, url: str, *, data: bytes | None,
+              headers: dict[str, str]) -> Reply:
+        context = self.context
         session = self.transport.session
         started = time.perf_counter()
         left = self.remaining()
         try:
             with watchdog.deadline_scope(self.deadline), call_scope(context):
-                response = session.post(
+                response = session.request(
+                    method,
                     url,
                     data=data,
-                    headers={"Content-Type": "application/json", **(headers or {}),
-                             **context.headers},
+                    headers={**headers, **context.headers},
                     stream=True,
                     timeout=(min(self.transport.connect_timeout, left),
                              min(self.read_timeout, left)),
@@ -251,8 +267,9 @@ class HTTPClient:
         except Exception as exc:
             raise self.translate(exc, url=url) from None
         logger.debug(
-            "%s: POST %s -> %s in %.1f ms",
+            "%s: %s %s -> %s in %.1f ms",
             self.provider,
+            method,
             url,
             response.status_code,
             (time.perf_counter() - started) * 1000,

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "chat",
     "completion_body",
+    "list_models",
     "parse_chunk",
     "parse_reply",
     "reply_events",
@@ -452,3 +453,36 @@ def completion_body(
         }],
         "usage": None if usage is None else usage.as_dict(),
     }
+
+
+def list_models(
+    http: HTTPClient,
+    url: str,
+    api_key: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The model ids an OpenAI-compatible server offers: ``GET {url}/models``.
+
+    A provider implements the ``list_models`` hook with it::
+
+        @hookimpl
+        def list_models(url, api_key, http):
+            return openai.list_models(http, url, api_key)
+
+    :raises ProviderResponseError: the answer is not ``{"data": [{"id": ...}, ...]}``.
+    :raises ProviderError: (subclasses) the request failed, as for :func:`chat`.
+    """
+    # GravityEngine's headers ask for an event stream; a list is JSON, whatever they say.
+    all_headers = {**request_headers("application/json", api_key, headers),
+                   "Accept": "application/json"}
+    payload = http.get_json(f"{url}/models", headers=all_headers)
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    if not isinstance(data, list) or not all(
+        isinstance(entry, Mapping) and isinstance(entry.get("id"), str) for entry in data
+    ):
+        raise ProviderResponseError(
+            f"the model list from {url}/models is not OpenAI's "
+            '{"data": [{"id": ...}]}; the server may not be OpenAI-compatible.'
+        )
+    return [str(entry["id"]) for entry in data]

@@ -1,7 +1,8 @@
 """A chatplug observer that appends one JSON line per completion event to a file.
 
 The file is ``CHATPLUG_JSONL_PATH`` (read at each event, so it can change while
-a program runs), by default ``chatplug-events.jsonl`` in the working directory.
+a program runs).  Without it nothing is written: installing the observer never
+makes a program write files where it happens to run.
 Each line has ``event`` (``request``, ``response`` or ``error``), ``time`` (UTC,
 ISO 8601), ``provider``, ``model``, ``request_id`` and the event's details.
 chatplug never hands an observer the key or the messages, so neither can end
@@ -22,26 +23,27 @@ from typing import Any
 
 from chatplug import hookimpl
 
-__all__ = ["DEFAULT_PATH", "ENV_PATH", "chatplug_on_error", "chatplug_on_request",
-           "chatplug_on_response", "events_path"]
+__all__ = ["ENV_PATH", "chatplug_on_error", "chatplug_on_request", "chatplug_on_response",
+           "events_path"]
 
 ENV_PATH = "CHATPLUG_JSONL_PATH"
-DEFAULT_PATH = "chatplug-events.jsonl"
 
 logger = logging.getLogger(__name__)
 # Completions may run in many threads; one line must never interleave with another.
 _lock = threading.Lock()
 
 
-def events_path() -> str:
-    """Where events go: ``CHATPLUG_JSONL_PATH``, else ``chatplug-events.jsonl``."""
-    return os.environ.get(ENV_PATH, "").strip() or DEFAULT_PATH
+def events_path() -> str | None:
+    """Where events go: ``CHATPLUG_JSONL_PATH``, or ``None`` (nowhere) when it is unset."""
+    return os.environ.get(ENV_PATH, "").strip() or None
 
 
 def _write(event: str, **fields: Any) -> None:
+    path = events_path()
+    if path is None:
+        return
     record = {"event": event, "time": datetime.now(timezone.utc).isoformat(), **fields}
     line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-    path = events_path()
     try:
         with _lock, open(path, "a", encoding="utf-8") as file:
             file.write(line)

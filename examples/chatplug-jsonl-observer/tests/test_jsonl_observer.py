@@ -108,11 +108,14 @@ def test_an_unwritable_file_never_breaks_a_completion(
     assert "cannot write chatplug events" in caplog.text
 
 
-def test_the_default_file_is_in_the_working_directory(tmp_path: Path) -> None:
+def test_nothing_is_written_unless_a_path_is_configured(
+    chatplug_registry: Registry, tmp_path: Path
+) -> None:
     # conftest made tmp_path the working directory and unset CHATPLUG_JSONL_PATH.
     observer.chatplug_on_request(provider="P", model="m", stream=False, request_id="r1")
-    [line] = read(tmp_path / observer.DEFAULT_PATH)
-    assert (line["event"], line["provider"], line["request_id"]) == ("request", "P", "r1")
+    assert chatplug_registry.get("GravityEngine").create(messages=MESSAGES) == "You said: hello"
+    assert observer.events_path() is None
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_it_can_be_disabled_by_name(chatplug_server: ScriptedServer, events: Path) -> None:

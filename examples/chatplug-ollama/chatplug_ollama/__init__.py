@@ -36,8 +36,10 @@ model: list[str] = []  # whatever models were pulled; the caller names one (`-m 
 supports_stream = True
 needs_auth = False
 supports_tools = True
-#: What `chatplug providers --check` probes: lists the pulled models, needs no key.
-check_path = "/api/tags"
+#: Lists the pulled models and needs no key: what `chatplug providers --check` probes,
+#: and what `chatplug models Ollama` reads.
+TAGS_PATH = "/api/tags"
+check_path = TAGS_PATH
 
 CHAT_PATH = "/api/chat"
 
@@ -106,3 +108,20 @@ def create_completion(
     reply = ndjson.OllamaReply()
     yield from ndjson.chat(http, url + CHAT_PATH, body, text=reply.text, is_last=reply.is_last,
                            events=reply.events, api_key=api_key)
+
+
+@hookimpl
+def list_models(url: str, api_key: str | None, http: HTTPClient) -> list[str]:
+    """The models pulled on the server: ``GET /api/tags`` (``chatplug models Ollama``)."""
+    from chatplug import ProviderResponseError
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    payload = http.get_json(url + TAGS_PATH, headers=headers)
+    models = payload.get("models") if isinstance(payload, dict) else None
+    if not isinstance(models, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("name"), str) for entry in models
+    ):
+        raise ProviderResponseError(
+            f"{url}{TAGS_PATH} did not answer Ollama's {{\"models\": [{{\"name\": ...}}]}}; "
+            "is CHATPLUG_OLLAMA_URL an Ollama server?")
+    return [entry["name"] for entry in models]

@@ -114,3 +114,14 @@ def test_tags_endpoint_answers_for_probes(chatplug_server: ScriptedServer) -> No
 
     with urlopen(chatplug_server.url + "/api/tags", timeout=5) as reply:
         assert json.load(reply)["models"][0]["name"] == "llama3.2:latest"
+
+
+def test_lists_the_pulled_models(registry: Registry, chatplug_server: ScriptedServer) -> None:
+    tags = {"models": [{"name": "llama3.2:latest"}, {"name": "qwen2.5:7b"}]}
+    chatplug_server.add(method="GET", body=json.dumps(tags).encode())
+    assert registry.get("Ollama").list_models() == ["llama3.2:latest", "qwen2.5:7b"]
+    assert (chatplug_server.requests[-1].method, chatplug_server.requests[-1].path) == (
+        "GET", "/api/tags")
+    chatplug_server.add(method="GET", body=b'{"data": []}')
+    with pytest.raises(ProviderResponseError, match="is CHATPLUG_OLLAMA_URL an Ollama server"):
+        registry.get("Ollama").list_models()
