@@ -491,3 +491,33 @@ def test_failover_from_a_closed_port_is_fast(servers: dict[str, ScriptedServer])
     started = time.monotonic()
     assert route.complete(MESSAGES).provider == "B"
     assert time.monotonic() - started < 1  # the 20 ms figure is the benchmark's
+
+
+# -- the CLI ----------------------------------------------------------------------------
+
+
+def test_the_cli_chats_through_named_and_ad_hoc_routes() -> None:
+    from .conftest import run_cli
+
+    with ScriptedServer(lifetime=30) as first, ScriptedServer(lifetime=30) as second:
+        env = {"CHATPLUG_GRAVITYENGINE_URL": first.url,
+               "CHATPLUG_OPENAI_URL": second.url + "/v1",
+               "CHATPLUG_OPENAI_API_KEY": "route-cli-key", "CHATPLUG_RETRY_BACKOFF": "0.01",
+               "CHATPLUG_ROUTES": json.dumps({"fast": ["GravityEngine", "OpenAI/gpt-4o-mini"]})}
+        first.add(status=503)
+        named = run_cli("chat", "-p", "fast", "--no-log", "hi", env=env)
+        assert (named.returncode, named.stdout) == (0, "You said: hi\n"), named.stderr
+        first.add(status=503)
+        adhoc = run_cli("chat", "-p", "GravityEngine", "-p", "OpenAI", "-m", "gpt-4o-mini",
+                        "-o", "temperature=0.5", "--no-log", "hi", env=env)
+        assert (adhoc.returncode, adhoc.stdout) == (0, "You said: hi\n"), adhoc.stderr
+        # -m reached the entry that names no model; -o was checked and converted per entry.
+        sent = second.requests[-1].json
+        assert (sent["model"], sent["temperature"]) == ("gpt-4o-mini", 0.5)
+        listing = run_cli("providers", env=env)
+        assert "fast: GravityEngine, OpenAI/gpt-4o-mini (ordered)" in listing.stdout
+        shown = run_cli("providers", "fast", "--json", env=env)
+        assert json.loads(shown.stdout)["entries"] == ["GravityEngine", "OpenAI/gpt-4o-mini"]
+        broken = run_cli("providers", env={**env, "CHATPLUG_ROUTES": "{oops"})
+        assert broken.returncode == 0
+        assert "CHATPLUG_ROUTES" in broken.stdout

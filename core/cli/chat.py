@@ -99,10 +99,8 @@ def resolve_target(registry: Registry, names: list[str], model: str | None
     if route is None:
         raise UsageError("several -p make a route, which this version of chatplug cannot "
                          "build; name one provider")
-    if model:
-        raise UsageError("-m goes with a single -p; name each model as -p Provider/model")
-    target = route(names)
-    return target, None, str(getattr(target, "name", "+".join(names)))
+    target = route(names)  # -m is the model of the entries that name none
+    return target, model, str(getattr(target, "name", "+".join(names)))
 
 
 def _converted(target: Any, options: dict[str, str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatplugError
 from .output import Output, note, print_json, table
+from .providers import providers_of
 
 if TYPE_CHECKING:
     from ..calls.provider import Provider
@@ -40,7 +41,7 @@ def _ask(provider: Provider) -> tuple[list[str] | None, str | None]:
 def run(args: argparse.Namespace) -> int:
     from .. import registry
 
-    providers = [registry.get(args.provider)] if args.provider else registry.providers()
+    providers = providers_of(registry, args.provider)
     registry.settings  # noqa: B018  # a bad setting fails here, once, not in every thread
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(providers))),
                             thread_name_prefix="chatplug-models") as pool:

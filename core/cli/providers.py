@@ -15,6 +15,7 @@ from .output import EXIT_FAILURE, Output, UsageError, print_json, seconds, table
 if TYPE_CHECKING:
     from ..calls.provider import Provider
     from ..plugins.registry import Registry
+    from ..routes import Route
 
 __all__ = ["add_arguments", "run"]
 
@@ -39,13 +40,58 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout is not None:
         raise UsageError("--timeout goes with --check")
     if args.name is not None:
-        provider = registry.get(args.name)
+        from ..routes import Route
+
+        target = registry.get(args.name)
+        if isinstance(target, Route):
+            if args.json:
+                print_json(target.as_dict(), out)
+            else:
+                _show_route(target, out)
+            return 0
         if args.json:
-            print_json({**provider.as_dict(), "sources": _sources(registry, provider)}, out)
+            print_json({**target.as_dict(), "sources": _sources(registry, target)}, out)
         else:
-            _show(registry, provider, out)
+            _show(registry, target, out)
         return 0
     return _list(registry, args.json, out)
+
+
+def providers_of(registry: Registry, name: str | None) -> list[Provider]:
+    """The providers ``name`` stands for (a route: its entries' providers); all without it."""
+    if name is None:
+        return registry.providers()
+    from ..routes import Route
+
+    target = registry.get(name)
+    if isinstance(target, Route):
+        return list(dict.fromkeys(target.providers))
+    return [target]
+
+
+def _routes(registry: Registry) -> tuple[list[Route], str | None]:
+    """The named routes, or why they could not be read (a bad CHATPLUG_ROUTES must not
+    hide the providers)."""
+    from ..errors import ConfigurationError
+
+    try:
+        return registry.routes(), None
+    except ConfigurationError as exc:
+        return [], exc.message
+
+
+def _show_route(route: Route, out: Output) -> None:
+    lines = [
+        f"{route.name}  (route)",
+        f"  strategy: {route.strategy}",
+        f"  cooldown: {route.cooldown:g} s after {route.allowed_fails} failure(s) in a row",
+        f"  client errors fail over: {'yes' if route.fallback_on_client_errors else 'no'}",
+        "",
+    ]
+    rows = [("ENTRY", "PROVIDER", "MODEL")]
+    for entry in route.entries:
+        rows.append((str(entry), entry.provider, entry.model or "(the call's, else default)"))
+    out.write("\n".join(lines) + "\n" + table(rows))
 
 
 def _auth_state(provider: Provider) -> str:
@@ -62,10 +108,14 @@ def _origin(provider: Provider) -> str:
 
 def _list(registry: Registry, as_json: bool, out: Output) -> int:
     providers = registry.providers()
+    routes, routes_error = _routes(registry)
     errors = registry.errors
+    if routes_error is not None:
+        errors["CHATPLUG_ROUTES"] = routes_error
     if as_json:
         print_json({
             "providers": [p.as_dict() for p in providers],
+            "routes": [r.as_dict() for r in routes],
             "observers": [o.as_dict() for o in registry.observers()],
             "errors": errors,
             "disabled": sorted(registry.disabled),
@@ -79,6 +129,11 @@ def _list(registry: Registry, as_json: bool, out: Output) -> int:
     out.write(table(rows))
     if not providers:
         out.write("No providers are installed.\n")
+    if routes:
+        out.write("\nRoutes (CHATPLUG_ROUTES):\n")
+        for route in routes:
+            out.write(f"  {route.name}: {', '.join(map(str, route.entries))}"
+                      f" ({route.strategy})\n")
     _plugin_sections(registry, out)
     if errors:
         out.write("\nFailed to load:\n")
@@ -111,7 +166,7 @@ def _check(registry: Registry, name: str | None, as_json: bool, timeout: float |
            out: Output) -> int:
     from ..calls.probe import DEFAULT_TIMEOUT, FAILING, probe_all
 
-    providers = [registry.get(name)] if name is not None else registry.providers()
+    providers = providers_of(registry, name)
     results = probe_all(providers, registry.transport,
                         timeout=timeout if timeout is not None else DEFAULT_TIMEOUT)
     if as_json:
