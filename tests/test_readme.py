@@ -173,3 +173,36 @@ def test_a_fresh_environment_sets_up_with_the_two_commands(tmp_path: Path) -> No
         cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
     assert re.search(r"\b(2\d|3\d) passed\b", second.stdout), second.stdout[-500:]
+
+
+def _run_block(title: str, server: ScriptedServer, tmp_path: Path) -> str:
+    [code] = blocks(title, "python")
+    script = tmp_path / "block.py"
+    script.write_text(code, encoding="utf-8")
+    env = clean_environment(tmp_path, CHATPLUG_GRAVITYENGINE_URL=server.url,
+                            CHATPLUG_OPENAI_URL=server.url + "/v1",
+                            CHATPLUG_OPENAI_API_KEY="readme-placeholder")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            env=env, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_rich_results_example_runs(chatplug_server: ScriptedServer, tmp_path: Path) -> None:
+    chatplug_server.add(text="", tool_calls=[{"id": "call_1", "type": "function", "function": {
+        "name": "weather", "arguments": '{"city": "Paris"}'}}])
+    chatplug_server.add(text="It is 18 °C.", usage={"prompt_tokens": 20, "completion_tokens": 6,
+                                                    "total_tokens": 26})
+    out = _run_block("Rich results", chatplug_server, tmp_path)
+    assert out.startswith("tool_calls weather It is 18 °C. Usage(prompt_tokens=20")
+    second = chatplug_server.requests[1].json
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_1",
+                                      "content": "18 °C"}
+    assert second["messages"][-2]["tool_calls"][0]["id"] == "call_1"
+
+
+def test_the_async_and_route_examples_run(chatplug_server: ScriptedServer,
+                                          tmp_path: Path) -> None:
+    assert _run_block("Async", chatplug_server, tmp_path) == "You said: HiYou said: Hi\n"
+    chatplug_server.add(status=503)
+    assert _run_block("Routes", chatplug_server, tmp_path) == "OpenAI 2 You said: Hi\n"
