@@ -36,7 +36,8 @@ def test_providers_table() -> None:
 def test_providers_json_shape() -> None:
     result = run_cli("providers", "--json", env={"CHATPLUG_OPENAI_API_KEY": PLANTED_KEY})
     payload = json.loads(result.stdout)
-    assert set(payload) == {"providers", "observers", "errors", "disabled", "not_allowed"}
+    assert set(payload) == {"providers", "routes", "observers", "errors", "disabled",
+                            "not_allowed"}
     gravity = next(p for p in payload["providers"] if p["name"] == "GravityEngine")
     assert set(gravity) == {"name", "url", "models", "supports_stream", "needs_auth",
                             "supports_tools", "supports_vision", "params", "parameters",
