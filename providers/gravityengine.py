@@ -21,6 +21,8 @@ url = "https://gpt4.xunika.uk"
 model = ["gpt-3.5-turbo-16k", "gpt-3.5-turbo-0613"]
 supports_stream = True
 needs_auth = False
+#: What `chatplug providers --check` asks for: the proxy's models list (a plain GET).
+check_path = "/api/openai/v1/models"
 
 PATH = "/api/openai/v1/chat/completions"
 

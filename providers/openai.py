@@ -19,6 +19,8 @@ url = "https://api.openai.com/v1"
 model: list[str] = []
 supports_stream = True
 needs_auth = True
+#: What `chatplug providers --check` asks for: the models list (a plain GET).
+check_path = "/models"
 
 
 @hookimpl
