@@ -450,13 +450,14 @@ def test_close_from_another_thread_ends_a_blocked_read_and_releases_the_connecti
 
 def test_a_stream_read_from_two_threads_gives_a_chatplug_error(
         scripted: ScriptedServer, connect: Callable[..., Registry]) -> None:
-    scripted.add(text="one two three four five", piece_delay=0.3, stream=True)
+    scripted.add(text="one two three four five", piece_delay=1.0, stream=True)
     stream = gravity(connect(scripted.url)).create(
         messages=MESSAGES, stream=True)
     mine = iter(stream)
     assert next(mine) == "one"
-    _, errors, other = read_in_thread(stream)  # the other thread waits for " two"
-    time.sleep(0.1)
+    _, errors, other = read_in_thread(stream)
+    # The other thread is inside the stream, waiting for " two".
+    wait_for(lambda: bool(stream._generator.gi_running))  # type: ignore[union-attr]
     with pytest.raises(InvalidRequestError, match="read by another thread"):
         next(mine)
     stream.close()
