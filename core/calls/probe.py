@@ -3,9 +3,9 @@
 Each provider's base URL plus its optional ``check_path`` attribute (an API
 endpoint that answers a plain ``GET``: OpenAI's ``/models``, Ollama's
 ``/api/tags``) gets one unauthenticated ``GET`` through the registry's
-transport, concurrently, within one deadline that covers everything (a proxy's
-CONNECT, the TLS handshake, the headers).  A check passes only where a chat
-would not fail for the same reason:
+transport, concurrently, within one deadline (a proxy's CONNECT answer and the
+headers included).  A check passes only where a chat would not fail for the same
+reason:
 
 - ``reachable``: the endpoint answered 2xx (with a ``check_path``: not a web
   page), 405 or 429; without a ``check_path`` only the host is checked, and the

@@ -2,9 +2,10 @@
 
 A connection taken from the pool while a call sends its request is attached to
 that call's :class:`~chatplug.transport.context.CallContext` (its deadline and
-cancellation reach the connection from then on: the proxy's CONNECT answer,
-the TLS handshake's reads, the headers, the body) and detached the moment it
-goes back to the pool or is closed, so one call's deadline can never cut a
+cancellation reach the connection from then on: the proxy's CONNECT answer, the
+headers, the body; the TLS handshake, whose socket is in ``ssl``'s hands, is
+bounded by the connect timeout and checked right after) and detached the moment
+it goes back to the pool or is closed, so one call's deadline can never cut a
 connection another call has taken since.
 
 Informational answers (``1xx``, such as ``103 Early Hints``) are skipped: the
