@@ -163,11 +163,15 @@ class AuthenticationError(ProviderError):
 class ProviderHTTPError(ProviderError):
     """The server answered with an HTTP error status.
 
-    ``status_code`` is the status, ``body`` a short excerpt of what it said.
-    408, 409, 429 and 5xx are retried; other statuses are not.
+    ``status_code`` is the status, ``body`` a short excerpt of what it said,
+    ``retry_after`` the server's ``Retry-After``/``retry-after-ms`` hint in seconds
+    (``None`` without a usable one).  408, 409, 429 and 5xx are retried; other
+    statuses are not.
     """
 
     code = "upstream_http_error"
+    #: The server's retry hint in seconds, with any status (a 503 too), or ``None``.
+    retry_after: float | None = None
 
     _status_first = True
 

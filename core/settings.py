@@ -12,8 +12,14 @@ where a provider's URL or key came from.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+import threading
+import unicodedata
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -27,8 +33,10 @@ from pydantic_settings import (
 from .errors import ConfigurationError
 from .naming import PREFIX, env_name, provider_slug
 
-__all__ = ["OTHER_VARIABLES", "Settings", "env_name", "load_settings", "provider_slug",
-           "value_origin"]
+__all__ = ["OTHER_VARIABLES", "Settings", "env_name", "known_variables", "load_settings",
+           "provider_slug", "unknown_variables", "value_origin", "warn_unknown_variables"]
+
+logger = logging.getLogger("chatplug.settings")
 
 #: Conventional variables other tools use, honoured as fallbacks.
 CONVENTIONAL = {"openai": {"url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}}
@@ -93,7 +101,9 @@ class Settings(BaseSettings):
     """chatplug's settings; see docs/configuration.md for the table."""
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True
+        # Never the value in pydantic's own messages: it may be a key.
+        env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True,
+        hide_input_in_errors=True,
     )
 
     timeout: float = Field(600.0, gt=0, le=86400, description="total seconds one call may take")
@@ -162,11 +172,30 @@ class Settings(BaseSettings):
     @classmethod
     def _urls_are_http(cls, urls: dict[str, str]) -> dict[str, str]:
         for slug, url in urls.items():
+            variable = _variable(slug, "url")
             if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{PREFIX}{slug.upper()}_URL={_without_userinfo(url)!r} "
+                                 "must start with http:// or https://")
+            try:
+                parts = urlsplit(url)
+                credentials = parts.username is not None or parts.password is not None
+            except ValueError:
+                raise ValueError(f"{variable} is not a valid URL") from None
+            if credentials:
                 raise ValueError(
-                    f"{PREFIX}{slug.upper()}_URL={url!r} must start with http:// or https://"
+                    f"{variable} must not contain credentials (user:password@); put the key "
+                    f"in {_variable(slug, 'api_key')} instead"
                 )
         return {slug: url.rstrip("/") for slug, url in urls.items()}
+
+    @field_validator("provider_api_keys")
+    @classmethod
+    def _keys_can_be_sent(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for slug, secret in keys.items():
+            problem = key_problem(secret.get_secret_value())
+            if problem:
+                raise ValueError(f"{_variable(slug, 'api_key')} {problem}")
+        return keys
 
     @property
     def plugin_allow_list(self) -> frozenset[str] | None:
@@ -201,6 +230,37 @@ class Settings(BaseSettings):
     def api_key_for(self, provider: str) -> SecretStr | None:
         """The configured API key of ``provider``, or ``None``."""
         return self.provider_api_keys.get(provider_slug(provider))
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be sent in an HTTP header, or ``None``.
+
+    A line break or another control character (a tab excepted) would split or
+    break the header; characters beyond Latin-1 cannot be sent at all.
+    """
+    for c in key:
+        if c != "\t" and unicodedata.category(c) == "Cc":
+            return ("contains a line break or another control character; copy the key "
+                    "again without it")
+        if ord(c) > 0xFF:
+            return (f"contains {unicodedata.name(c, 'a character')} (U+{ord(c):04X}), which "
+                    "cannot be sent in an HTTP header; copy the key again without it")
+    return None
+
+
+def _variable(slug: str, what: str) -> str:
+    """The variable(s) a provider setting comes from, for messages."""
+    name = f"{PREFIX}{slug.upper()}_{what.upper()}"
+    conventional = CONVENTIONAL.get(slug, {}).get(what)
+    return f"{name} (or {conventional})" if conventional else name
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` for a message: never its ``user:password@`` part."""
+    if "@" not in url:
+        return url
+    scheme = url.split("://", 1)[0] + "://" if "://" in url else ""
+    return f"{scheme}***@{url.rsplit('@', 1)[1]}"
 
 
 _ENV_FOR_FIELD = {
@@ -241,7 +301,8 @@ def load_settings(**overrides: Any) -> Settings:
         if loc and loc[0] in ("provider_urls", "provider_api_keys") and len(loc) > 1:
             variable = env_name(loc[1], "URL" if loc[0] == "provider_urls" else "API_KEY")
         message = error["msg"].removeprefix("Value error, ")
-        if loc and loc[0] == "provider_urls":
+        if loc and (loc[0] == "provider_urls" or (loc[0] == "provider_api_keys"
+                                                  and len(loc) == 1)):
             raise ConfigurationError(
                 f"invalid setting {message}. Fix it in the environment or in .env."
             ) from None
@@ -310,3 +371,58 @@ def _dotenv_values() -> dict[str, str | None]:
 def _unreadable_dotenv(exc: Exception) -> ConfigurationError:
     return ConfigurationError(f"could not read the .env file in {os.getcwd()}: {exc}. "
                               "Save it as UTF-8 text, or remove it.")
+def known_variables(providers: Iterable[str] = ()) -> frozenset[str]:
+    """The ``CHATPLUG_*`` variables chatplug reads: its settings, and ``_URL`` and
+    ``_API_KEY`` of each of ``providers`` (names)."""
+    names = {_ENV_FOR_FIELD.get(field, PREFIX + field.upper()) for field in Settings.model_fields
+             if field not in ("provider_urls", "provider_api_keys")}
+    names.update(OTHER_VARIABLES)
+    # The gateway's own settings (CHATPLUG_SERVER_*), read by the same library.
+    from .server.settings import ServerSettings
+
+    prefix = str(ServerSettings.model_config.get("env_prefix", "")).upper()
+    names.update(prefix + field.upper() for field in ServerSettings.model_fields)
+    for provider in providers:
+        names.update((env_name(provider, "URL"), env_name(provider, "API_KEY")))
+    return frozenset(names)
+
+
+def unknown_variables(
+    environ: Mapping[str, str], providers: Iterable[str] = ()
+) -> list[tuple[str, str | None]]:
+    """``CHATPLUG_*`` names in ``environ`` that chatplug does not read, each with the
+    closest name it does read (``None`` when none is close: a plugin's own variable,
+    or one for a provider that is not installed), sorted by name.
+
+    :param providers: the names of the loaded providers (their ``_URL``/``_API_KEY``
+        variables are known).
+    """
+    known = known_variables(providers)
+    rests = {name[len(PREFIX):]: name for name in known}
+    unknown = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper in known:
+            continue
+        # Compared without the shared prefix, which would make every name look close.
+        close = difflib.get_close_matches(upper[len(PREFIX):], list(rests), n=1, cutoff=0.75)
+        unknown.append((name, rests[close[0]] if close else None))
+    return unknown
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_unknown_variables(environ: Mapping[str, str], providers: Iterable[str] = ()) -> None:
+    """Log a warning (once per process and name) for each ``CHATPLUG_*`` variable that
+    looks like a misspelling of one chatplug reads."""
+    for name, suggestion in unknown_variables(environ, providers):
+        if suggestion is None:
+            continue
+        with _warned_lock:
+            if name in _warned:
+                continue
+            _warned.add(name)
+        logger.warning("%s is not a chatplug setting and is ignored; did you mean %s?",
+                       name, suggestion)

@@ -50,6 +50,8 @@ PATH = "/api/openai/v1/chat/completions"
 ACCESS_CODE_PREFIX = "nk-"
 #: The proxy's OpenAI base, under which it lists the models (``/models``).
 MODELS_BASE = "/api/openai/v1"
+#: What `chatplug providers --check` asks for: the proxy's models list (a plain GET).
+check_path = MODELS_BASE + "/models"
 
 
 def headers_for(base_url: str) -> dict[str, str]:

@@ -31,6 +31,8 @@ supports_vision = True
 
 #: Asked of every stream: the last chunk then reports the token usage.
 STREAM_OPTIONS = {"include_usage": True}
+#: What `chatplug providers --check` asks for: the models list (a plain GET).
+check_path = "/models"
 
 
 @hookimpl

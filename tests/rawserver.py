@@ -9,6 +9,7 @@ the accept loop is bounded in time, and the server stops by itself.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import struct
 import threading
@@ -49,6 +50,19 @@ def response_head(status: str = "200 OK", **headers: str) -> bytes:
 
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def event(text: str | None = None, finish: str | None = None) -> bytes:
+    """One OpenAI chat-completion chunk as an SSE event."""
+    delta = {"content": text} if text is not None else {}
+    payload = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+#: The head of a chunked event stream.
+SSE_HEAD = response_head(Content_Type="text/event-stream", Transfer_Encoding="chunked")
+#: The end of a complete chunked event stream.
+SSE_END = chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
 
 
 def reset(conn: socket.socket) -> None:

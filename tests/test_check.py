@@ -35,7 +35,7 @@ def test_reachable_failing_and_auth_needed_in_one_round(chatplug_server: Scripte
     checks = {c["provider"]: c for c in json.loads(result.stdout)["checks"]}
     gravity = checks["GravityEngine"]
     assert (gravity["status"], gravity["http_status"], gravity["url"]) == (
-        REACHABLE, 200, chatplug_server.url)
+        REACHABLE, 200, chatplug_server.url + "/api/openai/v1/models")
     assert 0 <= gravity["latency_ms"] < 2000
     assert checks["OpenAI"]["status"] == AUTH_NEEDED
     assert checks["OpenAI"]["latency_ms"] is None  # nothing was sent
@@ -46,7 +46,7 @@ def test_reachable_failing_and_auth_needed_in_one_round(chatplug_server: Scripte
     if "LlamaCpp" in checks:
         assert checks["LlamaCpp"]["status"] == FAILING
         assert "Connection refused" in checks["LlamaCpp"]["detail"]
-    assert {r.path for r in chatplug_server.requests} <= {"/", "/api/tags"}
+    assert {r.path for r in chatplug_server.requests} <= {"/api/openai/v1/models", "/api/tags"}
 
 
 def test_the_table_and_exit_zero_when_nothing_fails(chatplug_server: ScriptedServer) -> None:
@@ -64,15 +64,24 @@ def test_the_table_and_exit_zero_when_nothing_fails(chatplug_server: ScriptedSer
     assert run_cli("providers", "--check", "--timeout", "0").returncode == 2
 
 
+NGINX = b"<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head></html>"
+
+
 @pytest.mark.parametrize(("script", "status", "detail"), [
     ({"status": 503, "text": "down"}, FAILING, "HTTP 503 Service Unavailable: the server fails"),
-    ({"status": 404}, REACHABLE, "HTTP 404 Not Found"),
+    ({"status": 404}, FAILING,
+     "HTTP 404 Not Found: no API at this URL; check CHATPLUG_GRAVITYENGINE_URL"),
+    ({"body": NGINX, "content_type": "text/html"}, FAILING,
+     "HTTP 200 OK, but a web page (HTML), not the API; check CHATPLUG_GRAVITYENGINE_URL"),
+    ({"status": 404, "body": NGINX, "content_type": "text/html"}, FAILING,
+     "HTTP 404 Not Found: no API at this URL; check CHATPLUG_GRAVITYENGINE_URL"),
     ({"status": 405}, REACHABLE, "HTTP 405 Method Not Allowed"),
     ({"status": 429}, REACHABLE, "HTTP 429 Too Many Requests"),
     ({"status": 401}, AUTH_NEEDED,
      "HTTP 401 Unauthorized: the server wants a key; set CHATPLUG_GRAVITYENGINE_API_KEY"),
-    ({"status": 302, "headers": {"Location": "http://192.0.2.1/elsewhere"}}, REACHABLE,
-     "HTTP 302 Found"),
+    ({"status": 302, "headers": {"Location": "http://192.0.2.1/elsewhere"}}, FAILING,
+     "HTTP 302 Found: the URL redirects, and chats do not follow redirects; set "
+     "CHATPLUG_GRAVITYENGINE_URL to the final address"),
 ])
 def test_what_an_answer_means(
     registry: Registry, chatplug_server: ScriptedServer,
@@ -82,6 +91,29 @@ def test_what_an_answer_means(
     result = probe(registry.get("GravityEngine"), registry.transport, timeout=2)
     assert (result.provider, result.status, result.detail) == ("GravityEngine", status, detail)
     assert len(chatplug_server.requests) == 1  # a redirect is not followed
+
+
+def test_without_a_check_path_only_the_host_is_checked(registry: Registry,
+                                                        chatplug_server: ScriptedServer) -> None:
+    """A third party that names no API path: any answer but 5xx proves the host, and the
+    detail says that is all it proves."""
+    from types import SimpleNamespace
+
+    from chatplug import hookimpl
+
+    @hookimpl
+    def create_completion(model, messages, stream):  # type: ignore[no-untyped-def]
+        yield ""
+
+    fresh = Registry(settings=registry.settings, entry_points=())
+    plugin = SimpleNamespace(url=chatplug_server.url, model=["m"], supports_stream=True,
+                             needs_auth=False, create_completion=create_completion)
+    chatplug_server.add(method="GET", body=NGINX, content_type="text/html")
+    result = probe(fresh.register(plugin, "Plain"), fresh.transport, timeout=2)
+    assert (result.status, result.url) == (REACHABLE, chatplug_server.url)
+    assert result.detail == ("HTTP 200 OK (the host answers; the provider names no API path "
+                             "to check)")
+    fresh.close()
 
 
 def test_a_silent_server_is_failing_within_the_timeout(
@@ -143,7 +175,7 @@ def test_the_key_is_never_sent(chatplug_server: ScriptedServer) -> None:
     assert result.status == REACHABLE  # answers; a key is configured, though not verified
     assert "not verified" in result.detail
     [request] = chatplug_server.requests
-    assert (request.method, request.path) == ("GET", "/v1")
+    assert (request.method, request.path) == ("GET", "/v1/models")
     assert PLANTED_KEY not in json.dumps(request.headers)
     assert "Authorization" not in request.headers
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import gzip
-import json
 import os
 import shutil
 import socket
@@ -20,7 +19,6 @@ import zlib
 from collections.abc import Callable, Iterator
 
 import pytest
-from pydantic import SecretStr
 
 from chatplug import (
     AuthenticationError,
@@ -32,20 +30,21 @@ from chatplug import (
     Registry,
     StreamInterruptedError,
 )
-from chatplug.settings import load_settings
 from chatplug.testing import ScriptedServer
 
 from .conftest import BIN, PLANTED_KEY, free_port
-from .rawserver import RawServer, chunk, reset, response_head, sleep_until_stopped
+from .rawserver import (
+    SSE_HEAD,
+    RawServer,
+    chunk,
+    event,
+    reset,
+    response_head,
+    sleep_until_stopped,
+)
+from .registries import Registries
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-SSE_HEAD = response_head(Content_Type="text/event-stream", Transfer_Encoding="chunked")
-
-
-def event(text: str | None = None, finish: str | None = None) -> bytes:
-    delta = {"content": text} if text is not None else {}
-    payload = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
 def fd_count() -> int:
@@ -81,24 +80,9 @@ def scripted() -> Iterator[ScriptedServer]:
 
 
 @pytest.fixture
-def connect(raw: RawServer, scripted: ScriptedServer) -> Iterator[Callable[..., Registry]]:
-    """``connect(url, **settings)``: a registry whose GravityEngine and OpenAI use ``url``."""
-    made: list[Registry] = []
-
-    def make(url: str, **settings: object) -> Registry:
-        values: dict[str, object] = {
-            "provider_urls": {"gravityengine": url, "openai": url + "/v1"},
-            "provider_api_keys": {"openai": SecretStr(PLANTED_KEY)},
-            "retry_backoff": 0.05, "read_timeout": 2.0, "timeout": 10.0,
-        }
-        values.update(settings)
-        registry = Registry(settings=load_settings(**values))
-        made.append(registry)
-        return registry
-
-    yield make
-    for registry in made:
-        registry.close()
+def connect() -> Iterator[Registries]:
+    with Registries() as registries:
+        yield registries
 
 
 def call(registry: Registry, stream: bool = False, **options: object) -> object:

@@ -214,7 +214,12 @@ def test_a_name_sharing_a_providers_settings_is_refused() -> None:
     assert [p.name for p in fresh.providers()] == ["Open.AI", "OpenAI"]
 
 
-def test_metadata_that_raises_when_read_is_a_load_error() -> None:
+class PluginAbort(BaseException):
+    """A plugin's own BaseException subclass (issue 8, hole 13)."""
+
+
+@pytest.mark.parametrize("error", [RuntimeError, PluginAbort])
+def test_metadata_that_raises_when_read_is_a_load_error(error: type[BaseException]) -> None:
     class Exploding:
         url = "http://127.0.0.1:9"
         supports_stream = True
@@ -222,10 +227,10 @@ def test_metadata_that_raises_when_read_is_a_load_error() -> None:
 
         @property
         def model(self) -> list[str]:
-            raise RuntimeError("config file missing")
+            raise error("config file missing")
 
     fresh = Registry(entry_points=())
-    with pytest.raises(PluginLoadError, match="RuntimeError: config file missing"):
+    with pytest.raises(PluginLoadError, match=f"{error.__name__}: config file missing"):
         fresh.register(Exploding(), "Exploding")
     fresh.register(make_plugin(), "Fine")
     assert [p.name for p in fresh.providers()] == ["Fine"]

@@ -1,14 +1,20 @@
 """Active checks of providers' endpoints (``chatplug providers --check``).
 
-Each provider's base URL (plus its optional ``check_path`` attribute, e.g.
-Ollama's ``/api/tags``) gets one unauthenticated ``GET`` through the
-registry's transport, concurrently and with a short timeout.  The verdict:
+Each provider's base URL plus its optional ``check_path`` attribute (an API
+endpoint that answers a plain ``GET``: OpenAI's ``/models``, Ollama's
+``/api/tags``) gets one unauthenticated ``GET`` through the registry's
+transport, concurrently, within one deadline (a proxy's CONNECT answer and the
+headers included).  A check passes only where a chat would not fail for the same
+reason:
 
-- ``reachable``: the host answered with anything but 401/403 or 5xx (a 404 or
-  405 at a base URL still proves the server is up);
+- ``reachable``: the endpoint answered 2xx (with a ``check_path``: not a web
+  page), 405 or 429; without a ``check_path`` only the host is checked, and the
+  detail says so;
 - ``auth needed``: the provider needs a key and none is configured (then
   nothing is sent at all), or the server asks for one (401/403) and none is set;
-- ``failing``: refused, unresolvable, TLS failure, no answer in time, or 5xx.
+- ``failing``: refused, unresolvable, not HTTP, not TLS, TLS failure, no answer
+  in time, 5xx, a redirect (chats do not follow one), and at a ``check_path`` a
+  404 or an HTML page (the URL points at a web server, not the API).
 
 No key is ever sent, so none can reach a host other than the provider's; and
 redirects are not followed.  A 401/403 when a key *is* configured counts as
@@ -24,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatplugError, ProviderTimeoutError
-from ..transport import watchdog
+from ..naming import env_name
 
 if TYPE_CHECKING:
     from ..transport.client import Transport
@@ -63,17 +69,18 @@ class ProbeResult:
         return asdict(self)
 
 
-def _probe_url(provider: Provider) -> str:
+def _check_path(provider: Provider) -> str:
     check_path = getattr(provider.plugin, "check_path", "") or ""
     if not isinstance(check_path, str) or (check_path and not check_path.startswith("/")):
         raise ValueError(
             f"check_path must be a path starting with '/', not {check_path!r}; "
             f"fix the provider module {provider.module_name}"
         )
-    return provider.url + check_path
+    return check_path
 
 
-def _classify(provider: Provider, status: int, reason: str) -> tuple[str, str]:
+def _classify(provider: Provider, status: int, reason: str, content_type: str,
+              checked_api: bool) -> tuple[str, str]:
     said = f"HTTP {status} {reason}".strip()
     if status in (401, 403):
         if provider.api_key_configured:
@@ -81,44 +88,52 @@ def _classify(provider: Provider, status: int, reason: str) -> tuple[str, str]:
         return AUTH_NEEDED, f"{said}: the server wants a key; set {provider.api_key_variable}"
     if status >= 500:
         return FAILING, f"{said}: the server fails"
-    return REACHABLE, said
+    if 300 <= status < 400:
+        return FAILING, (f"{said}: the URL redirects, and chats do not follow redirects; "
+                         f"set {env_name(provider.name, 'URL')} to the final address")
+    if not checked_api:
+        return REACHABLE, f"{said} (the host answers; the provider names no API path to check)"
+    if status == 404:
+        return FAILING, (f"{said}: no API at this URL; check {env_name(provider.name, 'URL')}")
+    if content_type == "text/html" and 200 <= status < 300:
+        return FAILING, (f"{said}, but a web page (HTML), not the API; check "
+                         f"{env_name(provider.name, 'URL')}")
+    if 200 <= status < 300 or status in (405, 429):
+        return REACHABLE, said
+    return FAILING, f"{said}: the API refuses a plain request"
 
 
 def probe(provider: Provider, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT
           ) -> ProbeResult:
     """Probe one provider; never raises (a failure is a ``failing`` result).
 
-    :param timeout: seconds to connect, and again to receive the headers.
+    :param timeout: seconds to connect, and again to receive the headers; the
+        whole probe ends within ``2 * timeout``.
     """
     if provider.needs_auth and not provider.api_key_configured:
         return ProbeResult(provider.name, provider.url, AUTH_NEEDED, None, None,
                            f"set {provider.api_key_variable} (not probed: no key configured)")
     try:
-        url = _probe_url(provider)
+        check_path = _check_path(provider)
     except ValueError as exc:
         return ProbeResult(provider.name, provider.url, FAILING, None, None, str(exc))
-    session = transport.session  # made (and requests imported) before the clock starts
+    url = provider.url + check_path
+    transport.session  # noqa: B018  # made (and requests imported) before the clock starts
     started = time.perf_counter()
-    # The watchdog ends the probe at the deadline even if the server dribbles its headers.
-    deadline = time.monotonic() + 2 * timeout
+    # One deadline for everything: a dribbling proxy or server ends at it.
+    client = transport.client(provider=provider.name, deadline=time.monotonic() + 2 * timeout)
+    client.read_timeout = timeout
     try:
-        with watchdog.deadline_scope(deadline):
-            response = session.get(
-                url, timeout=(timeout, timeout), allow_redirects=False, stream=True,
-                verify=transport.verify, headers={"Accept": "*/*"},
-                proxies=transport.proxies_for(url),
-            )
-    except Exception as exc:
+        reply = client.request("GET", url, headers={"Accept": "application/json, */*"},
+                               connect_timeout=timeout)
+    except ChatplugError as error:
         latency = round((time.perf_counter() - started) * 1000, 1)
-        client = transport.client(provider=provider.name, deadline=deadline)
-        error = client.translate(exc, url=url)
         return ProbeResult(provider.name, url, FAILING, latency, None, _why(error, timeout))
     latency = round((time.perf_counter() - started) * 1000, 1)
-    try:
-        status, detail = _classify(provider, response.status_code, response.reason or "")
-    finally:
-        response.close()
-    return ProbeResult(provider.name, url, status, latency, response.status_code, detail)
+    with reply:
+        status, detail = _classify(provider, reply.status_code, reply.reason,
+                                   reply.content_type, bool(check_path))
+    return ProbeResult(provider.name, url, status, latency, reply.status_code, detail)
 
 
 def _why(error: ChatplugError, timeout: float) -> str:

@@ -4,8 +4,11 @@ Retried: connection failures, timeouts, 408/409/429/5xx, and a stream that
 broke before its first piece reached the caller.  Never retried: 400/401/403/
 404/422, bodies that break the wire format, or anything after a piece was
 delivered (that would duplicate text).  Delays grow exponentially with jitter;
-a server's ``Retry-After`` is honoured up to :data:`MAX_RETRY_AFTER` seconds,
-and a larger hint means "give up now".  Sleeps count against the call's deadline.
+a server's ``Retry-After``/``retry-after-ms`` (with any retried status, as RFC
+9110 has it, not only 429) replaces the backoff up to :data:`MAX_RETRY_AFTER`
+seconds, and a larger hint means "give up now".  A hint the transport could not
+read (``nan``, words, absurd dates) is no hint: the normal backoff applies.
+Sleeps count against the call's deadline.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..errors import ChatplugError, RateLimitError
+from ..errors import ChatplugError
 
 __all__ = ["MAX_RETRY_AFTER", "RetryPolicy"]
 
@@ -37,10 +40,11 @@ class RetryPolicy:
         """
         if failures > self.max_retries or not error.retryable:
             return None
-        if isinstance(error, RateLimitError) and error.retry_after is not None:
-            if error.retry_after > MAX_RETRY_AFTER:
+        hint = getattr(error, "retry_after", None)
+        if hint is not None:
+            if not 0 <= hint <= MAX_RETRY_AFTER:  # a longer wait than is worth it: raise now
                 return None
-            wait = error.retry_after
+            wait = float(hint)
         else:
             wait = self.backoff(failures)
         return wait if wait < remaining else None

@@ -191,9 +191,9 @@ class Call:
                             self._past_deadline()
                     outcome = "complete"
                     return
-                except _PASS_THROUGH:
-                    raise
                 except BaseException as exc:
+                    if isinstance(exc, _PASS_THROUGH) and not _raised_by_plugin(exc):
+                        raise
                     if _is_cancellation(exc):
                         raise
                     if self.context.cancelled:
@@ -343,6 +343,13 @@ class Call:
             logger.warning("observer hook %s failed: %s: %s", name, type(exc).__name__, exc)
         except BaseException as exc:  # SystemExit from an observer's code
             logger.warning("observer hook %s failed: %s", name, type(exc).__name__)
+
+
+def _raised_by_plugin(exc: BaseException) -> bool:
+    """Whether a ``GeneratorExit`` came out of the provider's code rather than being
+    thrown in by the caller's ``close()`` (that one starts in this module's frame)."""
+    tb = exc.__traceback__
+    return isinstance(exc, GeneratorExit) and tb is not None and tb.tb_next is not None
 
 
 def _is_cancellation(exc: BaseException) -> bool:

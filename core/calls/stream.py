@@ -73,9 +73,11 @@ class Stream(Iterator[str]):
         items = self._items(text_only=True)
         if getattr(items, "gi_running", False):
             raise InvalidRequestError(_BUSY, provider=self.provider, model=self.model)
-        if self._call.text_only:
-            return items  # type: ignore[return-value]  # text only: the loop runs at generator speed
-        return (item for item in items if isinstance(item, str))
+        if not self._call.text_only:
+            items = (item for item in items if isinstance(item, str))
+        # Never the call's own generator: another thread reading it meanwhile would
+        # give this loop a raw "generator already executing" ValueError.
+        return _one_reader(items, self)  # type: ignore[arg-type]
 
     def __next__(self) -> str:
         items = self._items(text_only=True)
@@ -120,6 +122,23 @@ class Stream(Iterator[str]):
 
     def __repr__(self) -> str:
         return f"<chatplug.Stream provider={self.provider!r} model={self.model!r}>"
+
+
+def _one_reader(items: Iterator[str], stream: Stream) -> Iterator[str]:
+    """``items``, with a second reader's clash as chatplug's error.  Leaving a loop over
+    it does not close the stream (the wrapper is dropped, the call's generator is not)."""
+    pull = items.__next__
+    while True:
+        try:
+            item = pull()
+        except StopIteration:
+            return
+        except ValueError as exc:
+            if "already executing" in str(exc):
+                raise InvalidRequestError(_BUSY, provider=stream.provider,
+                                          model=stream.model) from None
+            raise
+        yield item
 
 
 def _whole(call: Call) -> Iterator[str | Event]:

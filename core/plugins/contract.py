@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
@@ -85,14 +86,29 @@ def provider_metadata(plugin: Any) -> Metadata:
     ``supports_tools`` and ``supports_vision`` (default ``False``).
 
     :raises Rejected: an attribute is missing or of the wrong type, or reading it
-        raised (a module ``__getattr__`` or a property that fails).
+        raised (a module ``__getattr__`` or a property that fails, with any exception
+        but ``KeyboardInterrupt``).
     """
     try:
         return _check_metadata(plugin)
-    except Rejected:
+    except (Rejected, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except BaseException as exc:
         raise Rejected(f"reading its metadata failed: {type(exc).__name__}: {exc}") from None
+
+
+def _near_misses(plugin: Any, missing: list[str]) -> str:
+    """``(found 'models': the attribute is called model)`` for attributes spelled wrong."""
+    try:
+        present = [name for name in dir(plugin) if not name.startswith("_")]
+    except Exception:
+        return ""
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, present, n=1, cutoff=0.8)
+        if close:
+            hints.append(f"found {close[0]!r}: the attribute is called {name}")
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def _check_metadata(plugin: Any) -> Metadata:
@@ -100,8 +116,8 @@ def _check_metadata(plugin: Any) -> Metadata:
                if not hasattr(plugin, n)]
     if missing:
         raise Rejected(
-            f"missing metadata attribute(s) {', '.join(missing)} "
-            "(a provider needs url: str, model: list[str], supports_stream: bool, "
+            f"missing metadata attribute(s) {', '.join(missing)}{_near_misses(plugin, missing)}"
+            " (a provider needs url: str, model: list[str], supports_stream: bool, "
             "needs_auth: bool)"
         )
     url = plugin.url
@@ -109,7 +125,13 @@ def _check_metadata(plugin: Any) -> Metadata:
     supports_stream = plugin.supports_stream
     needs_auth = plugin.needs_auth
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise Rejected(f"url must be an http(s) URL string, not {url!r}")
+        from ..transport.redaction import strip_userinfo
+
+        raise Rejected(f"url must be an http(s) URL string, not "
+                       f"{strip_userinfo(url) if isinstance(url, str) else url!r}")
+    if "@" in url.split("/", 3)[2]:
+        raise Rejected("url must not contain credentials (user:password@); a provider reads "
+                       "its key from its API_KEY setting (the api_key argument)")
     if not isinstance(models, (list, tuple)) or not all(
         isinstance(m, str) and m for m in models
     ):
@@ -130,8 +152,13 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> list[
     try:
         registered = manager.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
-        raise Rejected(" ".join(str(exc).split())) from None
-    except Exception as exc:
+        problem = None
+        if isinstance(exc, pluggy.PluginValidationError):
+            problem = _argument_problem(manager, plugin)
+        raise Rejected(problem or " ".join(str(exc).split())) from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         # pluggy reads every attribute of the plugin; one that raises must not leave
         # the name half-registered.
         with contextlib.suppress(Exception):
@@ -150,6 +177,33 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> list[
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise Rejected(f"@hookimpl {unknown[0]!r} is not a chatplug hook{hint}")
     return sorted(caller.name for caller in callers)
+
+
+def _argument_problem(manager: pluggy.PluginManager, plugin: object) -> str | None:
+    """What pluggy's "declared in the hookimpl but can not be found in the hookspec"
+    means for this plugin, in chatplug's terms, or ``None``."""
+    for hook in ("create_completion", *hooks.OBSERVER_HOOKS):
+        try:
+            function = getattr(plugin, hook, None)
+            if function is None or manager.parse_hookimpl_opts(plugin, hook) is None:
+                continue
+            offered = getattr(manager.hook, hook).spec.argnames
+            parameters = inspect.signature(function).parameters.values()
+        except Exception:
+            continue
+        extra = [p.name for p in parameters
+                 if p.default is p.empty and p.name not in offered and p.name != "self"
+                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if not extra:
+            continue
+        names = ", ".join(repr(name) for name in extra)
+        if hook == "create_completion":
+            return (f"create_completion's parameter(s) {names} have no default, and chatplug "
+                    f"passes only {', '.join(offered)}: give a provider parameter a default "
+                    f"(e.g. {extra[0]}: float = 0.7), or remove it")
+        return (f"{hook}'s parameter(s) {names} are not arguments of that hook (it passes "
+                f"{', '.join(offered)}): remove them, or give them a default")
+    return None
 
 
 def add_provider_hooks(

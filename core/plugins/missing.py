@@ -49,11 +49,28 @@ def not_found(
                 f"provider {entry!r} is installed but failed to load: {reason}. "
                 "Run `chatplug providers` for details."
             )
-    close = difflib.get_close_matches(wanted, [n.lower() for n in installed], n=1, cutoff=0.5)
-    hint = ""
-    if close:
-        hint = f" Did you mean {next(n for n in installed if n.lower() == close[0])!r}?"
+    closest = _closest(wanted, installed)
+    hint = f" Did you mean {closest!r}?" if closest else ""
     return ProviderNotFoundError(
         f"no provider named {name!r}.{hint} Installed: {', '.join(installed) or 'none'}. "
         "Install a provider package or check the spelling."
     )
+
+
+#: How alike a name must be to be suggested: a typo, not a shared syllable
+#: ("Nope" is not "OpenAI").
+SUGGESTION_CUTOFF = 0.75
+
+
+def _closest(wanted: str, installed: list[str]) -> str | None:
+    """The installed name ``wanted`` (lower case) most likely means: a near spelling,
+    or a name it is the start of ("gravity" for "GravityEngine")."""
+    lowered = {n.lower(): n for n in installed}
+    close = difflib.get_close_matches(wanted, list(lowered), n=1, cutoff=SUGGESTION_CUTOFF)
+    if close:
+        return lowered[close[0]]
+    if len(wanted) >= 3:
+        starts = [n for low, n in sorted(lowered.items()) if low.startswith(wanted)]
+        if len(starts) == 1:
+            return starts[0]
+    return None

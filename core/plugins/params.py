@@ -5,8 +5,11 @@ The ``params`` string keeps the seed's form, built from ``typing.get_type_hints`
     chatplug.providers.gravityengine supports: (model: str, messages: list, stream: bool, ...)
 
 Unannotated parameters are listed by name alone (the seed raised KeyError on
-them), and a hint that cannot be resolved is shown as written.  pydantic is
-imported only when a call passes provider parameters.
+them), and a hint that cannot be resolved is shown as written and not checked
+(also one that is only partly resolvable, ``dict[str, "Options"]``, or that
+pydantic cannot build a validator for): such a value is accepted as it is, and
+a warning says so once.  pydantic is imported only when a call passes provider
+parameters.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import logging
 import threading
 import types
 import typing
@@ -25,6 +29,8 @@ from ..errors import InvalidRequestError
 from ..hooks import CALL_OPTIONS, CORE_ARGUMENTS, INJECTED_ARGUMENTS
 
 __all__ = ["REQUIRED", "Parameter", "ParameterSet", "Range", "type_name"]
+
+logger = logging.getLogger("chatplug.params")
 
 class _Required:
     def __repr__(self) -> str:
@@ -211,8 +217,6 @@ class ParameterSet:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    from pydantic import ConfigDict, create_model
-
                     fields: dict[str, Any] = {
                         p.name: (
                             Any if p.annotation is None or isinstance(p.annotation, str)
@@ -221,13 +225,37 @@ class ParameterSet:
                         )
                         for p in self.user.values()
                     }
-                    self._model = create_model(
-                        "ProviderParameters",
-                        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True,
-                                              allow_inf_nan=False),
-                        **fields,
-                    )
+                    model = _build(fields)
+                    if model is None:
+                        # Some hint pydantic cannot use (an unresolvable forward reference
+                        # inside it, say): that parameter is not checked; the rest are.
+                        for name, (hint, default) in fields.items():
+                            if hint is not Any and _build({name: (hint, default)}) is None:
+                                logger.warning(
+                                    "parameter %s: the type hint %s cannot be resolved, so "
+                                    "its values are not checked; fix the hint in the "
+                                    "provider's completion function", name,
+                                    self.user[name].type)
+                                fields[name] = (Any, default)
+                        model = _build(fields)
+                    self._model = model
         return self._model
+
+
+def _build(fields: dict[str, Any]) -> Any:
+    """The pydantic model of ``fields``, or ``None`` if one cannot be fully built."""
+    from pydantic import ConfigDict, create_model
+
+    try:
+        model = create_model(
+            "ProviderParameters",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True,
+                                  allow_inf_nan=False),
+            **fields,
+        )
+    except Exception:
+        return None
+    return model if getattr(model, "__pydantic_complete__", True) else None
 
 
 def _for_pydantic(hint: Any) -> Any:

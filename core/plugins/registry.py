@@ -17,7 +17,9 @@ from a set allow-list is skipped.  Both are reported, neither is an error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -106,7 +108,17 @@ class Registry:
             from ..settings import load_settings
 
             self._settings = load_settings()
+            self._check_variables()
         return self._settings
+
+    def _check_variables(self) -> None:
+        """Warn of misspelled CHATPLUG_* variables, once both the environment's settings
+        and the providers (whose names make variables) are loaded."""
+        if self._explicit_settings or not self._loaded or self._settings is None:
+            return
+        from ..settings import warn_unknown_variables
+
+        warn_unknown_variables(os.environ, [p.name for p in self._providers.values()])
 
     def __repr__(self) -> str:
         state = f"{len(self._providers)} providers" if self._loaded else "not loaded"
@@ -339,7 +351,8 @@ class Registry:
                     raise _LoadFailure("disabled by CHATPLUG_DISABLED_PROVIDERS")
                 return add(name, plugin, distribution, version)
             except _LoadFailure as exc:
-                raise PluginLoadError(f"{kind} {name!r}: {exc}", entry_point=name) from None
+                raise PluginLoadError(self._redacted(f"{kind} {name!r}: {exc}"),
+                                      entry_point=name) from None
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -368,6 +381,7 @@ class Registry:
                 self._load_one(entry_point, observer=True)
         self._manager.check_pending()
         self._loaded = True
+        self._check_variables()
         if self._errors and self.settings.strict_plugins:
             name, reason = next(iter(self._errors.items()))
             kind = "observer" if name in self._failed_observers else "provider"
@@ -420,25 +434,43 @@ class Registry:
                 )
             try:
                 plugin = entry_point.load()
-            except (Exception, SystemExit) as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit, or a plugin's own BaseException
                 raise _LoadFailure(
                     f"importing {entry_point.value} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                ) from None
             add = self._add_observer if observer else self._add
             try:
                 add(name, plugin, distribution, version)
-            except _LoadFailure:
+            except (_LoadFailure, KeyboardInterrupt):
                 raise
-            except Exception as exc:  # a plugin's bug must never stop the others
-                raise _LoadFailure(f"loading it failed: {type(exc).__name__}: {exc}") from exc
+            except BaseException as exc:  # a plugin's bug must never stop the others
+                raise _LoadFailure(f"loading it failed: {type(exc).__name__}: {exc}") from None
         except _LoadFailure as exc:
-            reason = ("observer: " if observer else "") + " ".join(str(exc).split())
+            reason = self._redacted(("observer: " if observer else "")
+                                    + " ".join(str(exc).split()))
             self._errors[name] = reason
             if observer:
                 self._failed_observers.add(name)
             logger.warning("%s plugin %r (%s) failed to load: %s",
                            "observer" if observer else "provider", name,
                            distribution or "unknown distribution", reason)
+
+    def _redacted(self, text: str) -> str:
+        """``text`` (a load error) without any configured key: a plugin's exception may
+        quote one, and load errors are logged, listed and printed."""
+        from ..transport.redaction import install_log_redaction, redact
+
+        install_log_redaction()
+        keys = {value for name, value in os.environ.items()
+                if name.upper().endswith("_API_KEY") and value.strip()}
+        with contextlib.suppress(Exception):  # unreadable settings: the environment's go
+            keys.update(secret.get_secret_value().strip()
+                        for secret in self.settings.provider_api_keys.values())
+        for key in sorted(keys, key=len, reverse=True):
+            text = redact(text, key)
+        return redact(text)
 
     def _add(
         self, name: str, plugin: object, distribution: str | None, version: str | None
@@ -466,7 +498,9 @@ class Registry:
                 distribution=distribution,
                 version=version,
             )
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             self._manager.unregister(plugin)
             message = str(exc) if isinstance(exc, (ValueError, TypeError)) else (
                 f"{type(exc).__name__}: {exc}")

@@ -16,9 +16,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ChatplugError, InvalidRequestError
-from . import failures, watchdog
+from ..errors import ChatplugError, InvalidRequestError, ProviderHTTPError
+from . import failures
+from .connections import pool_classes
 from .context import CallContext, call_scope
+from .decoding import ACCEPT_ENCODING
 from .redaction import install_log_redaction, remember
 from .reply import Reply
 
@@ -41,8 +43,8 @@ class Transport:
     :param connect_timeout: seconds to establish a connection.
     :param read_timeout: seconds allowed between two reads of the reply.
     :param pool_size: connections kept per host; sized for concurrent streams.
-    :param ca_bundle: a CA bundle path for TLS verification; verification is
-        always on and cannot be turned off.
+    :param ca_bundle: a CA bundle path for TLS verification (it becomes
+        :attr:`verify`); verification is always on and cannot be turned off.
     :param max_response_bytes: the most a single reply may send before it is cut off.
     """
 
@@ -58,7 +60,6 @@ class Transport:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.pool_size = pool_size
-        self.ca_bundle = ca_bundle
         self.max_response_bytes = max_response_bytes
         #: Passed with every request, so REQUESTS_CA_BUNDLE cannot override our setting.
         self.verify: str | bool = ca_bundle or True
@@ -92,10 +93,10 @@ class Transport:
         import requests
         from requests.adapters import HTTPAdapter
 
-        pools = watchdog.connection_pool_classes()
+        pools = pool_classes()
 
         class WatchedAdapter(HTTPAdapter):
-            """Connections whose header read ends at the call's deadline."""
+            """Connections that belong to the call using them (its deadline, its cancel)."""
 
             def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
                 super().init_poolmanager(*args, **kwargs)
@@ -111,6 +112,8 @@ class Transport:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers["User-Agent"] = USER_AGENT
+        # Only what Reply decodes incrementally (never brotli/zstd, whatever is installed).
+        session.headers["Accept-Encoding"] = ACCEPT_ENCODING
         session.verify = self.verify
         # requests re-reads the whole environment on every request (proxies, CA
         # bundle, ~/.netrc): measurable on each call.  chatplug reads proxies once
@@ -215,9 +218,11 @@ class HTTPClient:
 
         :raises AuthenticationError: on 401/403.
         :raises RateLimitError: on 429, with the server's ``Retry-After``.
-        :raises ProviderHTTPError: on any other status >= 400.
+        :raises ProviderHTTPError: on any other status >= 300 (redirects are not
+            followed); ``retry_after`` holds the server's hint, if it gave one.
         :raises ProviderTimeoutError: when connecting or waiting for headers times out.
         :raises ProviderConnectionError: when the server cannot be reached.
+        :raises InvalidRequestError: the body cannot be sent as JSON.
         """
         context = self.context
         if context.extra_body and isinstance(body, dict):
@@ -231,8 +236,9 @@ class HTTPClient:
                 provider=self.provider,
                 model=self.model,
             ) from None
-        return self._send("POST", url, data=data,
-                          headers={"Content-Type": "application/json", **(headers or {})})
+        reply = self.request("POST", url, data=data, headers={
+            "Content-Type": "application/json", **(headers or {}), **context.headers})
+        return self._checked(reply, url)
 
     def get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> Any:
         """GET ``url`` (a model list, say) and return its body parsed as JSON.
@@ -240,25 +246,56 @@ class HTTPClient:
         Raises the errors of :meth:`post_json`, and :class:`ProviderResponseError` for a
         body that is not JSON.
         """
-        with self._send("GET", url, data=None,
-                        headers={"Accept": "application/json", **(headers or {})}) as reply:
+        reply = self.request("GET", url, headers={
+            "Accept": "application/json", **(headers or {}), **self.context.headers})
+        with self._checked(reply, url):
             return reply.json()
 
-    def _send(self, method: str, url: str, *, data: bytes | None,
-              headers: dict[str, str]) -> Reply:
+    def _checked(self, reply: Reply, url: str) -> Reply:
+        """``reply`` if its status is a success; else the typed error for it (closed)."""
+        status = reply.status_code
+        if status >= 300:
+            with reply:
+                if status < 400:
+                    raise failures.redirect_error(self, status, reply, url)
+                error = failures.status_error(self, status, reply, url)
+                if isinstance(error, ProviderHTTPError) and error.retry_after is None:
+                    # RFC 9110: the hint applies to any status it comes with (a 503 too).
+                    error.retry_after = failures.retry_after(reply.headers)
+                raise error
+        return reply
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        connect_timeout: float | None = None,
+    ) -> Reply:
+        """Send one request within the call's deadline; the :class:`Reply`, whatever
+        its status (redirects are not followed).
+
+        :param connect_timeout: seconds to connect (default: the transport's).
+
+        :raises ProviderTimeoutError: when connecting or waiting for headers times out,
+            or the call's deadline passes.
+        :raises ProviderConnectionError: when the server cannot be reached.
+        """
         context = self.context
         session = self.transport.session
         started = time.perf_counter()
         left = self.remaining()
         try:
-            with watchdog.deadline_scope(self.deadline), call_scope(context):
+            with call_scope(context):
                 response = session.request(
                     method,
                     url,
                     data=data,
-                    headers={**headers, **context.headers},
+                    headers=headers,
                     stream=True,
-                    timeout=(min(self.transport.connect_timeout, left),
+                    timeout=(min(connect_timeout or self.transport.connect_timeout, left),
                              min(self.read_timeout, left)),
                     allow_redirects=False,
                     verify=self.transport.verify,
@@ -266,6 +303,12 @@ class HTTPClient:
                 )
         except Exception as exc:
             raise self.translate(exc, url=url) from None
+        cut = context.failure()
+        if cut is not None:
+            # The headers "ended" because the watchdog (or a cancel) shut the socket:
+            # what arrived is not a response.
+            response.close()
+            raise cut
         logger.debug(
             "%s: %s %s -> %s in %.1f ms",
             self.provider,
@@ -274,10 +317,4 @@ class HTTPClient:
             response.status_code,
             (time.perf_counter() - started) * 1000,
         )
-        reply = Reply(response, self)
-        if response.status_code >= 300:
-            with reply:
-                if response.status_code < 400:
-                    raise failures.redirect_error(self, response.status_code, reply, url)
-                raise failures.status_error(self, response.status_code, reply, url)
-        return reply
+        return Reply(response, self)

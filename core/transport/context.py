@@ -1,11 +1,18 @@
-"""One call as the transport sees it: :class:`CallContext`.
+"""One call as the transport sees it: :class:`CallContext`, and the one deadline mechanism.
 
 Who is calling (provider, model), which key to keep out of every text, the
-deadline, the caller's extra headers and body fields, and cancellation.  A
-call is cancelled from outside (``Stream.close()`` on another thread, an
-async task cancelled, a gateway client gone): :meth:`CallContext.cancel`
-shuts the sockets the call is reading, so a blocked read ends at once
-instead of running its course.
+deadline, the caller's extra headers and body fields, and the connections the
+call holds right now.  A connection belongs to a call from the moment the call
+takes it from the pool until it goes back (or is closed): never longer, so
+nothing done to one call (its deadline passing, a ``cancel()``) can reach a
+pooled connection another call is using.
+
+While a call holds a connection, the watchdog expires it at its deadline:
+:meth:`CallContext.expire` shuts the sockets it holds, so a read blocked on a
+server that dribbles (a proxy's CONNECT answer, headers, body bytes) ends at
+once.  :meth:`CallContext.cancel` does the same from outside, any thread
+(``Stream.close()`` on another thread, an async task cancelled, a gateway
+client gone).
 """
 
 from __future__ import annotations
@@ -18,17 +25,31 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..errors import ProviderTimeoutError
+from ..errors import ChatplugError, ProviderTimeoutError, StreamInterruptedError
+from . import watchdog
 
-__all__ = ["CURRENT_CALL", "CallContext", "call_scope"]
+__all__ = ["CURRENT_CALL", "DEADLINE_MESSAGE", "CallContext", "call_scope"]
 
-#: The call whose request is being sent in this context (connections attach to it).
+#: The call whose request is being sent in this context (connections taken from the
+#: pool meanwhile belong to it).
 CURRENT_CALL: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
     "chatplug_current_call", default=None
 )
 
 DEADLINE_MESSAGE = ("the call's deadline passed before the reply was complete. "
                     "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().")
+CANCELLED_MESSAGE = "the call was cancelled (closed from another thread) before the reply ended."
+
+
+def _shut(connection: Any) -> None:
+    """Shut the socket of a connection (or a socket) so that a blocked read fails now."""
+    sock = connection if isinstance(connection, socket.socket) else getattr(
+        connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError, ValueError):
+            # socket.socket's own shutdown, also for a TLS socket: SSLSocket.shutdown would
+            # drop its TLS state under the feet of the thread reading it.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class CallContext:
@@ -39,8 +60,8 @@ class CallContext:
     :param extra_body: fields merged into every JSON body of the call.
     """
 
-    __slots__ = ("_cancelled", "_lock", "_sockets", "api_key", "deadline", "extra_body",
-                 "headers", "model", "provider")
+    __slots__ = ("_cancelled", "_connections", "_expired", "_lock", "_watch", "api_key",
+                 "deadline", "extra_body", "headers", "model", "provider")
 
     def __init__(
         self,
@@ -59,11 +80,15 @@ class CallContext:
         self.headers: dict[str, str] = dict(headers or {})
         self.extra_body: dict[str, Any] = dict(extra_body or {})
         self._cancelled = False
-        self._sockets: set[socket.socket] = set()
+        self._expired = False
+        self._connections: set[Any] = set()
+        self._watch: int | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never the key
         return f"<CallContext provider={self.provider!r} model={self.model!r}>"
+
+    # -- the deadline ------------------------------------------------------------------
 
     def remaining(self) -> float:
         """Seconds left before the deadline (infinite without one).
@@ -73,47 +98,120 @@ class CallContext:
         if self.deadline is None:
             return float("inf")
         left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise ProviderTimeoutError(DEADLINE_MESSAGE, provider=self.provider,
-                                       model=self.model)
+        if left <= 0 or self._expired:
+            raise self.timeout_error()
         return left
+
+    def past_deadline(self, slack: float = 0.0) -> bool:
+        """Whether the deadline has passed (the watchdog may not have acted yet), or
+        passes within ``slack`` seconds."""
+        return self._expired or (self.deadline is not None
+                                 and time.monotonic() >= self.deadline - slack)
+
+    def timeout_error(self) -> ProviderTimeoutError:
+        """The error for a call whose deadline passed."""
+        return ProviderTimeoutError(DEADLINE_MESSAGE, provider=self.provider, model=self.model)
+
+    def check(self) -> None:
+        """Raise if the call must not go on.
+
+        :raises StreamInterruptedError: the call was cancelled.
+        :raises ProviderTimeoutError: its deadline passed.
+        """
+        error = self.failure()
+        if error is not None:
+            raise error
+
+    def failure(self, slack: float = 0.0) -> ChatplugError | None:
+        """Why the call cannot go on (cancelled, or past its deadline, or within
+        ``slack`` seconds of it), else ``None``.  A read that failed then was cut by
+        the call itself, whatever exception the shut socket raised."""
+        if self._cancelled:
+            return StreamInterruptedError(CANCELLED_MESSAGE, provider=self.provider,
+                                          model=self.model)
+        if self.past_deadline(slack):
+            return self.timeout_error()
+        return None
+
+    @property
+    def expired(self) -> bool:
+        """Whether the watchdog expired the call (its deadline passed while it held a
+        connection)."""
+        return self._expired
 
     @property
     def cancelled(self) -> bool:
         """Whether :meth:`cancel` was called."""
         return self._cancelled
 
+    # -- the connections the call holds ------------------------------------------------
+
+    def attach(self, connection: Any) -> None:
+        """The call now holds ``connection`` (a urllib3 connection, or a socket).
+
+        It is shut at once if the call is cancelled or expired, or gets so while
+        attached; the first connection arms the deadline watch.
+        """
+        with self._lock:
+            self._connections.add(connection)
+            stopped = self._cancelled or self._expired
+            if self._watch is None and self.deadline is not None and not stopped:
+                self._watch = watchdog.watch(self.deadline, self.expire)
+            if stopped:
+                _shut(connection)
+
+    def detach(self, connection: Any) -> None:
+        """The call no longer holds ``connection`` (it went back to the pool, or was
+        closed); the last one disarms the deadline watch."""
+        with self._lock:
+            self._connections.discard(connection)
+            if not self._connections and self._watch is not None:
+                watchdog.unwatch(self._watch)
+                self._watch = None
+
+    def expire(self) -> None:
+        """The deadline passed: shut what the call holds (the watchdog calls this)."""
+        with self._lock:
+            self._expired = True
+            self._watch = None
+            self._shut_all()
+
     def cancel(self) -> None:
-        """End the call from any thread: every socket it reads is shut at once.
+        """End the call from any thread: every connection it holds is shut at once.
 
         Idempotent.  The thread running the call sees its read fail and ends the
         call; nothing more is sent for it.
         """
         with self._lock:
             self._cancelled = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            self._shut_all()
 
-    def attach(self, sock: socket.socket) -> None:
-        """Shut ``sock`` if the call is (or gets) cancelled while it is attached."""
+    def interrupt(self) -> None:
+        """Shut what the call holds now, without ending the call (a bounded drain)."""
         with self._lock:
-            self._sockets.add(sock)
-            cancelled = self._cancelled
-        if cancelled:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            self._shut_all()
 
-    def detach(self, sock: socket.socket) -> None:
-        """The call no longer reads ``sock`` (it went back to the pool, or was closed)."""
-        with self._lock:
-            self._sockets.discard(sock)
+    @contextlib.contextmanager
+    def cut_off_after(self, seconds: float) -> Iterator[None]:
+        """Within the block, reads of the call's connections end after ``seconds``
+        at most, all of them together (not each)."""
+        key = watchdog.watch(time.monotonic() + seconds, self.interrupt)
+        try:
+            yield
+        finally:
+            watchdog.unwatch(key)
+
+    def _shut_all(self) -> None:
+        # Under the lock: a connection cannot be detached and handed to another call
+        # between being picked here and being shut.
+        for connection in self._connections:
+            _shut(connection)
 
 
 @contextlib.contextmanager
 def call_scope(context: CallContext) -> Iterator[None]:
-    """Make ``context`` the current call for the connections used inside."""
+    """Make ``context`` the current call: connections taken from the pool inside
+    belong to it."""
     token = CURRENT_CALL.set(context)
     try:
         yield

@@ -7,15 +7,21 @@ server said before it becomes part of a message.
 
 from __future__ import annotations
 
+import http.client
+import json
+import math
 import socket
+import ssl
 import sys
 import time
+import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     AuthenticationError,
     ChatplugError,
+    InvalidRequestError,
     ProviderConnectionError,
     ProviderError,
     ProviderHTTPError,
@@ -51,26 +57,42 @@ def excerpt(body: bytes | str, secret: str | None) -> str:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
+    """The server's retry hint in seconds: ``retry-after-ms``, else ``Retry-After``
+    (seconds or an HTTP date; a date in the past is 0).
+
+    A value that is not a finite, non-negative number or a usable date (``nan``,
+    ``inf``, ``1e309``, words, a date out of range) is ignored: ``None``, and the
+    normal backoff applies.  Never raises.
+    """
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            seconds = _hint(str(value).strip(), scale, dates=scale == 1.0)
+            if seconds is not None:
+                return seconds
+    return None
+
+
+def _hint(value: str, scale: float, *, dates: bool) -> float | None:
     try:
-        return max(0.0, float(value))
+        number = float(value)
     except ValueError:
         pass
+    else:
+        return number * scale if math.isfinite(number) and number >= 0 else None
+    if not dates:
+        return None
+    from datetime import timezone
     from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - time.time()
+    except Exception:  # words, absurd dates and offsets: OverflowError, ValueError...
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def redirect_error(client: HTTPClient, status: int, reply: Reply, url: str) -> ProviderHTTPError:
@@ -171,53 +193,55 @@ def is_transport_error(exc: BaseException) -> bool:
 
 
 def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None) -> ChatplugError:
-    """Map a requests/urllib3/socket exception to chatplug's error for it."""
+    """Map a requests/urllib3/socket exception to chatplug's error for it: the one
+    place that does.  A read the call itself cut (its deadline passed, it was
+    cancelled) is reported as that, whatever exception the cut socket raised."""
     import requests
     import urllib3.exceptions as u3
 
+    if isinstance(exc, ChatplugError):
+        return exc
     context: dict[str, Any] = {"provider": client.provider, "model": client.model}
     where = f" {url}" if url else ""
     detail = redact(str(exc), client.api_key)
-    if isinstance(exc, ChatplugError):
-        return exc
-    timed_out = isinstance(exc, (requests.Timeout, u3.TimeoutError, TimeoutError))
-    # Past the deadline, whatever broke was most likely the watchdog shutting the socket
-    # down at the deadline: say so.
-    if client.deadline is not None and time.monotonic() >= client.deadline - 0.01:
-        return ProviderTimeoutError(
-            "the call's deadline passed before the reply was complete. "
-            "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().",
-            **context,
-        )
+    cut = client.context.failure(slack=0.01)
+    if cut is not None:
+        return cut
+    chain = _chain(exc)
     if isinstance(exc, (requests.ConnectTimeout, u3.ConnectTimeoutError)):
         return ProviderTimeoutError(
             f"could not connect to{where} within {client.transport.connect_timeout:g} s. "
             "Check the URL and your network, or raise CHATPLUG_CONNECT_TIMEOUT.",
             **context,
         )
-    if timed_out:
+    if isinstance(exc, (requests.Timeout, u3.TimeoutError, TimeoutError)):
         return ProviderTimeoutError(
             f"the server{where} sent nothing for {client.read_timeout:g} s. "
             "Try again later, or raise CHATPLUG_READ_TIMEOUT.",
             **context,
         )
-    if isinstance(exc, requests.exceptions.SSLError):
-        error = ProviderConnectionError(
-            f"TLS verification of{where} failed ({detail}). If the server uses a private "
-            "CA, point CHATPLUG_CA_BUNDLE at its certificate bundle.",
-            **context,
-        )
-        error.retryable = False
-        return error
+    tls = next((cause for cause in chain if isinstance(cause, ssl.SSLError)), None)
+    if tls is not None or isinstance(exc, requests.exceptions.SSLError):
+        return _tls_error(tls, where, context, client.api_key)
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                         requests.exceptions.InvalidSchema)):
-        error = ProviderConnectionError(
-            f"invalid URL{where}: {detail}. Fix the provider's URL setting.", **context
-        )
-        error.retryable = False
-        return error
+        return _final(ProviderConnectionError(
+            f"invalid URL{where}: {detail}. Fix the provider's URL setting.", **context))
+    if isinstance(exc, (requests.exceptions.InvalidHeader, UnicodeEncodeError)):
+        # Nothing was sent: a header (the key, or one passed in headers=) cannot be.
+        return InvalidRequestError(
+            f"a request header cannot be sent ({detail}). Check the provider's key and "
+            "the headers passed to create().", **context)
+    banner = next((cause for cause in chain if isinstance(cause, _NOT_HTTP)
+                   and not isinstance(cause, http.client.RemoteDisconnected)), None)
+    if banner is not None:
+        said = redact(" ".join(str(banner.args[0] if banner.args else "").split())[:60],
+                      client.api_key)
+        return _final(ProviderConnectionError(
+            f"{where.strip() or 'the server'} answered {said!r}: this is not an HTTP server. "
+            "Check the host and port in the provider's URL setting.", **context))
     if isinstance(exc, requests.ConnectionError) and any(
-        isinstance(cause, (u3.NameResolutionError, socket.gaierror)) for cause in _chain(exc)
+        isinstance(cause, (u3.NameResolutionError, socket.gaierror)) for cause in chain
     ):
         return ProviderConnectionError(
             f"could not resolve the host of{where}. Check the spelling of the provider's "
@@ -226,7 +250,7 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
         )
     if isinstance(exc, requests.ConnectionError):
         return ProviderConnectionError(
-            f"could not reach{where}: {_root_cause(exc)}. "
+            f"could not reach{where}: {redact(_root_cause(exc), client.api_key)}. "
             "Check the URL setting and that the server is running.",
             **context,
         )
@@ -238,11 +262,12 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
         )
     if isinstance(exc, (ConnectionError, OSError)):
         return StreamInterruptedError(
-            f"the connection broke while reading the reply ({_root_cause(exc)}). "
+            f"the connection broke while reading the reply "
+            f"({redact(_root_cause(exc), client.api_key)}). "
             "The reply is incomplete; try again.",
             **context,
         )
-    if isinstance(exc, (requests.exceptions.ContentDecodingError, u3.DecodeError)):
+    if isinstance(exc, (requests.exceptions.ContentDecodingError, u3.DecodeError, zlib.error)):
         return ProviderResponseError(
             f"the reply's content encoding is broken ({detail}).", **context
         )
@@ -250,6 +275,38 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
         f"unexpected transport failure: {type(exc).__name__}: {detail}", **context
     )
 
+
+#: Errors of a status line that is not HTTP (an SSH banner, a database's greeting).
+_NOT_HTTP = (http.client.BadStatusLine, http.client.UnknownProtocol)
+#: OpenSSL's reasons for "the other side does not speak TLS at all".
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+                      "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST"})
+
+
+def _final(error: ProviderConnectionError) -> ProviderConnectionError:
+    error.retryable = False  # trying again cannot help
+    return error
+
+
+def _tls_error(tls: ssl.SSLError | None, where: str, context: dict[str, Any],
+               secret: str | None) -> ProviderConnectionError:
+    reason = getattr(tls, "reason", None) or ""
+    if reason in _NOT_TLS or "wrong version number" in str(tls).lower():
+        return _final(ProviderConnectionError(
+            f"could not open a TLS connection to{where}: this server does not speak TLS; "
+            "use http:// in the provider's URL setting (or the server's HTTPS port).",
+            **context))
+    said = redact(str(getattr(tls, "verify_message", None) or reason or tls or "")
+                  .strip(), secret)
+    if isinstance(tls, ssl.SSLCertVerificationError) or reason == "CERTIFICATE_VERIFY_FAILED":
+        return _final(ProviderConnectionError(
+            f"TLS verification of{where} failed ({said}). If the server uses a private "
+            "CA, point CHATPLUG_CA_BUNDLE at its certificate bundle.",
+            **context))
+    return ProviderConnectionError(
+        f"the TLS connection to{where} failed ({said or 'no reason given'}). "
+        "Check that the URL's host and port serve HTTPS.",
+        **context)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -2,7 +2,10 @@
 
 :meth:`Reply.iter_bytes` hands on each network chunk the moment it is complete
 (``read_chunked``) or whatever bytes are there (``read1``), so no token waits
-for a buffer to fill.  Every failure is a :class:`chatplug.ChatplugError`.
+for a buffer to fill.  Reads are bounded (:data:`STREAM_READ_SIZE`) and content
+encodings are undone a piece at a time (:mod:`~chatplug.transport.decoding`), so
+``CHATPLUG_MAX_RESPONSE_BYTES`` bounds memory, not just what is handed on.
+Every failure is a :class:`chatplug.ChatplugError`.
 """
 
 from __future__ import annotations
@@ -14,18 +17,23 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatplugError, ProviderResponseError
-from . import failures, watchdog
+from . import failures
+from .decoding import ContentDecoder, UnsupportedEncoding
 
 if TYPE_CHECKING:
     import requests
 
     from .client import HTTPClient
 
-__all__ = ["STREAM_READ_SIZE", "Reply"]
+__all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "STREAM_READ_SIZE", "Reply"]
 
 #: Bytes asked of the socket per read while streaming.  Reads return as soon as
 #: any data is there (``read1``), so this bounds memory, it never delays a token.
 STREAM_READ_SIZE = 16 * 1024
+#: What draining a complete reply (for reuse of its connection) may cost at most,
+#: all reads together: after that the connection is closed instead.
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 0.25
 
 
 class Reply:
@@ -39,14 +47,8 @@ class Reply:
         self._response = response
         self._client = client
         self._chunks: Iterator[bytes] | None = None
-        self._watch: int | None = None
-        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-        self._sock = sock
-        if sock is not None:
-            client.context.attach(sock)  # cancelling the call ends a blocked read
-            if client.deadline is not None:
-                # Reading the body ends at the deadline even if bytes keep trickling in.
-                self._watch = watchdog.watch(sock, client.deadline)
+        self._complete = False
+        self._received = 0
         self.status_code: int = response.status_code
         self.reason: str = response.reason or ""
         self.headers: Mapping[str, str] = response.headers
@@ -61,18 +63,22 @@ class Reply:
         """Yield the body's bytes as they arrive; transfer and content encodings undone.
 
         :raises StreamInterruptedError: the connection broke before the body ended.
-        :raises ProviderTimeoutError: the server went silent for the read timeout.
+        :raises ProviderTimeoutError: the server went silent for the read timeout, or
+            the call's deadline passed.
+        :raises ProviderResponseError: the body is larger than
+            ``CHATPLUG_MAX_RESPONSE_BYTES``, or its content encoding is broken.
         """
         client = self._client
+        context = client.context
         limit = client.transport.max_response_bytes
-        deadline = client.deadline if client.deadline is not None else float("inf")
-        received = 0
-        if self._chunks is None:
-            self._chunks = self._raw_chunks()
+        deadline = context.deadline if context.deadline is not None else float("inf")
+        monotonic = time.monotonic
         try:
+            if self._chunks is None:
+                self._chunks = self._decoded()
             for data in self._chunks:
-                received += len(data)
-                if received > limit:
+                self._received += len(data)
+                if self._received > limit:
                     raise ProviderResponseError(
                         f"the reply exceeded {limit} bytes and was cut off. If it is "
                         "legitimate, raise CHATPLUG_MAX_RESPONSE_BYTES.",
@@ -80,25 +86,41 @@ class Reply:
                         model=client.model,
                     )
                 yield data
-                if time.monotonic() > deadline:
-                    client.remaining()  # raises: the deadline passed between reads
-            # urllib3 has just given the connection back to the pool; stop watching at
-            # once (a deadline passing in these microseconds would cut the next user's read).
-            self._unwatch()
+                if monotonic() > deadline or context.cancelled:
+                    context.check()  # raises: the deadline passed, or the call was cancelled
+            if context.expired or context.cancelled:
+                # A body the watchdog (or a cancel) cut short can look like a clean end
+                # (a close-delimited body): it is not.
+                context.check()
+            self._complete = True
         except ChatplugError:
             raise
         except Exception as exc:
             raise client.translate(exc, url=self.url) from None
 
+    def _decoded(self) -> Iterator[bytes]:
+        try:
+            decoder = ContentDecoder(self.headers.get("content-encoding", ""))
+        except UnsupportedEncoding as exc:
+            raise ProviderResponseError(
+                f"the reply uses the content encoding {str(exc)!r}, which chatplug does not "
+                "decode (it asks for gzip or deflate).",
+                provider=self._client.provider, model=self._client.model,
+            ) from None
+        raw = self._raw_chunks()
+        return raw if decoder.identity else decoder.decode(raw)
+
     def _raw_chunks(self) -> Iterator[bytes]:
         raw = self._response.raw
         if raw.chunked and raw.supports_chunked_reads():
-            # One network chunk at a time, the moment it is complete.
-            return (data for data in raw.read_chunked(None, decode_content=True) if data)
+            # A network chunk at a time, the moment it is complete; a chunk larger than
+            # a read is handed on a read at a time.
+            chunks = raw.read_chunked(STREAM_READ_SIZE, decode_content=False)
+            return (data for data in chunks if data)
         read1 = getattr(raw, "read1", None)
         if read1 is None:  # urllib3 < 2.3: small reads keep the stream live
-            return raw.stream(1, decode_content=True)
-        return iter(lambda: read1(STREAM_READ_SIZE, decode_content=True), b"")
+            return iter(raw.stream(1, decode_content=False))
+        return iter(lambda: read1(STREAM_READ_SIZE, decode_content=False), b"")
 
     def _set_read_timeout(self, seconds: float) -> None:
         connection = getattr(self._response.raw, "connection", None)
@@ -106,40 +128,26 @@ class Reply:
         if sock is not None:
             sock.settimeout(max(seconds, 0.001))
 
-    def drain(self, *, limit: int = 64 * 1024, wait: float = 1.0) -> None:
+    def drain(self, *, limit: int = DRAIN_BYTES, wait: float = DRAIN_SECONDS) -> None:
         """Read what is left of a complete reply (the end of a chunked body after
         ``[DONE]``), so that the connection goes back to the pool instead of being
-        closed.  Gives up quietly after ``limit`` bytes or ``wait`` seconds of silence.
+        closed.  Gives up quietly after ``limit`` bytes or ``wait`` seconds, counted
+        over all reads together: a server dribbling after the end never holds the
+        reply back longer than that.
         """
-        if self._chunks is None:
+        if self._chunks is None or self._complete:
             return
         try:
             self._set_read_timeout(min(wait, self._client.read_timeout))
             left = limit
-            for data in self._chunks:
-                left -= len(data)
-                if left < 0:
-                    return
-            self._unwatch()
+            with self._client.context.cut_off_after(wait):
+                ends = time.monotonic() + wait
+                for data in self._chunks:
+                    left -= len(data)
+                    if left < 0 or time.monotonic() > ends:
+                        return
         except Exception:
             return  # the connection is simply not reused
-
-    def _unwatch(self) -> None:
-        """Stop the deadline watch; the body is complete (or abandoned).
-
-        :raises ProviderTimeoutError: the watchdog had already cut the body short, so
-            an apparently clean end was really the deadline.
-        """
-        self._detach()
-        if self._watch is not None:
-            key, self._watch = self._watch, None
-            if not watchdog.unwatch(key):
-                self._client.remaining()  # raises: the deadline passed
-
-    def _detach(self) -> None:
-        if self._sock is not None:
-            self._client.context.detach(self._sock)
-            self._sock = None
 
     def read(self, *, limit: int | None = None, fail: bool = True) -> bytes:
         """Read the whole body (at most ``limit`` bytes when given).
@@ -161,7 +169,7 @@ class Reply:
         return body[:limit] if limit is not None else body
 
     def json(self) -> Any:
-        """The body parsed as JSON.
+        """The body parsed as JSON (a leading byte-order mark is ignored).
 
         :raises ProviderResponseError: the body is not JSON (an HTML page, say).
         """
@@ -171,7 +179,7 @@ class Reply:
                 return json.loads(body)
             except UnicodeDecodeError:
                 # Like the event stream: UTF-8 whatever is claimed, bad bytes replaced.
-                return json.loads(body.decode("utf-8", "replace"))
+                return json.loads(body.decode("utf-8-sig", "replace"))
         except (ValueError, RecursionError):
             kind = self.content_type or "no content type"
             raise ProviderResponseError(
@@ -184,10 +192,6 @@ class Reply:
 
     def close(self) -> None:
         """Release the connection (it is not reused if the body was not read to the end)."""
-        if self._watch is not None:
-            watchdog.unwatch(self._watch)
-            self._watch = None
-        self._detach()
         self._response.close()
 
     def __enter__(self) -> Reply:

@@ -3,8 +3,9 @@
 Lines end at CR, LF or CRLF, also when the CR and the LF arrive in separate
 network reads; a line is decoded as UTF-8 only once it is whole, so a
 multi-byte character split across reads is never mangled (undecodable bytes
-become U+FFFD, as in browsers' EventSource).  Nothing is held back: a line is
-handed on the moment its terminator arrives.
+become U+FFFD, as in browsers' EventSource).  One leading UTF-8 byte-order mark
+is ignored, as WHATWG's decoding says.  Nothing is held back: a line is handed
+on the moment its terminator arrives.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["LineSplitter", "SSEDecoder", "ServerSentEvent", "iter_events"]
+__all__ = ["BOM", "LineSplitter", "SSEDecoder", "ServerSentEvent", "iter_events"]
+
+#: The UTF-8 byte-order mark, ignored once at the start of a stream.
+BOM = b"\xef\xbb\xbf"
+#: ``data:`` lines of one event kept apart before they are joined into one string:
+#: a million short lines must not cost a million string objects.
+_DATA_RUN = 4096
 
 
 @dataclass(slots=True)
@@ -30,10 +37,10 @@ class LineSplitter:
 
     :meth:`feed` returns the lines completed by a chunk (terminators removed);
     :meth:`pending` is the unterminated tail, which at end of stream means the
-    last line was cut.
+    last line was cut.  A byte-order mark at the very start is dropped.
     """
 
-    __slots__ = ("_buffer", "_parts", "_skip_lf")
+    __slots__ = ("_buffer", "_head", "_parts", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -41,8 +48,18 @@ class LineSplitter:
         # so a 10 MB line costs one copy, not one per read.
         self._parts: list[bytes] = []
         self._skip_lf = False
+        # The first bytes, until they are known not to be (or to end) a byte-order mark.
+        self._head: bytes | None = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if self._head is not None:
+            chunk = self._head + chunk
+            if len(chunk) < len(BOM) and BOM.startswith(chunk):
+                self._head = chunk  # it may still be a mark split across reads
+                return []
+            self._head = None
+            if chunk.startswith(BOM):
+                chunk = chunk[len(BOM):]
         if self._skip_lf:
             # The previous chunk ended in CR; a LF starting this one is the same line break.
             self._skip_lf = False
@@ -75,11 +92,15 @@ class LineSplitter:
 
     @property
     def idle(self) -> bool:
-        """True when no partial line is buffered (the next byte starts a new line)."""
-        return not self._buffer and not self._parts and not self._skip_lf
+        """True when no partial line is buffered (the next byte starts a new line) and
+        the start of the stream (a possible byte-order mark) is behind."""
+        return (not self._buffer and not self._parts and not self._skip_lf
+                and self._head is None)
 
     @property
     def pending(self) -> bytes:
+        if self._head:
+            return self._head
         if self._parts:
             return b"".join([*self._parts, self._buffer])
         return self._buffer
@@ -88,11 +109,12 @@ class LineSplitter:
 class SSEDecoder:
     """Incremental event-stream decoder: feed bytes, get :class:`ServerSentEvent` objects."""
 
-    __slots__ = ("_data", "_event", "_id", "_last_id", "_lines", "_retry")
+    __slots__ = ("_data", "_event", "_id", "_last_id", "_lines", "_loose", "_retry")
 
     def __init__(self) -> None:
         self._lines = LineSplitter()
         self._data: list[str] = []
+        self._loose = 0  # data lines at the end of _data not yet joined into a run
         self._event = ""
         self._id: str | None = None
         self._last_id: str | None = None
@@ -172,6 +194,10 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._loose += 1
+            if self._loose == _DATA_RUN:
+                self._data[-_DATA_RUN:] = ["\n".join(self._data[-_DATA_RUN:])]
+                self._loose = 0
         elif name == "event":
             self._event = value
         elif name == "id":
@@ -193,6 +219,7 @@ class SSEDecoder:
             retry=self._retry,
         )
         self._data = []
+        self._loose = 0
         self._event = ""
         return event
 
