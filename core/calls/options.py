@@ -72,7 +72,8 @@ def check_call_options(
     if api_key is not None:
         if not isinstance(api_key, str) or not api_key.strip():
             raise _invalid("api_key must be a non-empty string.", provider)
-        if any(ord(c) < 32 or ord(c) == 127 for c in api_key):
+        # As for configured keys: a tab can be sent (and is redacted), a line break cannot.
+        if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in api_key):
             raise _invalid("api_key contains a line break or another control character; "
                            "copy the key again without it.", provider)
         api_key = api_key.strip()

@@ -8,7 +8,6 @@ server said before it becomes part of a message.
 from __future__ import annotations
 
 import http.client
-import json
 import math
 import socket
 import ssl
