@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequestError, ProviderTimeoutError
 from .caller import _drain
+from .view import CallView
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -272,7 +273,7 @@ def _pump(call: Call, buffer: _Buffer, whole: bool) -> None:
     buffer.finish()
 
 
-class AsyncStream:
+class AsyncStream(CallView):
     """The pieces of a streamed reply for asyncio, as :class:`chatplug.Stream` has them.
 
     ``async for piece in stream`` gives the text pieces as they arrive;
@@ -288,20 +289,6 @@ class AsyncStream:
         self._whole = whole
         self._buffer: _Buffer | None = None
         self._reading = False
-
-    @property
-    def provider(self) -> str:
-        return self._call.provider
-
-    @property
-    def model(self) -> str:
-        return self._call.model
-
-    @property
-    def completion(self) -> Completion:
-        """The :class:`Completion` so far; final once the stream ended normally."""
-        completion: Completion = self._call.completion
-        return completion
 
     def _start(self, *, text_only: bool) -> _Buffer:
         if self._buffer is None:

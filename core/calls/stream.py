@@ -14,11 +14,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidRequestError
+from .view import CallView
 
 if TYPE_CHECKING:
     from ..events import Event
     from .caller import Running as Call
-    from .completion import Completion
 
 __all__ = ["Stream"]
 
@@ -26,7 +26,7 @@ _BUSY = ("this stream is being read by another thread; read a stream from one th
          "at a time (close() may be called from any thread).")
 
 
-class Stream(Iterator[str]):
+class Stream(CallView, Iterator[str]):
     """The pieces of a streamed reply, yielded as they arrive on the wire.
 
     Closing it (``close()``, leaving a ``with`` block) closes the HTTP response;
@@ -45,21 +45,6 @@ class Stream(Iterator[str]):
         #: The provider cannot stream: its whole reply arrives as one piece.
         self._whole = whole
         self._generator: Iterator[str | Event] | None = None
-
-    @property
-    def provider(self) -> str:
-        """The provider serving this stream."""
-        return self._call.provider
-
-    @property
-    def model(self) -> str:
-        """The model requested."""
-        return self._call.model
-
-    @property
-    def completion(self) -> Completion:
-        """The :class:`Completion` so far; final once the stream ended normally."""
-        return self._call.completion
 
     def _items(self, *, text_only: bool) -> Iterator[str | Event]:
         if self._generator is None:
