@@ -219,12 +219,19 @@ class _Buffer:
             if started:
                 await waiter
                 continue
-            # Not started yet: the worker pool may be full; wait within the deadline.
+            # Not started yet: the worker pool may be full; wait within the deadline.  A
+            # timer of our own, not asyncio.wait_for: before Python 3.12, wait_for swallows
+            # a cancellation that comes as the waiter completes, and the task would read on.
+            left = _left(call)
+            timer = self._loop.call_later(left, _expire, waiter) if left is not None else None
             try:
-                await asyncio.wait_for(waiter, _left(call))
-            except asyncio.TimeoutError:
+                await waiter
+            except _Expired:
                 if not self.started:
                     raise _pool_timeout(call) from None
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     def close(self) -> None:
         """The consumer is gone: a worker blocked on a full buffer stops."""
