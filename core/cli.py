@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="a provider parameter, converted to its declared type (repeatable)")
     chat.add_argument("--no-stream", action="store_true",
                       help="wait for the whole reply instead of streaming it")
+
+    from .batch import command as batch_command
+
+    batch_command.add_arguments(commands.add_parser(
+        "batch", help=batch_command.HELP, description=batch_command.DESCRIPTION))
     return parser
 
 
@@ -89,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import registry
 
     try:
+        if args.command == "batch":
+            from .batch import command as batch_command
+
+            return batch_command.run(args)
         if args.command == "providers":
             if args.check:
                 return _check(registry, args.name, args.json, args.timeout, sys.stdout)
