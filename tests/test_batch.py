@@ -8,17 +8,20 @@ import json
 import logging
 import os
 import pty
+import re
 import selectors
+import shlex
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -33,7 +36,7 @@ from chatplug.batch import (
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 
-from .conftest import BIN, PLANTED_KEY, free_port, run_cli
+from .conftest import BIN, PLANTED_KEY, ROOT, free_port, run_cli
 
 PROMPT = "question {}"
 
@@ -195,6 +198,44 @@ def test_no_key_in_the_output_or_on_stderr(chatplug_server: ScriptedServer,
     assert PLANTED_KEY not in result.stderr + result.stdout
 
 
+class Metered:
+    """A provider whose server reports token counts: the OpenAI wire, then usage."""
+
+    model: ClassVar[list[str]] = ["metered-1"]
+    supports_stream = True
+    needs_auth = False
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @hookimpl
+    def create_completion(self, model: str, messages: list[Any], stream: bool, url: str,
+                          http: Any) -> Iterator[Any]:
+        from chatplug.events import Usage
+        from chatplug.wire import openai
+
+        yield from openai.chat(http, f"{url}/v1/chat/completions", model=model,
+                               messages=messages, stream=stream)
+        yield Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7)
+
+
+def test_tokens_are_summed_from_the_reported_usage(chatplug_server: ScriptedServer,
+                                                   tmp_path: Path) -> None:
+    registry = registry_for(chatplug_server)
+    registry.register(Metered(chatplug_server.url), "Metered")
+    source = write_input(tmp_path / "requests.jsonl", 5, model="Metered")
+    output = tmp_path / "out.jsonl"
+    try:
+        summary = run_batch(source, output, registry=registry, progress=False)
+    finally:
+        registry.close()
+    assert (summary.succeeded, summary.total_tokens) == (5, 35)
+    for record in results(output):
+        assert record["response"]["body"]["usage"] == {
+            "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert "35 tokens" in str(summary)
+
+
 # -- validation ----------------------------------------------------------------------------
 
 
@@ -286,9 +327,10 @@ def test_a_rerun_skips_what_is_answered_and_sends_the_rest(
     source = write_input(tmp_path / "requests.jsonl", 6)
     output = tmp_path / "out.jsonl"
     assert batch(source, "-o", output, server=chatplug_server).returncode == 0
-    again = batch(source, "-o", output, server=chatplug_server)
+    again = batch(source, "-o", output, "--quiet", server=chatplug_server)
     assert again.returncode == 0
-    assert "0 succeeded, 0 failed, 6 skipped" in again.stderr
+    assert again.stderr == ("chatplug batch: 0 succeeded, 0 failed, 6 skipped (already "
+                            "answered), 0 tokens, " + again.stderr.rsplit(", ", 1)[1])
     assert len(posts(chatplug_server)) == 6
     write_input(source, 10)
     more = batch(source, "-o", output, server=chatplug_server)
@@ -559,3 +601,56 @@ def test_usage_and_bad_arguments(tmp_path: Path) -> None:
     assert missing.returncode == 1
     assert missing.stderr.startswith("chatplug: error: cannot read the batch input")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+# -- docs/scaling.md ---------------------------------------------------------------------
+
+SCALING = ROOT / "docs" / "scaling.md"
+FENCE = re.compile(r"^```([a-z]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def doc_blocks(language: str) -> list[str]:
+    text = SCALING.read_text(encoding="utf-8")
+    return [m.group(2) for m in FENCE.finditer(text) if m.group(1) == language]
+
+
+def shape(value: Any) -> Any:
+    """The keys of nested objects, for comparing a real line with the documented one."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value[:1]]
+    return None
+
+
+def test_the_documented_batch_runs_as_documented(chatplug_server: ScriptedServer,
+                                                 tmp_path: Path) -> None:
+    requests, documented = doc_blocks("jsonl")
+    (tmp_path / "requests.jsonl").write_text(requests)
+    command = shlex.split(doc_blocks("bash")[0].strip())
+    assert command[:2] == ["chatplug", "batch"]
+    result = run_cli(*command[1:], env=env_for(chatplug_server))  # in tmp_path, the cwd
+    assert result.returncode == 0, result.stderr
+    real = {r["custom_id"]: r for r in results(tmp_path / "results.jsonl")}
+    example = [json.loads(line) for line in documented.splitlines()]
+    assert set(real) == {r["custom_id"] for r in example}
+    success = next(r for r in example if r["error"] is None)
+    body = dict(success["response"]["body"], usage=None)  # the scripted server reports none
+    assert shape(real[success["custom_id"]]) == shape({**success,
+                                                       "response": {**success["response"],
+                                                                    "body": body}})
+    failure = next(r for r in example if r["error"] is not None)
+    assert set(failure["error"]) == {"code", "message"}
+    sent = {b["messages"][0]["content"]: (b["model"], b["temperature"])
+            for b in posts(chatplug_server)}
+    assert sent == {"Name a prime.": ("gpt-3.5-turbo-16k", 0.7),  # GravityEngine's default
+                    "Name a colour.": ("gpt-3.5-turbo-0613", 0.2)}
+
+    (tmp_path / "results.jsonl").unlink()
+    script = next(block for block in doc_blocks("python") if "run_batch" in block)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
+    env.update(env_for(chatplug_server))
+    ran = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("2 0 0 0 ")

@@ -206,7 +206,9 @@ def check(request: Request) -> None:
 
 def _decode(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        # Decoded here, not by json.loads: it would guess the encoding of every line.
+        return json.loads(raw.decode("utf-8-sig" if raw.startswith(b"\xef\xbb\xbf")
+                                     else "utf-8"))
     except UnicodeDecodeError as exc:
         raise _field_error(f"the line is not UTF-8 text (byte {exc.start + 1}).") from None
     except json.JSONDecodeError as exc:

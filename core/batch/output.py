@@ -57,7 +57,7 @@ def result_line(outcome: Outcome) -> bytes:
 def _answered(raw: bytes) -> tuple[str, bool] | None:
     """``(custom_id, succeeded)`` of one output line; ``None`` if it is not a result."""
     try:
-        record = json.loads(raw)
+        record = json.loads(raw.decode())  # decoded here: json.loads would guess the encoding
     except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict):
@@ -236,9 +236,11 @@ class OutputFile:
                 target.flush()
                 os.fsync(target.fileno())
             os.replace(temporary, self.path)
-        except OSError as exc:
+        except BaseException as exc:  # Ctrl-C too: never leave the temporary file behind
             temporary.unlink(missing_ok=True)
-            raise self._failed("rewrite", exc) from None
+            if isinstance(exc, OSError):
+                raise self._failed("rewrite", exc) from None
+            raise
         _sync_directory(self.path.parent)
         state.unterminated = False
         old, self._fd = self._fd, self._open_locked()

@@ -97,7 +97,8 @@ class _Lines:
             self._last = now
             skipped = (f" ({progress.skipped:,} already answered)" if progress.skipped
                        else "")
-            self._write(f"chatplug batch: {progress.total:,} requests to send{skipped}")
+            plural = "" if progress.total == 1 else "s"
+            self._write(f"chatplug batch: {progress.total:,} request{plural} to send{skipped}")
         elif now - self._last >= self._interval:
             self._last = now
             self._write(f"chatplug batch: {progress.line()}")

@@ -167,10 +167,19 @@ def run_batch(
         discarded = state.discarded + state.duplicates + int(state.torn)
         retried = output.repair(state, ids if retry_errors else ())
         del ids
-        run = _Run(scan(source, resolver, state.succeeded | state.failed, {}), output,
-                   concurrency, RateLimiter(rate) if rate else None, reporter_for(progress),
-                   to_send, skipped)
-        summary = run.start(started)
+        reporter = reporter_for(progress)
+        if to_send:
+            run = _Run(scan(source, resolver, state.succeeded | state.failed, {}), output,
+                       concurrency, RateLimiter(rate) if rate else None, reporter, to_send,
+                       skipped)
+            summary = run.start(started)
+        else:  # everything is answered: no second reading of the input
+            done = Progress(done=0, failed=0, total=0, skipped=skipped, elapsed_s=0.0)
+            reporter.update(done)
+            reporter.close(done)
+            summary = BatchSummary(skipped=skipped,
+                                   invalid=sum(p.custom_id is None for p in problems),
+                                   duration_s=time.monotonic() - started)
         return replace(summary, retried=retried, discarded=discarded, problems=tuple(problems))
     finally:
         output.close()
@@ -217,6 +226,7 @@ class _Run:
         self._stop = threading.Event()
         self._failure: BaseException | None = None
         self._running = 0
+        self._finished = threading.Event()
         self._sending_since = time.monotonic()
         self.succeeded = self.failed = self.invalid = self.tokens = 0
 
@@ -235,8 +245,8 @@ class _Run:
             pool.submit(self._work, slot)
         interrupted = False
         try:
-            while self._running:
-                time.sleep(TICK_S)
+            # Event.wait, unlike a join, lets Ctrl-C through at once.
+            while not self._finished.wait(TICK_S):
                 if self._failure is not None:
                     self._interrupt()
                     break
@@ -274,9 +284,10 @@ class _Run:
         for slot in self._slots:
             slot.cancel()
         deadline = time.monotonic() + GRACE_S
-        while self._running and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             try:
-                time.sleep(0.02)
+                if self._finished.wait(0.02):
+                    break
             except KeyboardInterrupt:
                 break  # a second Ctrl-C: stop waiting
 
@@ -308,6 +319,8 @@ class _Run:
         finally:
             with self._count:
                 self._running -= 1
+                if not self._running:
+                    self._finished.set()
 
     def _record(self, outcome: Outcome) -> None:
         if not self._output.append(result_line(outcome)):
