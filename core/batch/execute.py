@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..calls.run import Call
     from .inputs import Request
 
-__all__ = ["Outcome", "Slot", "error_object", "execute"]
+__all__ = ["Outcome", "Slot", "error_object", "execute", "new_request_id"]
 
 
 def error_object(error: ChatplugError) -> dict[str, str]:
@@ -87,7 +87,8 @@ class Slot:
             call.cancel()
 
 
-def _new_request_id() -> str:
+def new_request_id() -> str:
+    """An id for a request that has none from a call (a route's, an invalid line's)."""
     return os.urandom(6).hex()
 
 
@@ -98,7 +99,7 @@ def execute(request: Request, slot: Slot | None = None) -> Outcome | None:
     (validation, HTTP, timeout... or a bug in a plugin, reported as one).
     """
     target = request.target
-    request_id = _new_request_id()
+    request_id = new_request_id()
     try:
         if isinstance(target, Provider):
             prepared = target.prepare(request.messages, request.model, **request.params)

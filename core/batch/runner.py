@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ChatplugError
 from .errors import BatchFileError, BatchInterrupted, BatchProblem, BatchValidationError
-from .execute import Outcome, Slot, execute
+from .execute import Outcome, Slot, execute, new_request_id
 from .inputs import LINE_ERRORS, Request, Resolver, Skipped, check, scan
 from .limits import RateLimiter, check_concurrency, check_qps
 from .output import OutputFile, result_line
@@ -193,13 +193,11 @@ def _validate(source: Path, resolver: Resolver, answered: set[str],
     to_send = skipped = 0
     for entry in scan(source, resolver, answered, ids):
         if isinstance(entry, Request):
+            to_send += 1  # an invalid one too: skip_invalid writes it as an error
             try:
                 check(entry)
             except LINE_ERRORS as exc:
                 problems.append(BatchProblem(entry.line, entry.custom_id, exc.code, str(exc)))
-                to_send += 1  # written as an error with skip_invalid
-                continue
-            to_send += 1
         elif isinstance(entry, BatchProblem):
             problems.append(entry)
             to_send += entry.custom_id is not None
@@ -310,7 +308,7 @@ class _Run:
                         with self._count:
                             self.invalid += 1
                     else:
-                        self._record(Outcome(entry.custom_id, os.urandom(6).hex(),
+                        self._record(Outcome(entry.custom_id, new_request_id(),
                                              error={"code": entry.code,
                                                     "message": entry.message}))
         except BaseException as exc:  # a full disk, a bug: stop the run and report it
