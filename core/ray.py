@@ -106,6 +106,8 @@ class ChatCompletions:
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
         """Answer every row of ``batch``; one output row per input row, in order."""
+        from .wire.openai import completion_body
+
         pending: list[Any] = []
         for row in _rows(batch):
             custom_id = row.get("custom_id")
@@ -127,8 +129,6 @@ class ChatCompletions:
                 columns["response"].append(None)
                 columns["usage"].append(None)
             else:
-                from .wire.openai import completion_body
-
                 body = completion_body(completion)
                 columns["response"].append(body)
                 columns["usage"].append(body["usage"])
@@ -149,9 +149,7 @@ class ChatCompletions:
     def _run(self, request: Request) -> Outcome:
         if self._limiter is not None:
             self._limiter.wait(_NEVER)
-        outcome = execute(request)
-        assert outcome is not None  # only a Slot cancels
-        return outcome
+        return execute(request)
 
     def close(self) -> None:
         """Close this actor's pooled connections (Ray ends actors without asking)."""

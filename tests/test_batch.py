@@ -538,7 +538,8 @@ def test_concurrency_64_keeps_within_the_connection_pool(
     assert len(opened) <= 64
 
 
-def test_run_batch_reports_progress_to_a_callable(chatplug_registry: Registry,
+def test_run_batch_reports_progress_to_a_callable(no_threads_left: None,
+                                                  chatplug_registry: Registry,
                                                   tmp_path: Path) -> None:
     source = write_input(tmp_path / "requests.jsonl", 5)
     seen: list[Progress] = []

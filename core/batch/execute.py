@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from ..calls.provider import Provider
 from ..errors import ChatplugError, ProviderResponseError
@@ -90,6 +90,14 @@ class Slot:
 def new_request_id() -> str:
     """An id for a request that has none from a call (a route's, an invalid line's)."""
     return os.urandom(6).hex()
+
+
+@overload
+def execute(request: Request, slot: None = None) -> Outcome: ...
+
+
+@overload
+def execute(request: Request, slot: Slot) -> Outcome | None: ...
 
 
 def execute(request: Request, slot: Slot | None = None) -> Outcome | None:

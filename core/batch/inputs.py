@@ -124,10 +124,6 @@ class Resolver:
         return target, model
 
 
-def _field_error(message: str) -> InvalidRequestError:
-    return InvalidRequestError(message)
-
-
 def parse_request(obj: Any, resolver: Resolver, *, line: int | None = None,
                   custom_id: str | None = None) -> Request:
     """One batch line (already decoded from JSON) as a :class:`Request`.
@@ -143,20 +139,21 @@ def parse_request(obj: Any, resolver: Resolver, *, line: int | None = None,
         custom_id = custom_id_of(obj)
     method = obj.get("method")
     if method is not None and (not isinstance(method, str) or method.upper() != "POST"):
-        raise _field_error(f"method {method!r} is not supported; a batch line is a POST "
-                           f"to {CHAT_COMPLETIONS}.")
+        raise InvalidRequestError(f"method {method!r} is not supported; a batch line is a "
+                                  f"POST to {CHAT_COMPLETIONS}.")
     url = obj.get("url")
     if url is not None and url != CHAT_COMPLETIONS:
-        raise _field_error(f"url {url!r} is not supported: chatplug runs {CHAT_COMPLETIONS} "
-                           "requests only.")
+        raise InvalidRequestError(f"url {url!r} is not supported: chatplug runs "
+                                  f"{CHAT_COMPLETIONS} requests only.")
     body = obj.get("body")
     if not isinstance(body, dict):
-        raise _field_error("body is missing or not a JSON object: it is the chat-completions "
-                           "request, e.g. {\"model\": ..., \"messages\": [...]}.")
+        raise InvalidRequestError("body is missing or not a JSON object: it is the "
+                                  "chat-completions request, e.g. {\"model\": ..., "
+                                  "\"messages\": [...]}.")
     fields = {key: value for key, value in body.items() if value is not None}
     name = fields.pop("model", None)
     if name is not None and not isinstance(name, str):
-        raise _field_error(f"body.model must be a string, not {name!r}.")
+        raise InvalidRequestError(f"body.model must be a string, not {name!r}.")
     messages = fields.pop("messages", None)
     # A batch always collects the whole reply; how the wire is read is chatplug's business.
     fields.pop("stream", None)
@@ -164,7 +161,7 @@ def parse_request(obj: Any, resolver: Resolver, *, line: int | None = None,
     if options:
         # A batch file must not redirect requests (url) or swap keys (api_key): it may
         # come from a data set rather than from whoever configured the providers.
-        raise _field_error(
+        raise InvalidRequestError(
             f"body.{options[0]} is a chatplug call option, not a chat-completions field; "
             "set it in the environment (see docs/configuration.md), not in the batch file."
         )
@@ -178,14 +175,14 @@ def custom_id_of(obj: Any) -> str:
     :raises InvalidRequestError: the line is not an object, or has no non-empty string id.
     """
     if not isinstance(obj, dict):
-        raise _field_error(f"the line is JSON but not an object ({type(obj).__name__}); each "
-                           "line is {\"custom_id\": ..., \"method\": ..., \"url\": ..., "
-                           "\"body\": ...}.")
+        raise InvalidRequestError(f"the line is JSON but not an object "
+                                  f"({type(obj).__name__}); each line is {{\"custom_id\": ..., "
+                                  "\"method\": ..., \"url\": ..., \"body\": ...}.")
     custom_id = obj.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         what = "missing" if custom_id is None else f"{custom_id!r}, not a non-empty string"
-        raise _field_error(f"custom_id is {what}: every line needs a unique string "
-                           "custom_id, which its result carries.")
+        raise InvalidRequestError(f"custom_id is {what}: every line needs a unique string "
+                                  "custom_id, which its result carries.")
     return custom_id
 
 
@@ -210,12 +207,12 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw.decode("utf-8-sig" if raw.startswith(b"\xef\xbb\xbf")
                                      else "utf-8"))
     except UnicodeDecodeError as exc:
-        raise _field_error(f"the line is not UTF-8 text (byte {exc.start + 1}).") from None
+        raise InvalidRequestError(f"the line is not UTF-8 text (byte {exc.start + 1}).") from None
     except json.JSONDecodeError as exc:
-        raise _field_error(f"the line is not valid JSON: {exc.msg} at column {exc.colno}."
-                           ) from None
+        raise InvalidRequestError(
+            f"the line is not valid JSON: {exc.msg} at column {exc.colno}.") from None
     except (ValueError, RecursionError):
-        raise _field_error("the line is not valid JSON (or nested too deeply).") from None
+        raise InvalidRequestError("the line is not valid JSON (or nested too deeply).") from None
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
