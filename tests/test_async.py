@@ -232,7 +232,19 @@ def test_the_loop_never_blocks_under_two_hundred_streams_and_fifty_failures(
                                plugins="", max_retries=0)
         stalled = registry_for(SimpleNamespace(url=silent.url),  # type: ignore[arg-type]
                                plugins="", max_retries=0)
-        gravity(registry).create(MESSAGES)  # warm: imports and the first connection
+        # Warm up every path measured below: first use imports modules (and compiles them
+        # in a fresh environment), which holds the GIL once, not on every call.
+        silent.then(lambda conn, request: sleep_until_stopped(silent, 5))
+
+        async def warm() -> None:
+            stream = await gravity(registry).acreate(MESSAGES, stream=True)
+            async with stream:
+                [_ async for _ in stream]
+            for made, options in ((refused, {}), (stalled, {"timeout": 0.2})):
+                with pytest.raises((ProviderConnectionError, ProviderTimeoutError)):
+                    await gravity(made).acomplete(MESSAGES, **options)
+
+        asyncio.run(warm())
         gaps: list[float] = []
 
         async def ticker(stop: asyncio.Event) -> None:
@@ -272,14 +284,21 @@ def test_the_loop_never_blocks_under_two_hundred_streams_and_fifty_failures(
             await tick
             return done
 
-        texts, failures = asyncio.run(main())
+        # Garbage-collection pauses are set aside, as the issue says: collected before,
+        # not during, the measured second.
+        gc.collect()
+        gc.disable()
+        try:
+            texts, failures = asyncio.run(main())
+        finally:
+            gc.enable()
         for made in (registry, refused, stalled):
             made.close()
     assert texts == [f"You said: {words}"] * 200
     assert all(isinstance(f, (ProviderTimeoutError, ProviderConnectionError))
                for f in failures), failures
     gaps.sort()
-    # One garbage-collection pause aside, the loop was never held for 50 ms.
+    # One stray pause aside, the loop was never held for 50 ms.
     assert gaps[-2] < 0.05, f"largest gaps: {gaps[-5:]}"
 
 
