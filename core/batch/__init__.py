@@ -30,7 +30,7 @@ _HOMES = {"BatchFileError": "errors", "BatchInterrupted": "errors", "BatchProble
 
 def __getattr__(name: str) -> Any:
     # Imported on use: `chatplug --help` builds the batch command's parser from
-    # chatplug.batch.command without loading the runner.
+    # chatplug.cli.batch without loading the runner.
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'chatplug.batch' has no attribute {name!r}")

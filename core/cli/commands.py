@@ -81,10 +81,8 @@ COMMANDS: tuple[Command, ...] = (
             "a streamed reply from a local scripted server, offline",
             "Start chatplug's scripted server on a free loopback port and stream a paced "
             "reply from it through the GravityEngine provider over real HTTP."),
-    Command("batch", "chatplug.batch.command", "run many prompts from a file",
-            optional=True),
-    Command("serve", "chatplug.server.command", "serve the providers over an OpenAI API",
-            optional=True),
+    Command("batch", "chatplug.cli.batch", "run many prompts from a file"),
+    Command("serve", "chatplug.cli.serve", "serve the providers over an OpenAI API"),
 )
 
 

@@ -17,7 +17,7 @@ import signal
 import sys
 
 from ..errors import ChatplugError
-from . import PREFIX
+from ..server import PREFIX
 
 __all__ = ["APP", "add_arguments", "run"]
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # the extra is installed
 
-        from .settings import load_server_settings
+        from ..server.settings import load_server_settings
     except ImportError as exc:
         _error(f"the gateway needs the server extra ({exc.name} is missing): "
                'pip install "chatplug[server]"')

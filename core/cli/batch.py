@@ -16,8 +16,8 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from .errors import BatchProblem
-    from .runner import BatchSummary
+    from ..batch.errors import BatchProblem
+    from ..batch.runner import BatchSummary
 
 __all__ = ["add_arguments", "run"]
 
@@ -36,7 +36,7 @@ DESCRIPTION = (
 
 
 def _concurrency(text: str) -> int:
-    from .limits import MAX_CONCURRENCY
+    from ..batch.limits import MAX_CONCURRENCY
 
     try:
         value = int(text)
@@ -82,9 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the batch the parsed ``args`` describe; the exit status."""
+    from ..batch.errors import BatchInterrupted, BatchValidationError
+    from ..batch.runner import run_batch
     from ..errors import ChatplugError
-    from .errors import BatchInterrupted, BatchValidationError
-    from .runner import run_batch
 
     err = sys.stderr
     try:
