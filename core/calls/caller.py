@@ -9,6 +9,7 @@ the async API and routes share one path and none copies it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
@@ -72,19 +73,19 @@ def _drain(call: Running) -> Running:
     return call
 
 
-class Caller:
+class Caller(ABC):
     """``create``/``complete``/``acreate``/``acomplete`` on top of ``prepare`` and ``start``."""
 
     name: str
 
+    @abstractmethod
     def prepare(self, messages: Messages, model: str | None = None, stream: bool = False,
                 **options: Any) -> Prepared:
         """Validate a call without sending anything."""
-        raise NotImplementedError
 
+    @abstractmethod
     def start(self, prepared: Any, *, buffered: bool = False) -> Running:
         """Start running ``prepared`` (nothing is sent until it is iterated)."""
-        raise NotImplementedError
 
     @overload
     def create(
