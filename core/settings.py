@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     async_workers: int = Field(
         256, ge=1, le=4096, description="worker threads the async API runs calls on"
     )
+    native_async: bool = Field(
+        True, description="run async calls of native_async providers on the event loop itself"
+    )
     strict_plugins: bool = Field(False, description="raise on any plugin load error")
     plugins: str | None = Field(
         None,
@@ -273,6 +276,7 @@ _ENV_FOR_FIELD = {
     "max_response_bytes": "CHATPLUG_MAX_RESPONSE_BYTES",
     "strict_plugins": "CHATPLUG_STRICT_PLUGINS",
     "async_workers": "CHATPLUG_ASYNC_WORKERS",
+    "native_async": "CHATPLUG_NATIVE_ASYNC",
     "ca_bundle": "CHATPLUG_CA_BUNDLE",
     "routes": "CHATPLUG_ROUTES",
     "plugins": "CHATPLUG_PLUGINS",

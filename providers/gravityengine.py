@@ -44,6 +44,9 @@ supports_stream = True
 needs_auth = False
 supports_tools = True
 supports_vision = False
+#: Every request goes through chatplug.wire.openai: the async API and the gateway run
+#: this provider on their event loop, without a worker thread.
+native_async = True
 
 PATH = "/api/openai/v1/chat/completions"
 #: NextChat reads a bearer token starting with this as an access code, anything else as a key.

@@ -28,6 +28,9 @@ supports_stream = True
 needs_auth = True
 supports_tools = True
 supports_vision = True
+#: Every request goes through chatplug.wire.openai: the async API and the gateway run
+#: this provider on their event loop, without a worker thread.
+native_async = True
 
 #: Asked of every stream: the last chunk then reports the token usage.
 STREAM_OPTIONS = {"include_usage": True}

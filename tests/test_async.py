@@ -44,9 +44,19 @@ def server() -> Iterator[ScriptedServer]:
         yield scripted
 
 
+#: How async calls run: on the event loop itself (native transport), or on worker threads.
+DRIVERS = ["loop", "threads"]
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def registry(server: ScriptedServer) -> Iterator[Registry]:
-    made = registry_for(server, retry_backoff=0.01, retry_backoff_max=0.05, plugins="")
+def registry(server: ScriptedServer, driver: str) -> Iterator[Registry]:
+    made = registry_for(server, retry_backoff=0.01, retry_backoff_max=0.05, plugins="",
+                        native_async=driver == "loop")
     yield made
     made.close()
 
@@ -91,10 +101,10 @@ class Held:
 
 
 @pytest.fixture
-def held() -> Iterator[tuple[Held, Registry]]:
+def held(driver: str) -> Iterator[tuple[Held, Registry]]:
     with RawServer(lifetime=60) as raw:
         made = registry_for(raw, urls={"GravityEngine": raw.url}, plugins="",  # type: ignore[arg-type]
-                            read_timeout=20.0)
+                            read_timeout=20.0, native_async=driver == "loop")
         yield Held(raw), made
         made.close()
 
@@ -404,8 +414,9 @@ def test_a_full_pool_waits_within_the_deadline_then_times_out(
         held: tuple[Held, Registry], server: ScriptedServer) -> None:
     probe, _ = held
     probe.raw.then(probe.behaviour, times=2)
+    # The worker pool's limit: only calls that run on threads take a worker.
     registry = registry_for(server, urls={"GravityEngine": probe.raw.url}, plugins="",
-                            async_workers=2, read_timeout=20.0)
+                            async_workers=2, read_timeout=20.0, native_async=False)
 
     async def main() -> None:
         streams = [await gravity(registry).acreate(MESSAGES, stream=True) for _ in range(2)]

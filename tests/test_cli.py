@@ -40,8 +40,8 @@ def test_providers_json_shape() -> None:
                             "not_allowed"}
     gravity = next(p for p in payload["providers"] if p["name"] == "GravityEngine")
     assert set(gravity) == {"name", "url", "models", "supports_stream", "needs_auth",
-                            "supports_tools", "supports_vision", "params", "parameters",
-                            "distribution", "version"}
+                            "supports_tools", "supports_vision", "native_async", "params",
+                            "parameters", "distribution", "version"}
     assert gravity["params"].startswith("chatplug.providers.gravityengine supports: (model: str")
     assert gravity["parameters"][3] == {"name": "temperature", "type": "float",
                                         "default": 0.7, "required": False}

@@ -1,21 +1,24 @@
-"""The async API: prepared calls run on chatplug's own worker pool, never on the event loop.
+"""The async API: a prepared call driven by the event loop itself, or by a worker thread.
 
-Providers stay sync generators (requests underneath).  :func:`acreate` and
-:func:`acomplete` run a prepared :class:`~chatplug.calls.run.Call` on the
-runtime's :class:`~chatplug.calls.workers.WorkerPool` (``CHATPLUG_ASYNC_WORKERS``
-threads, never the loop's default executor).  A stream's worker pushes what
-the provider yields into a bounded buffer (:data:`BUFFER_LIMIT` items: a slow
+Providers are sync generators.  A provider that declares ``native_async = True``
+(its IO goes only through :mod:`chatplug.wire`) is driven *on the loop*: the
+same :class:`~chatplug.calls.run.Call` generator, whose transport reads
+(:mod:`chatplug.transport.native`) yield a
+:class:`~chatplug.transport.pending.Pending` where they would block; the loop
+awaits it and goes on.  No thread, no hand-over per piece.
+
+Any other call (a provider without the flag, an observer installed, a proxy,
+``CHATPLUG_NATIVE_ASYNC=0``, no httptools) runs on the runtime's
+:class:`~chatplug.calls.workers.WorkerPool` (``CHATPLUG_ASYNC_WORKERS`` threads,
+never the loop's default executor).  A stream's worker pushes what the
+provider yields into a bounded buffer (:data:`BUFFER_LIMIT` items: a slow
 consumer slows the worker, memory stays bounded) and wakes the loop only when
 the consumer is waiting for more.
 
-Cancelling the task, :meth:`AsyncStream.aclose`, leaving ``async with`` or the
-stream being garbage-collected cancels the call from outside
-(:meth:`Call.cancel`): its socket is shut, so the worker's blocked read ends at
-once and the server sees the connection close.
-
-The seam for providers with native async IO is :func:`acreate`: a provider
-offering an async generator would be driven here directly instead of on a
-worker; nothing above this module would change.
+Either way, cancelling the task, :meth:`AsyncStream.aclose`, leaving
+``async with`` or the stream being garbage-collected cancels the call
+(:meth:`Call.cancel`): its connection is shut, so the server sees it close at
+once.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import InvalidRequestError, ProviderTimeoutError
+from ..transport.pending import Pending
 from .caller import _drain
 from .view import CallView
 
@@ -122,19 +126,50 @@ async def _run(call: Call, function: Any) -> Any:
             timer.cancel()
 
 
+def _on_loop(call: Call) -> bool:
+    """Whether the loop drives ``call`` itself (see the module's text)."""
+    runtime = call.runtime
+    return (call.native_io and runtime.settings.native_async
+            and runtime.transport.native)
+
+
+async def _drain_here(call: Call) -> Call:
+    """:func:`_drain` on the running loop: awaits what the call waits for."""
+    call.text_only = True
+    call.context.loop = asyncio.get_running_loop()
+    events = cast("Generator[Any, None, None]", call.events())
+    try:
+        for item in events:
+            if type(item) is Pending:
+                await item.run()
+    except BaseException:
+        call.cancel()  # the task was cancelled (or the call failed): shut what it holds
+        raise
+    finally:
+        events.close()
+    return call
+
+
+async def _finished(call: Call) -> Call:
+    if _on_loop(call):
+        return await _drain_here(call)
+    finished: Call = await _run(call, _drain)
+    return finished
+
+
 async def acreate(caller: Caller, prepared: Prepared) -> str | AsyncStream:
     """Run ``prepared``: its text, or an :class:`AsyncStream` when it streams."""
     if prepared.stream:
         whole = not prepared.supports_stream
         return AsyncStream(caller.start(prepared, buffered=whole), whole=whole)
-    call = await _run(caller.start(prepared, buffered=True), _drain)
+    call = await _finished(caller.start(prepared, buffered=True))
     text: str = call.builder.text
     return text
 
 
 async def acomplete(caller: Caller, prepared: Prepared) -> Completion:
     """Run ``prepared`` and return its :class:`Completion`."""
-    call = await _run(caller.start(prepared, buffered=True), _drain)
+    call = await _finished(caller.start(prepared, buffered=True))
     completion: Completion = call.completion
     return completion
 
@@ -233,6 +268,11 @@ class _Buffer:
                 if timer is not None:
                     timer.cancel()
 
+    @property
+    def finished(self) -> bool:
+        """The reply ended and everything in it was taken."""
+        return self._done and not self._items and not self.local
+
     def close(self) -> None:
         """The consumer is gone: a worker blocked on a full buffer stops."""
         with self._lock:
@@ -247,37 +287,94 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _items(call: Call, whole: bool) -> Generator[Any, None, None]:
+    """What a stream hands its reader, in order: the call's items as they come, or for a
+    provider that cannot stream (``whole``) the text first, then the events.  A native
+    call's :class:`Pending` waits pass through to the loop driving it."""
+    items: Iterator[Any] = call.events()
+    try:
+        if not whole:
+            yield from items
+            return
+        collected = []
+        for item in items:
+            if type(item) is Pending:
+                yield item
+            elif type(item) is not str:
+                collected.append(item)
+        if call.builder.text:
+            yield call.builder.text
+        yield from collected
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # a plugin's cleanup bug raises here, already a chatplug error
+
+
 def _pump(call: Call, buffer: _Buffer, whole: bool) -> None:
     """The worker: drive the call, hand each item to the loop."""
     buffer.started = True
     if buffer.closed:
         buffer.finish()
         return
-    items = call.events()
+    items = _items(call, whole)
     try:
-        if whole:
-            collected = [item for item in items if type(item) is not str]
-            if call.builder.text:
-                buffer.put(call.builder.text)
-            for item in collected:
-                buffer.put(item)
-        else:
-            for item in items:
-                buffer.put(item)
+        for item in items:
+            buffer.put(item)
     except _Closed:
         pass
     except BaseException as exc:
         buffer.finish(exc)
         return
     finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception as exc:  # a plugin's cleanup bug, already a chatplug error
-                buffer.finish(exc)
-                return
+        try:
+            items.close()
+        except Exception as exc:
+            buffer.finish(exc)
+            return
     buffer.finish()
+
+
+class _Here:
+    """A stream's items taken on the loop itself: the call's generator, advanced by the
+    reader's task, awaiting what it waits for.  The worker-free counterpart of
+    :class:`_Buffer` (same ``get``/``close``/``finished``)."""
+
+    __slots__ = ("_done", "_items", "closed", "local")
+
+    def __init__(self, call: Call, whole: bool) -> None:
+        call.context.loop = asyncio.get_running_loop()
+        self._items = _items(call, whole)
+        self._done = False
+        self.closed = False
+        #: Never anything here: no batch is taken ahead of the reader.
+        self.local: deque[Any] = deque()
+
+    async def get(self, call: Call) -> Any:
+        items = self._items
+        try:
+            while True:
+                item = next(items)
+                if type(item) is not Pending:
+                    return item
+                await item.run()
+        except StopIteration:
+            self._done = True
+            raise StopAsyncIteration from None
+        except BaseException:
+            self._done = True
+            raise
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    def close(self) -> None:
+        """The reader is gone: the call's generators close, and its connection with them."""
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):  # a cleanup bug has nobody to report to
+                self._items.close()
 
 
 class AsyncStream(CallView):
@@ -294,14 +391,18 @@ class AsyncStream(CallView):
     def __init__(self, call: Call, *, whole: bool = False) -> None:
         self._call = call
         self._whole = whole
-        self._buffer: _Buffer | None = None
+        self._buffer: _Buffer | _Here | None = None
         self._reading = False
 
-    def _start(self, *, text_only: bool) -> _Buffer:
+    def _start(self, *, text_only: bool) -> _Buffer | _Here:
         if self._buffer is None:
-            self._call.text_only = text_only
-            self._buffer = _Buffer(asyncio.get_running_loop())
-            self._call.runtime.async_pool.submit(_pump, self._call, self._buffer, self._whole)
+            call = self._call
+            call.text_only = text_only
+            if _on_loop(call):
+                self._buffer = _Here(call, self._whole)
+            else:
+                self._buffer = buffer = _Buffer(asyncio.get_running_loop())
+                call.runtime.async_pool.submit(_pump, call, buffer, self._whole)
         elif not text_only:
             self._call.text_only = False
         return self._buffer
@@ -354,8 +455,7 @@ class AsyncStream(CallView):
     @property
     def _finished(self) -> bool:
         buffer = self._buffer
-        return (buffer is not None and buffer._done and not buffer._items
-                and not buffer.local)
+        return buffer is not None and buffer.finished
 
     def _cancel(self) -> None:
         self._call.cancel()

@@ -45,6 +45,8 @@ class PreparedCall:
     injected: frozenset[str] = field(repr=False)
     origin: str = field(repr=False)
     supports_stream: bool = True
+    #: The provider's IO goes only through chatplug.wire: an event loop may run it.
+    native_async: bool = False
 
     @property
     def wire_stream(self) -> bool:

@@ -47,7 +47,7 @@ class Provider(Caller):
 
     ``name``, ``url`` (the effective base URL: the setting if set, else the
     module's), ``models``, ``supports_stream``, ``needs_auth``,
-    ``supports_tools``, ``supports_vision``, ``params`` (the seed's string),
+    ``supports_tools``, ``supports_vision``, ``native_async``, ``params`` (the seed's string),
     ``parameters`` (structured), ``distribution`` and ``version``.
     """
 
@@ -64,6 +64,7 @@ class Provider(Caller):
         needs_auth: bool,
         supports_tools: bool = False,
         supports_vision: bool = False,
+        native_async: bool = False,
         distribution: str | None = None,
         version: str | None = None,
     ) -> None:
@@ -75,6 +76,7 @@ class Provider(Caller):
         self.needs_auth = needs_auth
         self.supports_tools = supports_tools
         self.supports_vision = supports_vision
+        self.native_async = native_async
         self.distribution = distribution
         self.version = version
         self._function = function
@@ -119,6 +121,7 @@ class Provider(Caller):
             "needs_auth": self.needs_auth,
             "supports_tools": self.supports_tools,
             "supports_vision": self.supports_vision,
+            "native_async": self.native_async,
             "params": self.params,
             "parameters": [p.as_dict() for p in self.parameters],
             "distribution": self.distribution,
@@ -296,6 +299,7 @@ class Provider(Caller):
             injected=self._parameter_set.injected,
             origin=self.origin,
             supports_stream=self.supports_stream,
+            native_async=self.native_async,
         )
 
     def _missing_key(self) -> str:

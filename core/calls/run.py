@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..events import Finish, Reasoning, ToolCallDelta
 from ..transport.context import DEADLINE_MESSAGE, CallContext
+from ..transport.pending import Pending, Sleeper
 from ..transport.redaction import redact
 from .completion import Completion, CompletionBuilder
 from .retry import RetryPolicy
@@ -116,6 +117,7 @@ class Call:
         self._hook = runtime.observers()
         self._stop_at = deadline
         self._wake: threading.Event | None = None
+        self._sleeper: Sleeper | None = None
         self._failures: list[str] = []
 
     def __repr__(self) -> str:
@@ -131,6 +133,16 @@ class Call:
         wake = self._wake
         if wake is not None:
             wake.set()
+        sleeper = self._sleeper
+        if sleeper is not None:
+            sleeper.wake()
+
+    @property
+    def native_io(self) -> bool:
+        """Whether an event loop may drive this call itself (:mod:`chatplug.calls.aio`):
+        the provider's IO goes only through chatplug.wire and no observer is installed
+        (observers are called synchronously, and could stall the loop)."""
+        return self.prepared.native_async and self._hook is None
 
     @property
     def runtime(self) -> Runtime:
@@ -175,6 +187,10 @@ class Call:
                                 self.first_piece_s = time.perf_counter() - started
                                 committed = not buffered
                             yield item
+                        elif type(item) is Pending:
+                            # A native read waiting: the loop driving the call awaits it.
+                            yield item  # type: ignore[misc]
+                            continue
                         elif builder.add_event(item):
                             if not buffered and isinstance(item, COMMITTING):
                                 committed = True
@@ -210,7 +226,7 @@ class Call:
                             raise
                         raise error from None
                     self._retrying(error, wait)
-                    if not self._sleep(wait):
+                    if not (yield from self._pause(wait)):  # type: ignore[misc]
                         return  # cancelled while waiting
                     builder.reset()
                 finally:
@@ -257,13 +273,23 @@ class Call:
             raise _Cancelled
         raise ProviderTimeoutError(DEADLINE_MESSAGE, provider=self.provider, model=self.model)
 
-    def _sleep(self, seconds: float) -> bool:
-        """Wait before the next attempt; False if the call was cancelled meanwhile."""
-        if self._wake is None:
-            self._wake = threading.Event()
+    def _pause(self, seconds: float) -> Generator[Pending[Any], None, bool]:
+        """Wait before the next attempt; False if the call was cancelled meanwhile.
+
+        On a worker the thread sleeps; on a call an event loop drives, the loop's
+        timer does (the generator yields while it runs).
+        """
         if self.context.cancelled:
             return False
-        self._wake.wait(seconds)
+        loop = self.context.loop
+        if loop is None:
+            if self._wake is None:
+                self._wake = threading.Event()
+            self._wake.wait(seconds)
+        else:
+            if self._sleeper is None:
+                self._sleeper = Sleeper()
+            yield from self._sleeper.sleep(loop, seconds)
         return not self.context.cancelled
 
     def _as_chatplug_error(self, exc: BaseException) -> ChatplugError:

@@ -78,12 +78,13 @@ class Metadata:
     needs_auth: bool
     supports_tools: bool = False
     supports_vision: bool = False
+    native_async: bool = False
 
 
 def provider_metadata(plugin: Any) -> Metadata:
     """Read and check the metadata attributes of a provider: the seed's ``url``,
     ``model``, ``supports_stream`` and ``needs_auth``, and the optional
-    ``supports_tools`` and ``supports_vision`` (default ``False``).
+    ``supports_tools``, ``supports_vision`` and ``native_async`` (default ``False``).
 
     :raises Rejected: an attribute is missing or of the wrong type, or reading it
         raised (a module ``__getattr__`` or a property that fails, with any exception
@@ -138,13 +139,15 @@ def _check_metadata(plugin: Any) -> Metadata:
         raise Rejected(f"model must be a list of model names, not {models!r}")
     supports_tools = getattr(plugin, "supports_tools", False)
     supports_vision = getattr(plugin, "supports_vision", False)
+    native_async = getattr(plugin, "native_async", False)
     for attribute, value in (("supports_stream", supports_stream), ("needs_auth", needs_auth),
                              ("supports_tools", supports_tools),
-                             ("supports_vision", supports_vision)):
+                             ("supports_vision", supports_vision),
+                             ("native_async", native_async)):
         if not isinstance(value, bool):
             raise Rejected(f"{attribute} must be True or False, not {value!r}")
     return Metadata(url, list(models), supports_stream, needs_auth, supports_tools,
-                    supports_vision)
+                    supports_vision, native_async)
 
 
 def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> list[str]:

@@ -495,6 +495,7 @@ class Registry:
                 needs_auth=metadata.needs_auth,
                 supports_tools=metadata.supports_tools,
                 supports_vision=metadata.supports_vision,
+                native_async=metadata.native_async,
                 distribution=distribution,
                 version=version,
             )

@@ -39,6 +39,7 @@ from ..errors import (
     StreamInterruptedError,
 )
 from ..transport.context import CallContext
+from ..transport.pending import Sleeper
 from .entries import Entry, parse_entry
 from .state import STRATEGIES, RouteState
 
@@ -220,6 +221,7 @@ class RouteCall:
         self._current: Call | None = None
         self._empty = CompletionBuilder(route.name, None)
         self._wake = threading.Event()
+        self._sleeper = Sleeper()
 
     def __repr__(self) -> str:
         return f"<chatplug RouteCall {self.route.name} {self.request_id}>"
@@ -274,6 +276,13 @@ class RouteCall:
         if current is not None:
             current.cancel()
         self._wake.set()
+        self._sleeper.wake()
+
+    @property
+    def native_io(self) -> bool:
+        """Whether an event loop may drive this call itself: every entry's may."""
+        hook = self.route.runtime.observers()
+        return hook is None and all(prepared.native_async for _, prepared in self.prepared.calls)
 
     def events(self) -> Iterator[str | Event]:
         """What the serving provider yields; failures before the commit point move on."""
@@ -292,6 +301,7 @@ class RouteCall:
                             policy=RetryPolicy(max_retries=0), route=route.name,
                             request_id=self.request_id, deadline=self.context.deadline)
                 call.text_only = self._text_only
+                call.context.loop = self.context.loop
                 self._current = call
                 self.attempts += 1
                 try:
@@ -315,7 +325,11 @@ class RouteCall:
             wait = self._round_wait(round_errors, number, rounds)
             if wait is None:
                 raise self._failed(number)
-            self._wake.wait(wait)
+            loop = self.context.loop
+            if loop is None:
+                self._wake.wait(wait)
+            else:
+                yield from self._sleeper.sleep(loop, wait)  # type: ignore[misc]
             if self._stopped():
                 return
 

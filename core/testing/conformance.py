@@ -338,6 +338,50 @@ class ProviderConformance:
         if fault in ("error-in-stream", "error-event-first"):
             assert "upstream overloaded" in str(info.value)
 
+    # -- async -----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("fault", [None, *FAULTS])
+    def test_the_async_api_does_what_the_sync_one_does(
+        self, provider: Provider, chatplug_server: ScriptedServer, fault: str | None
+    ) -> None:
+        """``acreate`` (on the event loop itself for a provider that declares
+        ``native_async``) gives the scripted text and pieces, and the sync API's
+        typed errors for every fault."""
+        import asyncio
+
+        options = {"model": self.model, "timeout": CALL_TIMEOUT, "max_retries": 0,
+                   **self.options}
+        streamed = True
+        if fault is None:
+            chatplug_server.add(pieces=PIECES)
+            chatplug_server.add(text=TEXT)
+        else:
+            script, streamed, expected, _ = FAULTS[fault]
+            if streamed and not provider.supports_stream:
+                pytest.skip("a streaming fault; the provider does not stream")
+            chatplug_server.add(**script)
+
+        async def run() -> tuple[list[str], str]:
+            received: list[str] = []
+            if streamed:
+                stream = await provider.acreate(MESSAGES, stream=True, **options)
+                assert not isinstance(stream, str)
+                async with stream:
+                    received.extend([piece async for piece in stream])
+            text = ""
+            if fault is None or not streamed:
+                text = str(await provider.acreate(MESSAGES, **options))
+            return received, text
+
+        if fault is None:
+            pieces, text = asyncio.run(run())
+            assert pieces == (PIECES if provider.supports_stream else ["".join(PIECES)])
+            assert text == TEXT
+            return
+        with pytest.raises(expected) as info:
+            asyncio.run(run())
+        assert info.value.provider == provider.name
+
     # -- events ----------------------------------------------------------------------
 
     @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])

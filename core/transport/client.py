@@ -13,10 +13,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ChatplugError, InvalidRequestError, ProviderHTTPError
+from ..errors import ChatplugError, InvalidRequestError, ProviderHTTPError, ProviderResponseError
 from . import failures
 from .connections import pool_classes
 from .context import CallContext, call_scope
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import requests
 
     from ..settings import Settings
+    from .pending import Pending
 
 __all__ = ["HTTPClient", "Reply", "Transport"]
 
@@ -65,6 +66,7 @@ class Transport:
         self.verify: str | bool = ca_bundle or True
         self._session: requests.Session | None = None
         self._proxies: dict[str, dict[str, str]] = {}
+        self._native: bool | None = None
         self._lock = threading.Lock()
         install_log_redaction()
 
@@ -133,6 +135,19 @@ class Transport:
             proxies = self._proxies[origin] = dict(get_environ_proxies(origin))
         return proxies
 
+    @property
+    def native(self) -> bool:
+        """Whether calls an event loop drives can do their IO on it (:mod:`.native`):
+        the parser is installed and no proxy is configured (the native transport
+        speaks to servers directly; with a proxy, async calls use worker threads)."""
+        if self._native is None:
+            import urllib.request
+
+            from .native import available
+
+            self._native = available() and not urllib.request.getproxies()
+        return self._native
+
     def client(
         self,
         *,
@@ -155,6 +170,9 @@ class Transport:
             session, self._session = self._session, None
         if session is not None:
             session.close()
+        from .native import close_pools
+
+        close_pools(self)
 
 
 class HTTPClient:
@@ -224,11 +242,61 @@ class HTTPClient:
         :raises ProviderConnectionError: when the server cannot be reached.
         :raises InvalidRequestError: the body cannot be sent as JSON.
         """
+        data = self._json_bytes(body)
+        reply = self.request("POST", url, data=data, headers={
+            "Content-Type": "application/json", **(headers or {}), **self.context.headers})
+        return self._checked(reply, url)
+
+    def open_json(
+        self, url: str, body: Any, *, headers: Mapping[str, str] | None = None
+    ) -> Generator[Pending[Any], None, Reply]:
+        """:meth:`post_json` for a generator: ``reply = yield from http.open_json(...)``.
+
+        The wire formats send with it, so that one provider function serves both
+        kinds of call: on a worker thread it blocks like :meth:`post_json` (and never
+        yields); on a call an event loop drives (:mod:`.native`) it yields while it
+        waits.  Raises what :meth:`post_json` raises.
+        """
+        data = self._json_bytes(body)
+        reply = yield from self.open("POST", url, data=data, headers={
+            "Content-Type": "application/json", **(headers or {}), **self.context.headers})
+        return reply
+
+    def open(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Generator[Pending[Any], None, Reply]:
+        """:meth:`request` and the status checks of :meth:`post_json`, for a generator."""
+        if self.context.loop is None:
+            return self._checked(self.request(method, url, data=data, headers=headers), url)
+        from . import native
+
+        try:
+            reply = yield from native.send(self, method, url, data, headers or {})
+            if reply.status_code >= 300:
+                yield from reply.prefetch(failures.ERROR_BODY_LIMIT)
+        except ChatplugError:
+            raise
+        except Exception as exc:
+            raise self.translate(exc, url=url) from None
+        logger.debug("%s: %s %s -> %s in %.1f ms (native)", self.provider, method, url,
+                     reply.status_code, (time.perf_counter() - reply.started) * 1000)
+        return self._checked(reply, url)
+
+    def _json_bytes(self, body: Any) -> bytes:
+        """``body`` (with the call's ``extra_body``) as JSON bytes.
+
+        :raises InvalidRequestError: it cannot be sent as JSON.
+        """
         context = self.context
         if context.extra_body and isinstance(body, dict):
             body = {**body, **context.extra_body}
         try:
-            data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(
                 f"the request body cannot be sent as JSON ({exc}); NaN and Infinity are "
@@ -236,9 +304,6 @@ class HTTPClient:
                 provider=self.provider,
                 model=self.model,
             ) from None
-        reply = self.request("POST", url, data=data, headers={
-            "Content-Type": "application/json", **(headers or {}), **context.headers})
-        return self._checked(reply, url)
 
     def get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> Any:
         """GET ``url`` (a model list, say) and return its body parsed as JSON.
@@ -284,6 +349,14 @@ class HTTPClient:
         :raises ProviderConnectionError: when the server cannot be reached.
         """
         context = self.context
+        if context.loop is not None:
+            raise ProviderResponseError(
+                "the provider sent a request with a blocking HTTPClient method (post_json, "
+                "get_json, request) on a call an event loop runs, which it allowed by "
+                "declaring native_async = True; such a provider sends only through "
+                "chatplug.wire (openai.chat, ndjson.chat) or http.open_json. This is a bug "
+                "in the provider; report it, or set CHATPLUG_NATIVE_ASYNC=0 meanwhile.",
+                provider=self.provider, model=self.model)
         session = self.transport.session
         started = time.perf_counter()
         left = self.remaining()

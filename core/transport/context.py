@@ -23,10 +23,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatplugError, ProviderTimeoutError, StreamInterruptedError
 from . import watchdog
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["CURRENT_CALL", "DEADLINE_MESSAGE", "CallContext", "call_scope"]
 
@@ -43,6 +46,10 @@ CANCELLED_MESSAGE = "the call was cancelled (closed from another thread) before 
 
 def _shut(connection: Any) -> None:
     """Shut the socket of a connection (or a socket) so that a blocked read fails now."""
+    shut = getattr(connection, "shut", None)
+    if shut is not None:  # a native connection: it ends itself on its event loop
+        shut()
+        return
     sock = connection if isinstance(connection, socket.socket) else getattr(
         connection, "sock", None)
     if isinstance(sock, socket.socket):
@@ -61,7 +68,7 @@ class CallContext:
     """
 
     __slots__ = ("_cancelled", "_connections", "_expired", "_lock", "_watch", "api_key",
-                 "deadline", "extra_body", "headers", "model", "provider")
+                 "deadline", "extra_body", "headers", "loop", "model", "provider")
 
     def __init__(
         self,
@@ -79,6 +86,8 @@ class CallContext:
         self.deadline = deadline
         self.headers: dict[str, str] = dict(headers or {})
         self.extra_body: dict[str, Any] = dict(extra_body or {})
+        #: The event loop driving the call's IO natively (:mod:`.native`), else ``None``.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._cancelled = False
         self._expired = False
         self._connections: set[Any] = set()

@@ -116,6 +116,9 @@ class ContentDecoder:
     @staticmethod
     def _through(layer: _Inflate, pieces: Iterable[bytes]) -> Iterator[bytes]:
         for piece in pieces:
+            if type(piece) is not bytes:  # a native reply's Pending: passed up to its driver
+                yield piece
+                continue
             yield from layer.feed(piece)
         rest = layer.flush()
         if rest:

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from .client import HTTPClient, Reply
 
 __all__ = [
+    "ConnectFailed",
+    "ConnectTimeout",
+    "IncompleteBody",
+    "InvalidHeader",
+    "InvalidURL",
     "excerpt",
     "is_transport_error",
     "redirect_error",
@@ -42,6 +47,26 @@ __all__ = [
     "status_error",
     "translate",
 ]
+
+class ConnectFailed(ConnectionError):
+    """chatplug's own transport could not reach the server (or it closed without answering)."""
+
+
+class ConnectTimeout(TimeoutError):
+    """chatplug's own transport could not connect in time."""
+
+
+class IncompleteBody(ConnectionError):
+    """chatplug's own transport: the body ended before its framing said it would."""
+
+
+class InvalidHeader(ValueError):
+    """A request header that cannot be sent (a line break in it); nothing was sent."""
+
+
+class InvalidURL(ValueError):
+    """Not an http(s) URL with a host; nothing was sent."""
+
 
 #: How much of an error body is read to build a message.
 ERROR_BODY_LIMIT = 64 * 1024
@@ -195,11 +220,18 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
     """Map a requests/urllib3/socket exception to chatplug's error for it: the one
     place that does.  A read the call itself cut (its deadline passed, it was
     cancelled) is reported as that, whatever exception the cut socket raised."""
-    import requests
-    import urllib3.exceptions as u3
-
     if isinstance(exc, ChatplugError):
         return exc
+    requests: Any
+    u3: Any
+    if "requests" not in sys.modules:
+        # Only chatplug's native transport ran: requests' classes cannot match, and
+        # importing it here would stall the event loop that transport runs on.
+        requests = u3 = _NOT_LOADED
+    else:
+        import requests
+        import urllib3.exceptions as u3
+
     context: dict[str, Any] = {"provider": client.provider, "model": client.model}
     where = f" {url}" if url else ""
     detail = redact(str(exc), client.api_key)
@@ -207,7 +239,7 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
     if cut is not None:
         return cut
     chain = _chain(exc)
-    if isinstance(exc, (requests.ConnectTimeout, u3.ConnectTimeoutError)):
+    if isinstance(exc, (requests.ConnectTimeout, u3.ConnectTimeoutError, ConnectTimeout)):
         return ProviderTimeoutError(
             f"could not connect to{where} within {client.transport.connect_timeout:g} s. "
             "Check the URL and your network, or raise CHATPLUG_CONNECT_TIMEOUT.",
@@ -223,10 +255,10 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
     if tls is not None or isinstance(exc, requests.exceptions.SSLError):
         return _tls_error(tls, where, context, client.api_key)
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema)):
+                        requests.exceptions.InvalidSchema, InvalidURL)):
         return _final(ProviderConnectionError(
             f"invalid URL{where}: {detail}. Fix the provider's URL setting.", **context))
-    if isinstance(exc, (requests.exceptions.InvalidHeader, UnicodeEncodeError)):
+    if isinstance(exc, (requests.exceptions.InvalidHeader, UnicodeEncodeError, InvalidHeader)):
         # Nothing was sent: a header (the key, or one passed in headers=) cannot be.
         return InvalidRequestError(
             f"a request header cannot be sent ({detail}). Check the provider's key and "
@@ -239,7 +271,7 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
         return _final(ProviderConnectionError(
             f"{where.strip() or 'the server'} answered {said!r}: this is not an HTTP server. "
             "Check the host and port in the provider's URL setting.", **context))
-    if isinstance(exc, requests.ConnectionError) and any(
+    if isinstance(exc, (requests.ConnectionError, ConnectFailed)) and any(
         isinstance(cause, (u3.NameResolutionError, socket.gaierror)) for cause in chain
     ):
         return ProviderConnectionError(
@@ -247,13 +279,14 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
             "URL setting and your DNS.",
             **context,
         )
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, (requests.ConnectionError, ConnectFailed)):
         return ProviderConnectionError(
             f"could not reach{where}: {redact(_root_cause(exc), client.api_key)}. "
             "Check the URL setting and that the server is running.",
             **context,
         )
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, u3.ProtocolError)):
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, u3.ProtocolError,
+                        IncompleteBody)):
         return StreamInterruptedError(
             "the server closed the connection before the reply ended. "
             "The reply is incomplete; try again.",
@@ -273,6 +306,21 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
     return ProviderResponseError(
         f"unexpected transport failure: {type(exc).__name__}: {detail}", **context
     )
+
+
+class _Never(Exception):
+    """Matches nothing: stands in for requests' exception classes when it is not loaded."""
+
+
+class _NotLoaded:
+    """requests and urllib3.exceptions as :func:`translate` sees them when never imported:
+    every exception class asked for is one nothing raises."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self if name == "exceptions" else _Never
+
+
+_NOT_LOADED = _NotLoaded()
 
 
 #: Errors of a status line that is not HTTP (an SSH banner, a database's greeting).

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ChatplugError, ProviderResponseError
 from . import failures
 from .decoding import ContentDecoder, UnsupportedEncoding
+from .pending import Pending
 
 if TYPE_CHECKING:
     import requests
@@ -46,7 +47,8 @@ class Reply:
     def __init__(self, response: requests.Response, client: HTTPClient) -> None:
         self._response = response
         self._client = client
-        self._chunks: Iterator[bytes] | None = None
+        #: Bytes; a native reply's also its Pending waits.
+        self._chunks: Iterator[Any] | None = None
         self._complete = False
         self._received = 0
         self.status_code: int = response.status_code
@@ -77,6 +79,9 @@ class Reply:
             if self._chunks is None:
                 self._chunks = self._decoded()
             for data in self._chunks:
+                if type(data) is Pending:  # a native reply waiting: its driver awaits this
+                    yield data  # type: ignore[misc]
+                    continue
                 self._received += len(data)
                 if self._received > limit:
                     raise ProviderResponseError(
@@ -173,7 +178,23 @@ class Reply:
 
         :raises ProviderResponseError: the body is not JSON (an HTML page, say).
         """
-        body = self.read()
+        return self._parse_json(self.read())
+
+    def load_json(self) -> Generator[Pending[Any], None, Any]:
+        """:meth:`json` for a generator: ``payload = yield from reply.load_json()``.
+
+        On a native reply it yields while the body arrives; on the sync one it
+        never yields.  Raises what :meth:`json` raises.
+        """
+        parts: list[bytes] = []
+        for data in cast("Iterator[Any]", self.iter_bytes()):
+            if type(data) is Pending:
+                yield data
+            else:
+                parts.append(data)
+        return self._parse_json(b"".join(parts))
+
+    def _parse_json(self, body: bytes) -> Any:
         try:
             try:
                 return json.loads(body)

@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ProviderResponseError, StreamInterruptedError
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..transport.pending import Pending
 from . import request_headers, token_count
 from .sse import LineSplitter
 
@@ -134,6 +135,9 @@ def _decode(chunks: Iterable[bytes], is_last: IsLast | None,
     # buffered reads on every access, which would make a long line quadratic.
     open_line = 0
     for chunk in chunks:
+        if type(chunk) is not bytes:  # a native reply's Pending, for the call's driver
+            yield chunk  # type: ignore[misc]
+            continue
         lines = splitter.feed(chunk)
         if lines:
             open_line = len(chunk) - 1 - max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
@@ -192,7 +196,11 @@ def iter_objects(
         ``is_last``, before the object that completes the stream.
     """
     try:
-        for payload, line in _decode(chunks, is_last, secret):
+        for decoded in cast("Iterator[Any]", _decode(chunks, is_last, secret)):
+            if type(decoded) is Pending:
+                yield decoded  # type: ignore[misc]  # for the loop driving the call
+                continue
+            payload, line = decoded
             yield _check(payload, line, secret)
     except _Cut as cut:
         raise _interrupted(cut) from None
@@ -257,7 +265,11 @@ def stream_events(
     received = 0
     delivered = False
     try:
-        for payload, line in _decode(chunks, is_last, secret):
+        for decoded in cast("Iterator[Any]", _decode(chunks, is_last, secret)):
+            if type(decoded) is Pending:
+                yield decoded  # type: ignore[misc]  # for the loop driving the call
+                continue
+            payload, line = decoded
             if type(payload) is not dict or "error" in payload or "detail" in payload:
                 _check(payload, line, secret, received if delivered else None)
             piece, found = _items(payload, text, events)
@@ -313,7 +325,7 @@ def read_reply(reply: Reply, *, text: TextOf, is_last: IsLast, events: EventsOf 
     :raises StreamInterruptedError: a stream ends before its last object.
     """
     if reply.content_type == "application/json":
-        whole = reply.json()
+        whole = yield from reply.load_json()  # type: ignore[misc]
         payload = _check(whole, whole if isinstance(whole, str) else type(whole).__name__,
                          secret)
         piece, found = _items(payload, text, events)
@@ -350,7 +362,8 @@ def chat(
     :raises StreamInterruptedError: a stream ends before its last object.
     """
     headers = request_headers("application/x-ndjson, application/json", api_key, headers)
-    with http.post_json(endpoint, dict(body), headers=headers, stream=True) as reply:
+    reply = yield from http.open_json(endpoint, dict(body), headers=headers)  # type: ignore[misc]
+    with reply:
         yield from read_reply(reply, text=text, is_last=is_last, events=events,
                               secret=http.api_key or api_key)
 

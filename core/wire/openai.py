@@ -322,6 +322,9 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
     received = 0  # kept here on the hot path, in progress on the slow one
     fast = False  # the first chunk, which names the id and model, is read in full
     for chunk in chunks:
+        if type(chunk) is not bytes:  # a native reply's Pending, for the call's driver
+            yield chunk  # type: ignore[misc]
+            continue
         for data in feed(chunk):
             if data == DONE:
                 return
@@ -409,13 +412,15 @@ def chat(
     body = request_body(model, messages, stream, **options)
     # The configured key is masked in every form a provider derives from it (nk-<code>).
     secret = http.api_key or api_key
-    with http.post_json(endpoint, body, headers=request_headers(accept, api_key, headers),
-                        stream=stream) as reply:
+    reply = yield from http.open_json(  # type: ignore[misc]  # Pending, for a native call
+        endpoint, body, headers=request_headers(accept, api_key, headers))
+    with reply:
         items: Iterable[str | Event]
         if reply.content_type == "text/event-stream":
             items = stream_events(reply.iter_bytes(), secret=secret, provider=http.provider)
         else:
-            items = reply_events(reply.json(), secret=secret, provider=http.provider)
+            payload = yield from reply.load_json()  # type: ignore[misc]
+            items = reply_events(payload, secret=secret, provider=http.provider)
         if events:
             yield from items
         else:

@@ -22,6 +22,8 @@ url = "http://127.0.0.1:8080/v1"
 model: list[str] = []  # llama-server serves whatever model it loaded; any name is accepted
 supports_stream = True
 needs_auth = False
+#: Its IO is chatplug.wire's: the async API and the gateway run it on their event loop.
+native_async = True
 
 
 @hookimpl

@@ -35,6 +35,8 @@ url = "http://127.0.0.1:11434"
 model: list[str] = []  # whatever models were pulled; the caller names one (`-m llama3.2`)
 supports_stream = True
 needs_auth = False
+#: Its IO is chatplug.wire's: the async API and the gateway run it on their event loop.
+native_async = True
 supports_tools = True
 #: Lists the pulled models and needs no key: what `chatplug providers --check` probes,
 #: and what `chatplug models Ollama` reads.

@@ -1,0 +1,97 @@
+"""What a call's generator hands its event-loop driver while it waits: :class:`Pending`.
+
+The whole call path (provider, wire decoders, retries, routes) is written as
+sync generators.  Run on a worker thread they block in their reads.  Run on an
+event loop (the async API's native mode, the gateway) the transport's reads do
+not block: where a read would wait, the innermost generator yields a
+:class:`Pending`, every layer above passes it up unchanged, and the driver at
+the top awaits it and resumes the chain, which picks up the result with
+:meth:`Pending.result`.  One path for both; only the transport knows which
+kind of IO it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Pending", "Sleeper", "wait"]
+
+T = TypeVar("T")
+
+
+class Pending(Generic[T]):
+    """An awaitable the driver awaits before it resumes the generator that yielded it.
+
+    Failures of the awaitable are kept and raised by :meth:`result` inside the
+    generator that waits (so its own error handling sees them); a cancellation
+    of the driving task is not: it ends the driver, which closes the generators.
+    """
+
+    __slots__ = ("_error", "_value", "awaitable")
+
+    def __init__(self, awaitable: Awaitable[T]) -> None:
+        self.awaitable = awaitable
+        self._value: Any = None
+        self._error: Exception | None = None
+
+    async def run(self) -> None:
+        """Await the awaitable (the driver calls this)."""
+        try:
+            self._value = await self.awaitable
+        except Exception as exc:  # asyncio.CancelledError is not an Exception: it propagates
+            self._error = exc
+
+    def result(self) -> T:
+        """The awaitable's result; raises what it raised."""
+        error = self._error
+        if error is not None:
+            self._error = None
+            raise error
+        value: T = self._value
+        return value
+
+
+def wait(awaitable: Awaitable[T]) -> Generator[Pending[T], None, T]:
+    """``value = yield from wait(awaitable)`` inside a call's generator."""
+    pending = Pending(awaitable)
+    yield pending
+    return pending.result()
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Sleeper:
+    """A wait between attempts on an event loop's timer, which :meth:`wake` (any thread)
+    cuts short: the loop-driven form of ``threading.Event().wait(seconds)``."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def sleep(self, loop: asyncio.AbstractEventLoop,
+              seconds: float) -> Generator[Pending[None], None, None]:
+        """``yield from sleeper.sleep(loop, seconds)`` inside a call's generator."""
+        future: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, _done, future)
+        self._future, self._loop = future, loop
+        try:
+            yield from wait(future)
+        finally:
+            timer.cancel()
+            self._future = None
+
+    def wake(self) -> None:
+        future, loop = self._future, self._loop
+        if future is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_done, future)
