@@ -172,7 +172,11 @@ def test_a_fresh_environment_sets_up_with_the_two_commands(tmp_path: Path) -> No
          "test_installed_example_package_is_discovered_and_works"],
         cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
-    assert re.search(r"\b(2\d|3\d) passed\b", second.stdout), second.stdout[-500:]
+    # The Ollama example's conformance kit (async checks included) and the discovery test.
+    ran = re.search(r"\b(\d+) passed\b", second.stdout)
+    assert ran is not None, second.stdout[-500:]
+    assert int(ran.group(1)) >= 40, second.stdout[-500:]
+    assert "skipped" not in second.stdout, second.stdout[-500:]
 
 
 def _run_block(title: str, server: ScriptedServer, tmp_path: Path) -> str:

@@ -106,7 +106,6 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.lost = False
-        self.served = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -205,7 +204,6 @@ class Connection(asyncio.Protocol):
         if not self.headers_done:
             return  # the end of an interim answer
         self.complete = True
-        self.served += 1
         if self.draining >= 0:
             self.draining = -1
             self.pool.put(self)
