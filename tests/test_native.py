@@ -165,7 +165,7 @@ def test_a_header_that_cannot_be_sent_is_refused_before_anything_is_sent(
     registry = _registry(server.url)
     try:
         for bad in ({"X-Note": "one\r\nInjected: yes"}, {"X-Note": "caf\u00e9 \u263a"},
-                    {"Bad Name": "x"}):
+                    {"Bad Name": "x"}, {"X-Note": " leading space"}):
             sync, native = _both(registry, stream=False, headers=bad)
             assert native[0] == sync[0] == InvalidRequestError.__name__
         assert server.requests == []
@@ -342,6 +342,134 @@ def test_idle_connections_close_with_their_loop(raw: RawServer) -> None:
         assert closed.wait(2)
     finally:
         registry.close()
+
+
+def test_bytes_after_a_reply_never_become_the_next_reply(raw: RawServer) -> None:
+    body = _json("mine")
+    smuggled = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}"
+
+    def with_a_second_response(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(response_head(Content_Type="application/json",
+                                   Content_Length=str(len(body))) + body + smuggled)
+
+    def plain(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(response_head(Content_Type="application/json",
+                                   Content_Length=str(len(body))) + body)
+
+    raw.then(with_a_second_response).then(plain)
+    registry = _registry(raw.url)
+
+    async def main() -> list[str]:
+        provider = registry.provider("GravityEngine")
+        return [await provider.acreate(MESSAGES), await provider.acreate(MESSAGES)]
+
+    try:
+        assert asyncio.run(main()) == ["mine", "mine"]
+    finally:
+        registry.close()
+
+
+def test_a_request_is_never_sent_twice(raw: RawServer) -> None:
+    body = _json("once")
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(response_head(Content_Type="application/json",
+                                   Content_Length=str(len(body))) + body)
+
+    def read_then_close(conn: socket.socket, request: bytes) -> None:
+        time.sleep(0.1)  # "working" on the request, then gone without an answer
+        conn.close()
+
+    raw.then(answer).then(read_then_close).then(answer)
+    registry = _registry(raw.url)
+
+    async def main() -> tuple[str, str]:
+        provider = registry.provider("GravityEngine")
+        first = await provider.acreate(MESSAGES)
+        return first, _outcome_text(await _caught(provider.acreate(MESSAGES)))
+
+    try:
+        first, second = asyncio.run(main())
+    finally:
+        registry.close()
+    assert first == "once"
+    assert second.startswith("ProviderConnectionError")
+    assert "Remote end closed connection without response" in second
+    assert len(raw.requests) == 2  # the POST the server dropped was not sent again
+
+
+async def _caught(call: Any) -> Any:
+    try:
+        return await call
+    except ChatplugError as error:
+        return error
+
+
+def _outcome_text(result: Any) -> str:
+    return f"{type(result).__name__}: {result}"
+
+
+def test_headers_are_bounded_like_the_sync_transports(raw: RawServer) -> None:
+    many = b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101 + b"Content-Length: 0\r\n\r\n"
+    endless = b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 200_000
+
+    def send(data: bytes) -> Any:
+        return lambda conn, request: conn.sendall(data)
+
+    raw.then(send(many), times=2).then(send(endless), times=2)
+    registry = _registry(raw.url, read_timeout=2)
+    try:
+        for words in ("got more than 100 headers",
+                      "got more than 65536 bytes when reading header line"):
+            sync, native = _both(registry, stream=False)
+            assert native == sync
+            assert words in native[1], native
+    finally:
+        registry.close()
+
+
+def test_headers_sent_slowly_are_not_silence(raw: RawServer) -> None:
+    body = _json("slow")
+    head = response_head(Content_Type="application/json", Content_Length=str(len(body)))
+
+    def drip(conn: socket.socket, request: bytes) -> None:
+        for index in range(0, len(head), 8):
+            conn.sendall(head[index:index + 8])
+            time.sleep(0.05)  # the whole head takes far longer than the read timeout
+        conn.sendall(body)
+
+    raw.then(drip)
+    registry = _registry(raw.url, read_timeout=0.3)
+    try:
+        assert asyncio.run(registry.provider("GravityEngine").acreate(MESSAGES)) == "slow"
+    finally:
+        registry.close()
+
+
+def test_switching_protocols_and_a_quoted_path(raw: RawServer) -> None:
+    upgrade = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\n\r\n")
+
+    def switch(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(upgrade)
+        conn.close()
+
+    raw.then(switch, times=2).then(Counting(raw, _json("quoted")), times=2)
+    registry = _registry(raw.url)
+    try:
+        sync, native = _both(registry, stream=False)
+        assert native == sync
+        assert native[0] == "ProviderResponseError"
+    finally:
+        registry.close()
+    spaced = _registry(raw.url + "/a b/é")
+    try:
+        sync, native = _both(spaced, stream=False)
+        assert native == sync == ("ok", "quoted")
+    finally:
+        spaced.close()
+    lines = [request.split(b"\r\n", 1)[0] for request in raw.requests[-2:]]
+    assert lines[0] == lines[1] == b"POST /a%20b/%C3%A9/api/openai/v1/chat/completions HTTP/1.1"
 
 
 # -- when the loop drives a call, and when it does not --------------------------------------

@@ -40,6 +40,7 @@ __all__ = [
     "IncompleteBody",
     "InvalidHeader",
     "InvalidURL",
+    "MalformedReply",
     "excerpt",
     "is_transport_error",
     "redirect_error",
@@ -62,6 +63,10 @@ class IncompleteBody(ConnectionError):
 
 class InvalidHeader(ValueError):
     """A request header that cannot be sent (a line break in it); nothing was sent."""
+
+
+class MalformedReply(ValueError):
+    """chatplug's own transport: the server's response is not valid HTTP after its status."""
 
 
 class InvalidURL(ValueError):
@@ -258,6 +263,13 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
                         requests.exceptions.InvalidSchema, InvalidURL)):
         return _final(ProviderConnectionError(
             f"invalid URL{where}: {detail}. Fix the provider's URL setting.", **context))
+    if isinstance(exc, MalformedReply) or any(
+            isinstance(cause, u3.InvalidHeader) for cause in chain):
+        # urllib3's InvalidHeader is about the response (two Content-Lengths, say).
+        return ProviderResponseError(
+            f"{where.strip() or 'the server'} answered with a response chatplug cannot read "
+            f"({detail}). Check that the URL setting points at the API itself, not a "
+            "proxy or a page in front of it.", **context)
     if isinstance(exc, (requests.exceptions.InvalidHeader, UnicodeEncodeError, InvalidHeader)):
         # Nothing was sent: a header (the key, or one passed in headers=) cannot be.
         return InvalidRequestError(

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
+import select
 import socket
 import ssl
 import threading
@@ -33,10 +35,18 @@ import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+from .connections import MAX_INFORMATIONAL
 from .decoding import ACCEPT_ENCODING
-from .failures import ConnectFailed, ConnectTimeout, IncompleteBody, InvalidHeader, InvalidURL
+from .failures import (
+    ConnectFailed,
+    ConnectTimeout,
+    IncompleteBody,
+    InvalidHeader,
+    InvalidURL,
+    MalformedReply,
+)
 from .pending import Pending, wait
 from .reply import DRAIN_BYTES, DRAIN_SECONDS, Reply
 
@@ -47,6 +57,17 @@ __all__ = ["NativeReply", "available", "send"]
 
 #: Body bytes buffered for a reader that is behind before the socket stops being read.
 HIGH_WATER = 256 * 1024
+#: http.client's limits (the sync transport's), with its words when they are passed.
+MAX_HEADERS = 100
+MAX_LINE = 65536
+
+
+class _Stray(Exception):
+    """Bytes of a second response after the reply ended; never leaves this module."""
+
+
+class _TooMany(Exception):
+    """More headers (or interim answers) than allowed; never leaves this module."""
 
 _available: bool | None = None
 
@@ -102,17 +123,28 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser_class = httptools.HttpResponseParser
         self._parse_errors = (httptools.HttpParserError,)
+        self._upgrade = httptools.HttpParserUpgrade
         self.parser: Any = None
         self.waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timeout = 0.0
         self.lost = False
         self._reset()
 
     def _reset(self) -> None:
-        self.parser = self._parser_class(self)
+        parser = self.parser = self._parser_class(self)
+        # As lenient as http.client (the sync transport) where that is safe for a client:
+        # bare LF line ends, and chunked winning over a Content-Length sent beside it (such
+        # a connection is not reused).
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
+                                        lenient_chunked_length=True)
         self.status = 0
         self.reason = ""
         self.headers = Headers()
+        self._fields: dict[str, list[str]] = {}
+        self._header_count = 0
+        self._line_bytes = 0
+        self._interim = 0
         self.headers_done = False
         self.keep_alive = False
         self.complete = False
@@ -131,11 +163,34 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.complete and self.draining < 0:
+            # Bytes after the end of the reply (a second response, junk): nothing was asked
+            # for them, and the connection can no longer be trusted to frame the next one.
+            self.keep_alive = False
+            self.abort()
+            return
         self.got_bytes = True
+        if not self.headers_done:
+            self._line_bytes += len(data)
+            if self._line_bytes > MAX_LINE:
+                self._fail(ConnectFailed(f"got more than {MAX_LINE} bytes when reading "
+                                         "header line"))
+                return
+            if self._timer is not None:
+                self._rearm()  # the server is sending its headers: not silent
         try:
             self.parser.feed_data(data)
+        except self._upgrade:
+            # 101 Switching Protocols: no body follows that chatplug could read.
+            self.keep_alive = False
+            self.complete = True
+            self._wake()
         except self._parse_errors as exc:
-            self._broken(exc, data)
+            if not self.complete:
+                self._broken(exc, data)
+            else:
+                self.keep_alive = False
+                self.abort()
 
     def eof_received(self) -> bool:
         return False  # close our side too: connection_lost follows
@@ -162,28 +217,42 @@ class Connection(asyncio.Protocol):
 
     # -- the parser's side -------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Stray  # a second response on the same bytes: stop parsing here
+
     def on_status(self, reason: bytes) -> None:
         self.reason += reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers = self.headers
-        headers[key] = f"{dict.__getitem__(headers, key)}, {text}" if key in headers else text
+        self._header_count += 1
+        self._line_bytes = 0
+        if self._header_count > MAX_HEADERS:
+            raise _TooMany
+        self._fields.setdefault(name.decode("latin-1").lower(), []).append(
+            value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if 100 <= status < 200:
+        if 100 <= status < 200 and status != 101:
             # An interim answer (100, 103): the real one follows on the same message stream.
+            self._interim += 1
+            if self._interim > MAX_INFORMATIONAL:
+                raise _TooMany
             self.reason = ""
-            self.headers = Headers()
+            self._fields = {}
+            self._header_count = 0
             return
         self.status = status
         # Asked now: llhttp answers it for the message being parsed, not after its end.
         self.keep_alive = bool(self.parser.should_keep_alive())
         headers = self.headers
-        self.framed = "content-length" in headers or "chunked" in headers.get(
-            "transfer-encoding", "").lower()
+        for key, values in self._fields.items():
+            headers[key] = values[0] if len(values) == 1 else ", ".join(values)
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if chunked and "content-length" in headers:
+            self.keep_alive = False  # framed two ways: read it, never reuse the connection
+        self.framed = chunked or "content-length" in headers
         self.headers_done = True
         self._wake()
 
@@ -227,8 +296,16 @@ class Connection(asyncio.Protocol):
             future.set_result(None)
             return future
         self.waiter = future
+        self._timeout = timeout
         self._timer = self.loop.call_later(timeout, self._timed_out, future, timeout)
         return future
+
+    def _rearm(self) -> None:
+        waiter, timer = self.waiter, self._timer
+        if waiter is not None and timer is not None:
+            timer.cancel()
+            self._timer = self.loop.call_later(self._timeout, self._timed_out, waiter,
+                                               self._timeout)
 
     def take(self) -> bytes:
         """Everything buffered, as one piece."""
@@ -261,13 +338,25 @@ class Connection(asyncio.Protocol):
         self.abort()  # a half-read response cannot be reused
 
     def _broken(self, exc: Exception, data: bytes) -> None:
-        if self.headers_done:
-            self.error = IncompleteBody(f"the reply's framing is broken ({exc})")
-        else:
+        cause = exc.__context__
+        if isinstance(cause, _TooMany):
+            error: Exception = ConnectFailed(
+                f"got more than {MAX_HEADERS} headers" if self._interim <= MAX_INFORMATIONAL
+                else f"the server sent more than {MAX_INFORMATIONAL} informational (1xx) answers")
+        elif self.headers_done:
+            error = IncompleteBody(f"the reply's framing is broken ({exc})")
+        elif not self.reason and not self._fields:
             import http.client
 
+            # Not even a status line: not an HTTP server (an SSH banner, a database).
             first = data.split(b"\n", 1)[0].decode("latin-1", "replace").strip()
-            self.error = http.client.BadStatusLine(first)
+            error = http.client.BadStatusLine(first)
+        else:
+            error = MalformedReply(f"the reply's headers are malformed ({exc})")
+        self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        self.error = error
         self.abort()
         self._wake()
 
@@ -344,12 +433,22 @@ class Pool:
         return self._tls
 
     def take(self, key: tuple[str, str, int]) -> Connection | None:
+        """An idle connection to ``key`` that is still open.
+
+        One the server closed (or wrote to) while idle but whose news the loop has not
+        processed yet is readable now: it is dropped here, as urllib3 does, because a
+        request sent on it could not be told apart from one the server saw and dropped.
+        """
         idle = self.idle.get(key)
         while idle:
             connection = idle.pop()
             transport = connection.transport
-            if not connection.lost and transport is not None and not transport.is_closing():
-                return connection
+            if connection.lost or transport is None or transport.is_closing():
+                continue
+            if _readable(transport):
+                connection.abort()
+                continue
+            return connection
         return None
 
     def put(self, connection: Connection) -> None:
@@ -366,8 +465,10 @@ class Pool:
         if idle and connection in idle:
             idle.remove(connection)
 
-    def close(self) -> None:
-        for connection in list(self.open):
+    def close(self, *, idle_only: bool = False) -> None:
+        """Close the idle connections, or (the loop is shutting down) every one."""
+        every = [c for idle in self.idle.values() for c in idle] if idle_only else self.open
+        for connection in list(every):
             connection.abort()
         self.idle.clear()
 
@@ -409,6 +510,18 @@ class Pool:
         return protocol
 
 
+def _readable(transport: Any) -> bool:
+    """Whether an idle connection's socket has something to read (its close, say)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        ready, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
+
+
 _pools: weakref.WeakKeyDictionary[Any, dict[Any, Pool]] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
 
@@ -432,21 +545,25 @@ def close_pools(transport: Transport) -> None:
         pools = _pools.pop(transport, {})
     for loop, pool in pools.items():
         if not loop.is_closed():
-            _on_loop(loop, pool.close)
+            _on_loop(loop, functools.partial(pool.close, idle_only=True))
 
 
 #: RFC 9110's token: what a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What requests' requote_uri leaves unquoted in a request target.
+_SAFE = "!#$%&'()*+,/:;=?@[]~"
 #: Parsed URLs: a process talks to a few endpoints, each parsed once.
 _targets: dict[str, tuple[tuple[str, str, int], str, str]] = {}
 
 
-def _header_line(name: str, value: str) -> str:
+def _header_line(name: str, value: str) -> bytes:
     if type(value) is not str or not _TOKEN.fullmatch(name) or (
-            "\n" in value or "\r" in value or "\0" in value):
+            "\n" in value or "\r" in value or "\0" in value) or value[:1] in (" ", "\t"):
         raise InvalidHeader(f"invalid header {name!r}: a header name is a token and a value "
-                            "a string without line breaks or NUL")
-    return f"{name}: {value}\r\n"
+                            "a string without leading whitespace, line breaks or NUL")
+    # Encoded on its own, so a character that is not Latin-1 is reported at its place
+    # in the value (UnicodeEncodeError), as the sync transport reports it.
+    return b"%s: %s\r\n" % (name.encode("ascii"), value.encode("latin-1"))
 
 
 def _target(url: str) -> tuple[tuple[str, str, int], str, str]:
@@ -463,7 +580,10 @@ def _target(url: str) -> tuple[tuple[str, str, int], str, str]:
         explicit = parts.port
     except ValueError as exc:
         raise InvalidURL(f"{url!r} has an invalid port") from exc
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # Quoted as requests quotes it (requote_uri): spaces, non-ASCII and control characters
+    # percent-encoded, existing escapes and reserved characters left alone.
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                   safe=_SAFE)
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")
@@ -496,37 +616,34 @@ def request_bytes(method: str, url: str, data: bytes | None,
         fields[name.lower()] = (name, value)
     if data is not None:
         fields["content-length"] = ("Content-Length", str(len(data)))
-    head = "".join([_header_line(name, value) for name, value in fields.values()])
-    payload = f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode("latin-1")
+    head = b"".join([_header_line(name, value) for name, value in fields.values()])
+    payload = f"{method} {target} HTTP/1.1\r\n".encode("ascii") + head + b"\r\n"
     return key, payload + data if data is not None else payload
 
 
 async def _exchange(client: HTTPClient, pool: Pool, key: tuple[str, str, int],
                     payload: bytes) -> Connection:
-    """A connection whose response headers have arrived."""
+    """A connection whose response headers have arrived.
+
+    A request is sent once: a connection that fails before any answer is reported as
+    the sync transport reports it, never sent again (it may have reached the server).
+    """
     context = client.context
     await pool.guard()
-    for _ in range(2):
-        left = context.remaining()
-        connection = pool.take(key)
-        reused = connection is not None
-        if connection is None:
-            connection = await pool.connect(key, min(client.transport.connect_timeout, left))
-        context.attach(connection)
-        connection.start(payload)
-        while not connection.headers_done:
-            if connection.error is not None:
-                break
-            await connection.wait(min(client.read_timeout, context.remaining()))
-        if connection.headers_done:
-            return connection
-        context.detach(connection)
-        error = connection.error
-        if reused and not connection.got_bytes and isinstance(error, ConnectFailed):
-            continue  # the server had closed the idle connection: once more on a new one
-        assert error is not None
-        raise error
-    raise ConnectFailed("the server closed two connections without answering")
+    connection = pool.take(key)
+    if connection is None:
+        connection = await pool.connect(key, min(client.transport.connect_timeout,
+                                                 context.remaining()))
+    context.attach(connection)
+    connection.start(payload)
+    while not connection.headers_done and connection.error is None:
+        await connection.wait(min(client.read_timeout, context.remaining()))
+    if connection.headers_done:
+        return connection
+    context.detach(connection)
+    error = connection.error
+    assert error is not None
+    raise error
 
 
 def send(client: HTTPClient, method: str, url: str, data: bytes | None,
@@ -569,10 +686,10 @@ class NativeReply(Reply):
             if connection.chunks:
                 yield connection.take()
                 continue
-            if connection.error is not None:
-                raise connection.error
             if connection.complete:
                 return
+            if connection.error is not None:
+                raise connection.error
             pending: Pending[None] = Pending(connection.wait(timeout))
             yield pending  # type: ignore[misc]  # passed up to the loop driving the call
             pending.result()
