@@ -140,6 +140,14 @@ def _resolved(function: Callable[..., Any], annotation: Any) -> Any:
         return annotation  # names imported only for type checkers stay as written
 
 
+def _outcome(run: Any) -> tuple[str, Any]:
+    """What a call gave: ``("ok", its result)``, or its error's class and message."""
+    try:
+        return "ok", run()
+    except ChatplugError as error:
+        return type(error).__name__, str(error)
+
+
 class ProviderConformance:
     """Subclass as ``Test<Something>`` and set :attr:`provider_name`; pytest does the rest.
 
@@ -345,42 +353,49 @@ class ProviderConformance:
         self, provider: Provider, chatplug_server: ScriptedServer, fault: str | None
     ) -> None:
         """``acreate`` (on the event loop itself for a provider that declares
-        ``native_async``) gives the scripted text and pieces, and the sync API's
-        typed errors for every fault."""
+        ``native_async``) gives what ``create`` gives for the same reply: the text, the
+        pieces, and for every fault the same typed error with the same message."""
         import asyncio
 
-        options = {"model": self.model, "timeout": CALL_TIMEOUT, "max_retries": 0,
-                   **self.options}
-        streamed = True
-        if fault is None:
-            chatplug_server.add(pieces=PIECES)
-            chatplug_server.add(text=TEXT)
-        else:
-            script, streamed, expected, _ = FAULTS[fault]
-            if streamed and not provider.supports_stream:
-                pytest.skip("a streaming fault; the provider does not stream")
-            chatplug_server.add(**script)
+        streams = [True, False] if fault is None else [FAULTS[fault][1]]
+        if not provider.supports_stream and fault is not None and streams[0]:
+            pytest.skip("a streaming fault; the provider does not stream")
 
-        async def run() -> tuple[list[str], str]:
-            received: list[str] = []
-            if streamed:
-                stream = await provider.acreate(MESSAGES, stream=True, **options)
-                assert not isinstance(stream, str)
-                async with stream:
-                    received.extend([piece async for piece in stream])
-            text = ""
-            if fault is None or not streamed:
-                text = str(await provider.acreate(MESSAGES, **options))
-            return received, text
+        def script() -> None:
+            if fault is None:
+                chatplug_server.add(pieces=PIECES)
+                chatplug_server.add(text=TEXT)
+            else:
+                chatplug_server.add(**FAULTS[fault][0])
 
-        if fault is None:
-            pieces, text = asyncio.run(run())
-            assert pieces == (PIECES if provider.supports_stream else ["".join(PIECES)])
-            assert text == TEXT
-            return
-        with pytest.raises(expected) as info:
-            asyncio.run(run())
-        assert info.value.provider == provider.name
+        def sync() -> list[Any]:
+            outcomes: list[Any] = []
+            for streamed in streams:
+                if streamed:
+                    with self.create(provider, stream=True) as stream:
+                        outcomes.append(list(stream))
+                else:
+                    outcomes.append(self.create(provider, stream=False))
+            return outcomes
+
+        async def run_async() -> list[Any]:
+            options = {"model": self.model, "timeout": CALL_TIMEOUT, "max_retries": 0,
+                       **self.options}
+            outcomes: list[Any] = []
+            for streamed in streams:
+                if streamed:
+                    stream = await provider.acreate(MESSAGES, stream=True, **options)
+                    assert not isinstance(stream, str)
+                    async with stream:
+                        outcomes.append([piece async for piece in stream])
+                else:
+                    outcomes.append(await provider.acreate(MESSAGES, **options))
+            return outcomes
+
+        script()
+        expected = _outcome(sync)
+        script()
+        assert _outcome(lambda: asyncio.run(run_async())) == expected
 
     # -- events ----------------------------------------------------------------------
 
