@@ -126,7 +126,7 @@ async def _run(call: Call, function: Any) -> Any:
             timer.cancel()
 
 
-def _on_loop(call: Call) -> bool:
+def _loop_drives(call: Call) -> bool:
     """Whether the loop drives ``call`` itself (see the module's text)."""
     runtime = call.runtime
     return (call.native_io and runtime.settings.native_async
@@ -151,7 +151,7 @@ async def _drain_here(call: Call) -> Call:
 
 
 async def _finished(call: Call) -> Call:
-    if _on_loop(call):
+    if _loop_drives(call):
         return await _drain_here(call)
     finished: Call = await _run(call, _drain)
     return finished
@@ -398,7 +398,7 @@ class AsyncStream(CallView):
         if self._buffer is None:
             call = self._call
             call.text_only = text_only
-            if _on_loop(call):
+            if _loop_drives(call):
                 self._buffer = _Here(call, self._whole)
             else:
                 self._buffer = buffer = _Buffer(asyncio.get_running_loop())

@@ -242,10 +242,8 @@ class HTTPClient:
         :raises ProviderConnectionError: when the server cannot be reached.
         :raises InvalidRequestError: the body cannot be sent as JSON.
         """
-        data = self._json_bytes(body)
-        reply = self.request("POST", url, data=data, headers={
-            "Content-Type": "application/json", **(headers or {}), **self.context.headers})
-        return self._checked(reply, url)
+        data, all_headers = self._json_request(body, headers)
+        return self._checked(self.request("POST", url, data=data, headers=all_headers), url)
 
     def open_json(
         self, url: str, body: Any, *, headers: Mapping[str, str] | None = None
@@ -257,9 +255,8 @@ class HTTPClient:
         yields); on a call an event loop drives (:mod:`.native`) it yields while it
         waits.  Raises what :meth:`post_json` raises.
         """
-        data = self._json_bytes(body)
-        reply = yield from self.open("POST", url, data=data, headers={
-            "Content-Type": "application/json", **(headers or {}), **self.context.headers})
+        data, all_headers = self._json_request(body, headers)
+        reply = yield from self.open("POST", url, data=data, headers=all_headers)
         return reply
 
     def open(
@@ -287,16 +284,19 @@ class HTTPClient:
                      reply.status_code, (time.perf_counter() - reply.started) * 1000)
         return self._checked(reply, url)
 
-    def _json_bytes(self, body: Any) -> bytes:
-        """``body`` (with the call's ``extra_body``) as JSON bytes.
+    def _json_request(self, body: Any, headers: Mapping[str, str] | None
+                      ) -> tuple[bytes, dict[str, str]]:
+        """``body`` (with the call's ``extra_body``) as JSON bytes, and the headers to send
+        it with (the call's ``headers=`` last).
 
         :raises InvalidRequestError: it cannot be sent as JSON.
         """
         context = self.context
+        all_headers = {"Content-Type": "application/json", **(headers or {}), **context.headers}
         if context.extra_body and isinstance(body, dict):
             body = {**body, **context.extra_body}
         try:
-            return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(
                 f"the request body cannot be sent as JSON ({exc}); NaN and Infinity are "
@@ -304,6 +304,7 @@ class HTTPClient:
                 provider=self.provider,
                 model=self.model,
             ) from None
+        return data, all_headers
 
     def get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> Any:
         """GET ``url`` (a model list, say) and return its body parsed as JSON.

@@ -158,11 +158,15 @@ class Reply:
         """Read the whole body (at most ``limit`` bytes when given).
 
         With ``fail=False`` a broken connection returns what arrived instead of raising.
+        A native reply returns what has arrived without waiting (all of an error body,
+        which is prefetched).
         """
         parts: list[bytes] = []
         size = 0
         try:
-            for data in self.iter_bytes():
+            for data in cast("Iterator[Any]", self.iter_bytes()):
+                if type(data) is Pending:
+                    break  # more would mean waiting: a sync read never sees this
                 parts.append(data)
                 size += len(data)
                 if limit is not None and size >= limit:

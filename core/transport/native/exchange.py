@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..pending import Pending, wait
 from ..reply import DRAIN_BYTES, DRAIN_SECONDS, Reply
@@ -100,22 +100,6 @@ class NativeReply(Reply):
                                                              more=True))
             yield pending
             pending.result()
-
-    def read(self, *, limit: int | None = None, fail: bool = True) -> bytes:
-        """What has arrived of the body (all of it after :meth:`prefetch`)."""
-        from ...errors import ChatplugError
-
-        parts: list[bytes] = []
-        try:
-            for data in cast("Iterator[Any]", self.iter_bytes()):
-                if type(data) is Pending:
-                    break
-                parts.append(data)
-        except ChatplugError:
-            if fail:
-                raise
-        body = b"".join(parts)
-        return body[:limit] if limit is not None else body
 
     def drain(self, *, limit: int = DRAIN_BYTES, wait: float = DRAIN_SECONDS) -> None:
         """Nothing to wait for here: :meth:`close` drains without waiting."""
