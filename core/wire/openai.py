@@ -131,6 +131,15 @@ def _tool_calls(calls: Any, data: Any, secret: str | None) -> list[ToolCallDelta
     return [_tool_call(call, position, data, secret) for position, call in enumerate(calls)]
 
 
+def _several_choices(where: str) -> ProviderResponseError:
+    # Merging choices would garble the text (a stream) or hide all but one (a JSON
+    # reply); until chatplug reads n > 1, such a reply is refused, never merged.
+    return ProviderResponseError(
+        f"{where} has more than one choice (n > 1, sent through extra_body?); chatplug "
+        "does not support n > 1 yet: send n=1 or leave n out, and make one call per reply."
+    )
+
+
 def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
     # ChatGPT-Next-Web answers 200 with a JSON string (its caught exception, such as
     # ECONNREFUSED) when the upstream behind it fails: worth showing and retrying.
@@ -173,6 +182,8 @@ def reply_events(payload: Any, *, secret: str | None = None,
             f"the reply has no choices (keys: {', '.join(sorted(map(str, payload))) or 'none'}); "
             "the server may not be OpenAI-compatible."
         )
+    if len(choices) > 1:
+        raise _several_choices("the reply")
     choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, Mapping):
@@ -249,6 +260,8 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
             raise ProviderResponseError(
                 f"a stream chunk's choice is not an object: {_excerpt(data, secret)}"
             )
+        if len(choices) > 1 or choice.get("index") not in (0, None):
+            raise _several_choices("the stream")
         part = choice.get("delta")
         if not isinstance(part, dict) or not part:
             # Some servers put the whole message in the last chunk instead of a delta.
@@ -335,10 +348,13 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
             if fast:
                 # The shape nearly every chunk has, checked cheaply; anything else goes below.
                 try:
-                    choice = payload["choices"][0]
+                    choices = payload["choices"]
+                    choice = choices[0]
                     delta = choice["delta"]
                     text = delta["content"]
+                    # A second choice (n > 1) is refused below, never merged into the text.
                     if (type(text) is str and choice.get("finish_reason") is None
+                            and len(choices) == 1 and not choice.get("index")
                             and (len(delta) == 1 or _plain(delta)) and "error" not in payload
                             and ("usage" not in payload or payload["usage"] is None)):
                         if text:
