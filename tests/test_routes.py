@@ -386,6 +386,7 @@ def test_observers_hear_every_attempt_with_the_route_and_one_request_id(
     registry.register_observer(recorder, name="recorder")
     servers["A"].add(status=503)
     registry.route(["A", "B"], name="pair").complete(MESSAGES)
+    assert registry.flush_observers(5)
     kinds = [(kind, provider, route) for kind, provider, route, _ in recorder.events]
     assert kinds == [("request", "A", "pair"), ("error", "A", "pair"),
                      ("request", "B", "pair"), ("response", "B", "pair")]

@@ -520,6 +520,12 @@ class Registry:
         self._ensure_loaded()
         return self.runtime.observers()
 
+    def flush_observers(self, timeout: float = 5.0) -> bool:
+        """Wait until observers heard every notification posted so far (calls never
+        wait for their observers; see :mod:`chatplug.calls.notify`), at most ``timeout``
+        seconds; whether they all were delivered.  At exit this happens by itself."""
+        return self.runtime.notifications.flush(timeout)
+
     def close(self) -> None:
         """Close the pooled HTTP connections (the registry stays usable)."""
         self.runtime.close()
