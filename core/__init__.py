@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .calls.completion import Completion, ToolCall
+from .calls.params import Parameter, Range
 from .calls.provider import Provider
 from .calls.stream import Stream
 from .errors import (
@@ -38,7 +39,6 @@ from .errors import (
 )
 from .events import Finish, Meta, Reasoning, ToolCallDelta, Usage
 from .hooks import hookimpl, hookspec
-from .plugins.params import Parameter, Range
 from .plugins.registry import ENTRY_POINT_GROUP, Registry
 
 if TYPE_CHECKING:

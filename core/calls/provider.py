@@ -23,10 +23,10 @@ from ..errors import (
     ProviderResponseError,
 )
 from ..naming import env_name
-from ..plugins.params import Parameter, ParameterSet
 from .caller import Caller, Messages
 from .messages import TOOLS, VISION, required_capabilities, validate_messages
 from .options import check_call_options
+from .params import Parameter, ParameterSet
 from .prepared import PreparedCall
 from .run import Call
 from .stream import Stream
@@ -300,6 +300,8 @@ class Provider(Caller):
             origin=self.origin,
             supports_stream=self.supports_stream,
             native_async=self.native_async,
+            all_params=(self._parameter_set.values(values)
+                        if "params" in self._parameter_set.injected else {}),
         )
 
     def _missing_key(self) -> str:
