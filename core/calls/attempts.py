@@ -53,8 +53,8 @@ class Attempts:
         self._wake: threading.Event | None = None
         self._sleeper: Sleeper | None = None
 
-    @property
     def cancelled(self) -> bool:
+        """Whether the call was cancelled (a method: it changes between two reads)."""
         return self.context.cancelled
 
     def left(self) -> float:

@@ -17,6 +17,7 @@ deadline, cancellation and pause are those of a provider's own attempts
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from ..events import Event
 
 __all__ = ["PreparedRoute", "Route", "RouteCall"]
+
+logger = logging.getLogger("chatplug.routes")
 
 #: Failures that move a call on to the next entry whatever their status.
 _MOVE_ON = (ProviderConnectionError, ProviderTimeoutError, StreamInterruptedError,
@@ -123,6 +126,8 @@ class Route(Caller):
         self.runtime = runtime
         self.state = RouteState(len(self.entries), strategy=strategy, cooldown=self.cooldown,
                                 allowed_fails=allowed_fails)
+        #: The skip reasons already logged (each is said once per route).
+        self._said: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<chatplug.Route {self.name} [{', '.join(map(str, self.entries))}]>"
@@ -136,7 +141,9 @@ class Route(Caller):
 
     def prepare(self, messages: Messages, model: str | None = None, stream: bool = False,
                 **options: Any) -> PreparedRoute:
-        """Validate the call for every entry; entries that cannot take it are skipped.
+        """Validate the call for every entry; entries that cannot take it are skipped,
+        and why is logged (a warning of the ``chatplug.routes`` logger, once per route
+        and reason: the CLI shows it on stderr).
 
         ``model`` is the model of entries that name none.  Takes the arguments of
         :meth:`create`; per-provider parameters are checked per entry.
@@ -159,11 +166,16 @@ class Route(Caller):
             else:
                 calls.append((index, prepared))
         if not calls:
+            # The error says every reason; nothing was skipped in favour of another entry.
             raise InvalidRequestError(
                 f"route {self.name!r}: no entry can take this call: "
                 + "; ".join(reason for _, reason in skipped),
                 provider=self.name,
             )
+        for _, reason in skipped:
+            if reason not in self._said:
+                self._said.add(reason)
+                logger.warning("route %s skips %s", self.name, reason)
         return PreparedRoute(self.name, stream, tuple(calls), tuple(skipped), route_options)
 
     def start(self, prepared: PreparedRoute, *, buffered: bool = False) -> RouteCall:
@@ -289,7 +301,7 @@ class RouteCall:
         for number in range(1, rounds + 1):
             round_errors: list[ChatplugError] = []
             for index in route.state.order(usable):
-                if attempts.cancelled:
+                if attempts.cancelled():
                     return
                 if attempts.expired():
                     raise self._timed_out(number)
@@ -303,7 +315,7 @@ class RouteCall:
                 try:
                     yield from call.events()
                 except ChatplugError as error:
-                    if attempts.cancelled:
+                    if attempts.cancelled():
                         return
                     if committed(self.buffered, call.builder):
                         raise self._interrupted(error) from None
