@@ -58,15 +58,15 @@ class Notifications:
     def post(self, hook: Any, name: str, details: dict[str, Any]) -> None:
         """Queue ``hook.<name>(**details)``; never blocks, never raises."""
         with self._cond:
-            if self._queued >= self.limit:
+            full = self._queued >= self.limit
+            if full:
                 self.dropped += 1
-                first = self.dropped == 1
             else:
                 self._queued += 1
-                first = None
-        if first is None:
+            first_drop = full and self.dropped == 1
+        if not full:
             self._pool.submit(self._deliver, hook, name, details)
-        elif first:
+        elif first_drop:
             logger.warning("observers are %d notifications behind; %s and later ones are "
                            "dropped (counted in registry.runtime.notifications.dropped)",
                            self.limit, name)

@@ -6,9 +6,9 @@ first piece reached the caller is retried under the :class:`RetryPolicy`,
 one after a piece never is (that would duplicate text).  A *buffered* call
 (``complete()``, a non-streamed ``create()``) shows the caller nothing until
 the end, so it may start over after a failure at any point.  That rule, the
-deadline, cancellation and the pause between attempts are
-:mod:`chatplug.calls.attempts`', shared with routes.  Observers hear of the call
-through :mod:`chatplug.calls.notify`: posted, never waited on.
+deadline, cancellation and the pause between attempts come from
+:mod:`chatplug.calls.attempts`, which routes use too.  Observers hear of the
+call through :mod:`chatplug.calls.notify`: posted, never waited on.
 
 :class:`Call` yields what the provider yields (``str`` and the events of
 :mod:`chatplug.events`) and assembles the :class:`Completion` on the way.
