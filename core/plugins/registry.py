@@ -244,6 +244,10 @@ class Registry:
         self._ensure_loaded()
         errors = dict(self._plugins.errors)
         try:
+            _ = self.settings
+        except ConfigurationError:
+            return errors  # unreadable settings are reported by what reads them
+        try:
             self._named_routes()
         except ConfigurationError as exc:
             errors["CHATPLUG_ROUTES"] = exc.message
