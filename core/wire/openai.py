@@ -6,10 +6,11 @@ A provider for an OpenAI-compatible service is its metadata plus one call::
     from chatplug.wire import openai
 
     @hookimpl
-    def create_completion(model, messages, stream, url, api_key, http, temperature: float = 1.0):
+    def create_completion(model, messages, stream, url, api_key, http, params,
+                          temperature: float = 1.0):
         yield from openai.chat(http, f"{url}/chat/completions", model=model,
                                messages=messages, stream=stream, api_key=api_key,
-                               events=True, temperature=temperature)
+                               events=True, **params)
 
 :func:`chat` yields the reply's text (``str``) and, with ``events=True``, the events of
 :mod:`chatplug.events` as the server reports them: :class:`~chatplug.Meta`
