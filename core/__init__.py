@@ -36,7 +36,15 @@ from .errors import (
     StorageError,
     StreamInterruptedError,
 )
-from .events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from .events import (
+    Finish,
+    Meta,
+    Reasoning,
+    ReasoningSignature,
+    RedactedReasoning,
+    ToolCallDelta,
+    Usage,
+)
 from .hooks import hookimpl, hookspec
 from .plugins.params import Parameter, Range
 from .plugins.registry import ENTRY_POINT_GROUP, Registry
@@ -74,6 +82,8 @@ __all__ = [
     "Range",
     "RateLimitError",
     "Reasoning",
+    "ReasoningSignature",
+    "RedactedReasoning",
     "Registry",
     "Reply",
     "Route",

@@ -28,7 +28,7 @@ from ..errors import (
     ProviderTimeoutError,
     StreamInterruptedError,
 )
-from ..events import Finish, Reasoning, ToolCallDelta
+from ..events import Finish, Reasoning, RedactedReasoning, ToolCallDelta
 from ..transport.context import DEADLINE_MESSAGE, CallContext
 from ..transport.pending import Pending, Sleeper
 from ..transport.redaction import redact
@@ -45,7 +45,7 @@ __all__ = ["Call"]
 logger = logging.getLogger("chatplug.provider")
 
 #: Events that reach the caller as content: after one, a stream is committed.
-COMMITTING = (Finish, ToolCallDelta, Reasoning)
+COMMITTING = (Finish, ToolCallDelta, Reasoning, RedactedReasoning)
 #: Raised through as they are: the caller closing the stream, and Ctrl-C.
 _PASS_THROUGH = (GeneratorExit, KeyboardInterrupt)
 #: Seconds an observer may take when the call has no deadline left to bound it.

@@ -6,7 +6,10 @@ It speaks two protocols, following the request's ``"stream"``:
   ``/v1/chat/completions`` and Next-Web's ``/api/openai/v1/chat/completions``):
   one JSON reply or server-sent events;
 - Ollama's native ``POST /api/chat``: one JSON object or newline-delimited JSON
-  (streaming unless the request says ``"stream": false``, as Ollama does).
+  (streaming unless the request says ``"stream": false``, as Ollama does);
+- Anthropic's Messages API, ``POST /v1/messages`` (``x-api-key`` checked when the
+  server has a key), one ``message`` or its event stream; ``GET /v1/models`` with
+  an ``anthropic-version`` header pages :attr:`ScriptedServer.models` as Anthropic does.
 
 ``GET`` answers ``.../models``, Ollama's ``/api/tags`` and ``/`` (for probes).
 With nothing scripted it echoes the last user message, piece by piece.  Queue
@@ -30,6 +33,7 @@ from collections import deque
 from http.server import ThreadingHTTPServer
 from typing import Any
 
+from . import anthropic
 from .protocols import ProtocolHandler, ollama_tags
 from .script import RecordedRequest, Script, echo_text, split_words
 
@@ -38,6 +42,8 @@ __all__ = ["RecordedRequest", "Script", "ScriptedServer", "split_words"]
 LOOPBACK = "127.0.0.1"
 #: Where Ollama's native API answers chats.
 OLLAMA_CHAT = "/api/chat"
+#: Where Anthropic's Messages API answers.
+MESSAGES = "/v1/messages"
 
 
 class _Handler(ProtocolHandler):
@@ -65,8 +71,16 @@ class _Handler(ProtocolHandler):
         if script is not None:
             self._answer_get(script)
             return
-        path = self.path.split("?", 1)[0].rstrip("/")
-        if path.endswith("/models"):
+        path, _, query = self.path.partition("?")
+        path = path.rstrip("/")
+        if path.endswith("/models") and "anthropic-version" in self.headers:
+            from urllib.parse import parse_qs
+
+            fields = parse_qs(query)
+            limit = int(fields.get("limit", ["20"])[0])
+            after = fields.get("after_id", [None])[0]
+            self.send_json(200, anthropic.model_page(owner.models, limit, after))
+        elif path.endswith("/models"):
             self.send_json(200, {"object": "list", "data": [
                 {"id": "gpt-3.5-turbo-16k", "object": "model"},
             ]})
@@ -97,6 +111,10 @@ class _Handler(ProtocolHandler):
         owner._record(RecordedRequest("POST", self.path, dict(self.headers.items()), body))
         path = self.path.split("?", 1)[0]
         ollama = path.rstrip("/") == OLLAMA_CHAT
+        messages = path.rstrip("/").endswith(MESSAGES)
+        if messages:
+            self._messages(body)
+            return
         if not (ollama or path.endswith("/chat/completions")):
             self.send_json(404, {"error": {"message": f"no route {self.path}",
                                            "type": "invalid_request_error"}})
@@ -123,6 +141,27 @@ class _Handler(ProtocolHandler):
             self.send_ollama(script, request)
         else:
             self.send_openai(script, request)
+
+
+    def _messages(self, body: bytes) -> None:
+        owner = self.server.owner
+        if owner.api_key is not None and self.headers.get("x-api-key") != owner.api_key:
+            self.send_json(401, {"type": "error", "error": {
+                "type": "authentication_error", "message": "invalid x-api-key"}})
+            return
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            self.send_json(400, {"type": "error", "error": {
+                "type": "invalid_request_error", "message": "body is not a JSON object"}})
+            return
+        script = owner._next_script(request, "POST")
+        assert script is not None
+        if script.delay:
+            time.sleep(script.delay)
+        self.send_anthropic(script, request)
 
 
 class _Server(ThreadingHTTPServer):
@@ -159,6 +198,8 @@ class ScriptedServer:
         pace: float = 0.0,
     ) -> None:
         self.api_key = api_key
+        #: What ``GET /v1/models`` lists in Anthropic's format.
+        self.models: list[str] = ["claude-test-1", "claude-test-2"]
         self.pace = pace
         self.verbose = verbose
         self.requests: list[RecordedRequest] = []

@@ -20,7 +20,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..events import (
+    Finish,
+    Meta,
+    Reasoning,
+    ReasoningSignature,
+    RedactedReasoning,
+    ToolCallDelta,
+    Usage,
+)
 
 __all__ = ["DONE", "ChunkEncoder", "sse_event"]
 
@@ -118,6 +126,8 @@ class ChunkEncoder:
                 self.id = item.id or self.id
                 self.model = item.model or self.model
             return b""
+        if isinstance(item, (ReasoningSignature, RedactedReasoning)):
+            return b""  # chat completions' chunks have no place for them
         raise TypeError(f"not a text piece or a chatplug event: {type(item).__name__}")
 
     def end(self) -> bytes:
