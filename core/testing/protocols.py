@@ -10,6 +10,8 @@
   arguments as an object; errors as ``{"error": "text"}``.
 
 - Anthropic's Messages API (``POST /v1/messages``): see :mod:`.anthropic`.
+- Google's Gemini API (``POST .../models/{model}:generateContent`` and
+  ``:streamGenerateContent?alt=sse``): see :mod:`.gemini`.
 
 All share the pacing (delays, holds, split writes) and the faults (dropped or
 reset connections, error objects in the stream), so a scripted fault means the
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 
-from . import anthropic
+from . import anthropic, gemini
 from .script import Script
 
 __all__ = ["ProtocolHandler"]
@@ -160,6 +162,40 @@ class ProtocolHandler(BaseHTTPRequestHandler):
         else:
             group(closing)
         self._end_stream(script)
+
+    # -- Gemini generateContent ------------------------------------------------------
+
+    def send_gemini(self, script: Script, model: str, stream: bool) -> None:
+        model = script.model or model
+        if script.body is not None:
+            self.send_raw(script)
+        elif script.status >= 400:
+            self.send_json(script.status, {"error": {
+                "code": script.status,
+                "message": self.error_text(script.text, script.echo_key),
+                "status": gemini.STATUSES.get(script.status, "UNKNOWN")}}, script.headers)
+        elif script.stream if script.stream is not None else stream:
+            self._start_stream(script, "text/event-stream")
+            nl = script.newline
+
+            def event(payload: dict[str, Any]) -> None:
+                prefix = f": keep-alive{nl}" if script.comments else ""
+                data = json.dumps(payload, ensure_ascii=False)
+                self._write(script, f"{prefix}data: {data}{nl}{nl}".encode())
+
+            chunks, last = gemini.pieces(script, model)
+            if not self._send_pieces(script, chunks, event):
+                return
+            if script.error_event is not None:
+                error = dict(script.error_event)
+                if "message" in error:
+                    error["message"] = self.error_text(str(error["message"]), script.echo_key)
+                event({"error": error})
+            elif script.finish:
+                event(last)
+            self._end_stream(script)
+        else:
+            self.send_json(200, gemini.response(script, model), script.headers)
 
     # -- Ollama /api/chat ------------------------------------------------------------
 

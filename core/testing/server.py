@@ -9,7 +9,10 @@ It speaks two protocols, following the request's ``"stream"``:
   (streaming unless the request says ``"stream": false``, as Ollama does);
 - Anthropic's Messages API, ``POST /v1/messages`` (``x-api-key`` checked when the
   server has a key), one ``message`` or its event stream; ``GET /v1/models`` with
-  an ``anthropic-version`` header pages :attr:`ScriptedServer.models` as Anthropic does.
+  an ``anthropic-version`` header pages :attr:`ScriptedServer.models` as Anthropic does;
+- Gemini's ``POST /v1beta/models/{model}:generateContent`` and
+  ``:streamGenerateContent?alt=sse`` (``x-goog-api-key`` checked when the server has
+  a key); ``GET /v1beta/models`` pages :attr:`ScriptedServer.models` as Gemini does.
 
 ``GET`` answers ``.../models``, Ollama's ``/api/tags`` and ``/`` (for probes).
 With nothing scripted it echoes the last user message, piece by piece.  Queue
@@ -33,7 +36,7 @@ from collections import deque
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from . import anthropic
+from . import anthropic, gemini
 from .protocols import ProtocolHandler, ollama_tags
 from .script import RecordedRequest, Script, echo_text, split_words
 
@@ -44,6 +47,8 @@ LOOPBACK = "127.0.0.1"
 OLLAMA_CHAT = "/api/chat"
 #: Where Anthropic's Messages API answers.
 MESSAGES = "/v1/messages"
+#: Gemini's methods: ``/v1beta/models/{model}:generateContent`` and the stream.
+GEMINI_METHODS = (":generateContent", ":streamGenerateContent")
 
 
 class _Handler(ProtocolHandler):
@@ -73,7 +78,14 @@ class _Handler(ProtocolHandler):
             return
         path, _, query = self.path.partition("?")
         path = path.rstrip("/")
-        if path.endswith("/models") and "anthropic-version" in self.headers:
+        if path.endswith("/v1beta/models"):
+            from urllib.parse import parse_qs
+
+            fields = parse_qs(query)
+            size = int(fields.get("pageSize", ["50"])[0])
+            self.send_json(200, gemini.model_page(owner.models, size,
+                                                  fields.get("pageToken", [None])[0]))
+        elif path.endswith("/models") and "anthropic-version" in self.headers:
             from urllib.parse import parse_qs
 
             fields = parse_qs(query)
@@ -114,6 +126,9 @@ class _Handler(ProtocolHandler):
         messages = path.rstrip("/").endswith(MESSAGES)
         if messages:
             self._messages(body)
+            return
+        if "/models/" in path and path.endswith(GEMINI_METHODS):
+            self._generate(path, body)
             return
         if not (ollama or path.endswith("/chat/completions")):
             self.send_json(404, {"error": {"message": f"no route {self.path}",
@@ -162,6 +177,31 @@ class _Handler(ProtocolHandler):
         if script.delay:
             time.sleep(script.delay)
         self.send_anthropic(script, request)
+
+
+    def _generate(self, path: str, body: bytes) -> None:
+        owner = self.server.owner
+        if owner.api_key is not None and self.headers.get("x-goog-api-key") != owner.api_key:
+            self.send_json(400, {"error": {
+                "code": 400, "message": "API key not valid. Please pass a valid API key.",
+                "status": "INVALID_ARGUMENT", "details": [{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}})
+            return
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            self.send_json(400, {"error": {"code": 400, "message": "body is not JSON",
+                                           "status": "INVALID_ARGUMENT"}})
+            return
+        model, _, method = path.rsplit("/", 1)[-1].partition(":")
+        script = owner._next_script(request, "POST")
+        assert script is not None
+        if script.delay:
+            time.sleep(script.delay)
+        self.send_gemini(script, model, method == "streamGenerateContent")
 
 
 class _Server(ThreadingHTTPServer):
