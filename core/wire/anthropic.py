@@ -529,10 +529,22 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
                 raise ProviderResponseError(
                     f"a stream event is not JSON: {_excerpt(data, secret)}; the server may "
                     "not speak Anthropic's Messages API.") from None
-            if type(payload) is dict and payload.get("type") == "message_stop":
-                if not state.finished:
-                    break
-                return
+            if type(payload) is dict:
+                kind = payload.get("type")
+                if kind == "content_block_delta":
+                    # The shape nearly every event has, read cheaply; others go below.
+                    delta = payload.get("delta")
+                    if type(delta) is dict and delta.get("type") == "text_delta":
+                        text = delta.get("text")
+                        if type(text) is str:
+                            if text:
+                                state.received += len(text)
+                                yield text
+                            continue
+                elif kind == "message_stop":
+                    if not state.finished:
+                        break
+                    return
             yield from _event_items(payload, data, state, secret, provider)
     if not state.finished:
         raise StreamInterruptedError(
