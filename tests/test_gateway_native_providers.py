@@ -99,5 +99,6 @@ def test_a_whole_reply(client: openai.OpenAI, upstream: ScriptedServer, provider
     calls = choice.message.tool_calls or []
     assert [json.loads(c.function.arguments) for c in calls] == [  # type: ignore[union-attr]
         {"city": "Zürich", "unit": "c"}]
-    assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens_details is not None
     assert reply.usage.prompt_tokens_details.cached_tokens == 300
