@@ -481,8 +481,13 @@ def _event_items(payload: Any, data: str, state: _StreamState, secret: str | Non
                                         f"{_excerpt(data, secret)}")
         state.count(message.get("usage"))
         ident, model = message.get("id"), message.get("model")
-        return [Meta(ident if isinstance(ident, str) else None,
-                     model if isinstance(model, str) else None)]
+        started: list[str | Event] = [Meta(ident if isinstance(ident, str) else None,
+                                           model if isinstance(model, str) else None)]
+        # The input counts come first: a relay can report them before any content.
+        usage = usage_of(state.counts)
+        if usage is not None:
+            started.append(usage)
+        return started
     if kind == "message_delta":
         delta = payload.get("delta")
         items = []
