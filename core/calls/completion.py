@@ -4,6 +4,12 @@ A :class:`CompletionBuilder` sees every text piece and event a provider
 yields, in order; its :meth:`~CompletionBuilder.snapshot` is the
 :class:`Completion` so far.  Tool-call fragments are joined per ``index``, as
 OpenAI streams them.  Plain data, no pydantic or requests.
+
+The builder keeps every text piece, so that ``stream.completion.text`` is the
+whole reply: a stream holds its text until it ends (a 40 MiB reply, 40 MiB and
+more).  A relay that only passes pieces on (the gateway) builds with
+``keep_text=False``: pieces are counted, not kept, and the completion's text is
+empty.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
 
-__all__ = ["Completion", "CompletionBuilder", "ToolCall"]
+__all__ = ["Completion", "CompletionBuilder", "TextTally", "ToolCall"]
 
 
 @dataclass(frozen=True)
@@ -76,22 +82,45 @@ class Completion:
         }
 
 
+class TextTally:
+    """Text pieces counted, not kept: the ``pieces`` of a builder that keeps no text."""
+
+    __slots__ = ("characters", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.characters = 0
+
+    def append(self, piece: str) -> None:
+        self.count += 1
+        self.characters += len(piece)
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class CompletionBuilder:
-    """Collects one attempt's pieces and events into a :class:`Completion`."""
+    """Collects one attempt's pieces and events into a :class:`Completion`.
+
+    :param keep_text: ``False``: count the text pieces without keeping them (the
+        completion's ``text`` stays empty).
+    """
 
     __slots__ = ("_reasoning", "_tools", "attempts", "characters", "finish_reason", "id",
-                 "model", "pieces", "provider", "served_model", "usage")
+                 "keep_text", "model", "pieces", "provider", "served_model", "usage")
 
-    def __init__(self, provider: str | None, model: str | None) -> None:
+    def __init__(self, provider: str | None, model: str | None, *,
+                 keep_text: bool = True) -> None:
         self.provider = provider
         self.model = model
         self.attempts = 1
+        self.keep_text = keep_text
         self.reset()
 
     def reset(self) -> None:
         """Forget what an attempt delivered (a buffered call starts over)."""
         #: Text pieces in order; appended to directly on the hot path.
-        self.pieces: list[str] = []
+        self.pieces: list[str] | TextTally = [] if self.keep_text else TextTally()
         self.characters = 0
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -132,7 +161,14 @@ class CompletionBuilder:
 
     @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        pieces = self.pieces
+        return "".join(pieces) if type(pieces) is list else ""
+
+    @property
+    def text_length(self) -> int:
+        """Characters of text received (kept or not)."""
+        pieces = self.pieces
+        return sum(map(len, pieces)) if type(pieces) is list else pieces.characters
 
     @property
     def tool_calls(self) -> list[ToolCall]:
