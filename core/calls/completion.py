@@ -162,13 +162,15 @@ class CompletionBuilder:
     @property
     def text(self) -> str:
         pieces = self.pieces
-        return "".join(pieces) if type(pieces) is list else ""
+        return "" if isinstance(pieces, TextTally) else "".join(pieces)
 
     @property
     def text_length(self) -> int:
         """Characters of text received (kept or not)."""
         pieces = self.pieces
-        return sum(map(len, pieces)) if type(pieces) is list else pieces.characters
+        if isinstance(pieces, TextTally):
+            return pieces.characters
+        return sum(map(len, pieces))
 
     @property
     def tool_calls(self) -> list[ToolCall]:
