@@ -29,6 +29,7 @@ from chatplug.transport.redaction import redact
 from tests.conftest import free_port, run_cli
 from tests.gatewayserver import GatewayServer
 from tests.rawserver import SSE_HEAD, RawServer, chunk, event
+from tests.test_gateway_http import serve
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 REQUEST = json.dumps({"model": "GravityEngine", "messages": MESSAGES}).encode()
@@ -39,11 +40,6 @@ MIB = 1024 * 1024
 def upstream() -> Iterator[ScriptedServer]:
     with ScriptedServer(lifetime=60) as server:
         yield server
-
-
-def serve(upstream: Any, **settings: Any) -> GatewayServer:
-    registry = registry_for(upstream, max_retries=0)
-    return GatewayServer(create_app(registry, ServerSettings(**settings)))
 
 
 def exchange(port: int, head: str, body: bytes = b"", timeout: float = 10) -> bytes:

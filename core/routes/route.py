@@ -218,7 +218,8 @@ class RouteCall:
         self.errors: list[ChatplugError] = []
         self.attempts = 0
         self._text_only = False
-        self._keep_text = True
+        #: Whether each attempt keeps its text (set before the call runs).
+        self.keep_text = True
         self._current: Call | None = None
         self._empty = CompletionBuilder(route.name, None)
         self._wake = threading.Event()
@@ -240,15 +241,6 @@ class RouteCall:
         self._text_only = value
         if self._current is not None:
             self._current.text_only = value
-
-    @property
-    def keep_text(self) -> bool:
-        """Whether each attempt keeps its text (set before the call runs)."""
-        return self._keep_text
-
-    @keep_text.setter
-    def keep_text(self, value: bool) -> None:
-        self._keep_text = value
 
     @property
     def provider(self) -> str:
@@ -311,7 +303,7 @@ class RouteCall:
                             policy=RetryPolicy(max_retries=0), route=route.name,
                             request_id=self.request_id, deadline=self.context.deadline)
                 call.text_only = self._text_only
-                call.keep_text = self._keep_text
+                call.keep_text = self.keep_text
                 call.context.loop = self.context.loop
                 self._current = call
                 self.attempts += 1

@@ -85,30 +85,25 @@ class RequestGuard:
             elif name == b"origin":
                 origin = value
         if host is not None and host not in self._known and not self._host_allowed(host):
-            await GatewayError(
-                400, f"the Host header names {_shown(host)}, which this gateway does not "
-                     "serve. If that is the gateway's own name, add it to "
-                     "CHATPLUG_SERVER_ALLOWED_HOSTS (chatplug serve --allowed-host).",
-                code="host_not_allowed", type="invalid_request_error", retry=False,
-            ).send(send)
+            refusal = _refusal(400, "host_not_allowed", (
+                f"the Host header names {_shown(host)}, which this gateway does not serve. "
+                "If that is the gateway's own name, add it to CHATPLUG_SERVER_ALLOWED_HOSTS "
+                "(chatplug serve --allowed-host)."))
+        elif (origin is not None and not self._any_origin
+              and origin.lower() not in self._origins):
+            refusal = _refusal(403, "origin_not_allowed", (
+                f"requests from the web origin {_shown(origin)} are not allowed: a browser "
+                "page may call the gateway only when its origin is listed in "
+                "CHATPLUG_SERVER_CORS_ORIGINS (chatplug serve --cors-origin)."))
+        elif (scope["method"] == "POST" and content_type != _JSON
+              and (content_type is None
+                   or content_type.partition(b";")[0].strip().lower() != _JSON)):
+            refusal = _refusal(415, "unsupported_media_type", (
+                "the request body must be JSON: send Content-Type: application/json."))
+        else:
+            await self.app(scope, receive, send)
             return
-        if origin is not None and not self._any_origin and origin.lower() not in self._origins:
-            await GatewayError(
-                403, f"requests from the web origin {_shown(origin)} are not allowed: a "
-                     "browser page may call the gateway only when its origin is listed in "
-                     "CHATPLUG_SERVER_CORS_ORIGINS (chatplug serve --cors-origin).",
-                code="origin_not_allowed", type="invalid_request_error", retry=False,
-            ).send(send)
-            return
-        if (scope["method"] == "POST" and content_type != _JSON
-                and (content_type is None
-                     or content_type.partition(b";")[0].strip().lower() != _JSON)):
-            await GatewayError(
-                415, "the request body must be JSON: send Content-Type: application/json.",
-                code="unsupported_media_type", type="invalid_request_error", retry=False,
-            ).send(send)
-            return
-        await self.app(scope, receive, send)
+        await refusal.send(send)
 
     def _host_allowed(self, host: bytes) -> bool:
         name = _host_name(host)
@@ -116,6 +111,10 @@ class RequestGuard:
         if allowed and len(self._known) < 64:
             self._known.add(host)
         return allowed
+
+
+def _refusal(status: int, code: str, message: str) -> GatewayError:
+    return GatewayError(status, message, code=code, type="invalid_request_error", retry=False)
 
 
 def _shown(value: bytes) -> str:
