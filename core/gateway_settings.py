@@ -18,6 +18,7 @@ variable                                default   meaning
                                                   the address the connection arrived on
                                                   (comma-separated; ``*``: any)
 ``CHATPLUG_SERVER_CORS_ORIGINS``        (none)    origins browsers may call from
+``CHATPLUG_SERVER_AUTH``                true      ``false``: serve without checking keys
 ``CHATPLUG_SERVER_GRACE``               10        seconds in-flight replies may run on after
                                                   SIGTERM
 ``CHATPLUG_SERVER_MAX_BODY_BYTES``      16 MiB    a larger request body is refused with 413

@@ -217,6 +217,8 @@ def test_endless_request_headers_are_431_and_memory_stays_bounded(
         sent = flood(sock, line, 24 * MIB)
         answer = read_to_end(sock)
         growth_mib = (peak_rss_kib() - before) / 1024
+    print(f"\n{line[:8]!r}...: {sent / MIB:.1f} MiB sent before the answer, "
+          f"peak RSS +{growth_mib:.1f} MiB")
     assert sent < 24 * MIB, "the gateway read the whole flood"
     status, _, body = parse(answer)
     assert status == 431
@@ -461,6 +463,7 @@ def test_the_relay_keeps_none_of_a_streams_text() -> None:
                     tracemalloc.stop()
         finally:
             registry.close()
+    print(f"\nrelayed {received / MIB:.0f} MiB; traced peak {peak / MIB:.1f} MiB")
     assert received > 40 * MIB
     assert b"data: [DONE]\n\n" in tail
     assert peak < 16 * MIB, f"the gateway held {peak / MIB:.0f} MiB relaying 40 MiB"
