@@ -14,6 +14,7 @@ import json
 import os
 import select
 import socket
+import subprocess
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from chatplug.server import ServerSettings, create_app
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import TEST_API_KEY, registry_for
 from chatplug.transport.redaction import redact
-from tests.conftest import free_port, run_cli
+from tests.conftest import BIN, free_port, run_cli
 from tests.gatewayserver import GatewayServer
 from tests.rawserver import SSE_HEAD, RawServer, chunk, event
 from tests.test_gateway_http import serve
@@ -467,3 +468,40 @@ def test_the_relay_keeps_none_of_a_streams_text() -> None:
     assert received > 40 * MIB
     assert b"data: [DONE]\n\n" in tail
     assert peak < 16 * MIB, f"the gateway held {peak / MIB:.0f} MiB relaying 40 MiB"
+
+
+# -- the same through `chatplug serve` -------------------------------------------------------
+
+def test_chatplug_serve_applies_the_host_allow_list_and_the_connection_limit(
+        upstream: ScriptedServer) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
+    env.update(CHATPLUG_GRAVITYENGINE_URL=upstream.url, CHATPLUG_PLUGINS="")
+    process = subprocess.Popen(
+        [str(BIN / "chatplug"), "serve", "--port", str(port), "--allowed-host", "gw.example",
+         "--max-connections", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    held: list[socket.socket] = []
+    try:
+        wait_for(lambda: b"200" in probe(port), 20)
+        for host, expected in (("gw.example", 200), ("evil.example", 400)):
+            answer = exchange(port, f"GET /v1/models HTTP/1.1\r\nHost: {host}")
+            assert parse(answer)[0] == expected, host
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        for sock in held:
+            sock.sendall(b"GET /v1/mod")
+        # Both held connections are the gateway's once it answers on one more with 503.
+        wait_for(lambda: b" 503 " in probe(port), 5)
+    finally:
+        for sock in held:
+            sock.close()
+        process.terminate()
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+def probe(port: int) -> bytes:
+    try:
+        return exchange(port, "GET /health/liveliness HTTP/1.1\r\nHost: 127.0.0.1", timeout=2)
+    except OSError:
+        return b""
