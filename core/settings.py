@@ -375,7 +375,7 @@ def known_variables(providers: Iterable[str] = ()) -> frozenset[str]:
              if field not in ("provider_urls", "provider_api_keys")}
     names.update(OTHER_VARIABLES)
     # The gateway's own settings (CHATPLUG_SERVER_*), read by the same library.
-    from .server.settings import ServerSettings
+    from .gateway_settings import ServerSettings
 
     prefix = str(ServerSettings.model_config.get("env_prefix", "")).upper()
     names.update(prefix + field.upper() for field in ServerSettings.model_fields)

@@ -4,6 +4,12 @@ A :class:`CompletionBuilder` sees every text piece and event a provider
 yields, in order; its :meth:`~CompletionBuilder.snapshot` is the
 :class:`Completion` so far.  Tool-call fragments are joined per ``index``, as
 OpenAI streams them.  Plain data, no pydantic or requests.
+
+The builder keeps every text piece, so that ``stream.completion.text`` is the
+whole reply: a stream holds its text until it ends (a 40 MiB reply, 40 MiB and
+more).  A relay that only passes pieces on (the gateway) builds with
+``keep_text=False``: pieces are counted, not kept, and the completion's text is
+empty.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from ..events import (
     Usage,
 )
 
-__all__ = ["Completion", "CompletionBuilder", "ToolCall"]
+__all__ = ["Completion", "CompletionBuilder", "TextTally", "ToolCall"]
 
 
 @dataclass(frozen=True)
@@ -102,23 +108,46 @@ class Completion:
         }
 
 
+class TextTally:
+    """Text pieces counted, not kept: the ``pieces`` of a builder that keeps no text."""
+
+    __slots__ = ("characters", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.characters = 0
+
+    def append(self, piece: str) -> None:
+        self.count += 1
+        self.characters += len(piece)
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class CompletionBuilder:
-    """Collects one attempt's pieces and events into a :class:`Completion`."""
+    """Collects one attempt's pieces and events into a :class:`Completion`.
+
+    :param keep_text: ``False``: count the text pieces without keeping them (the
+        completion's ``text`` stays empty).
+    """
 
     __slots__ = ("_blocks", "_reasoning", "_tools", "attempts", "characters", "finish_reason",
-                 "id", "model", "native_finish_reason", "pieces", "provider", "served_model",
-                 "stop_sequence", "usage")
+                 "id", "keep_text", "model", "native_finish_reason", "pieces", "provider",
+                 "served_model", "stop_sequence", "usage")
 
-    def __init__(self, provider: str | None, model: str | None) -> None:
+    def __init__(self, provider: str | None, model: str | None, *,
+                 keep_text: bool = True) -> None:
         self.provider = provider
         self.model = model
         self.attempts = 1
+        self.keep_text = keep_text
         self.reset()
 
     def reset(self) -> None:
         """Forget what an attempt delivered (a buffered call starts over)."""
         #: Text pieces in order; appended to directly on the hot path.
-        self.pieces: list[str] = []
+        self.pieces: list[str] | TextTally = [] if self.keep_text else TextTally()
         self.characters = 0
         self.finish_reason: str | None = None
         self.native_finish_reason: str | None = None
@@ -192,7 +221,16 @@ class CompletionBuilder:
 
     @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        pieces = self.pieces
+        return "" if isinstance(pieces, TextTally) else "".join(pieces)
+
+    @property
+    def text_length(self) -> int:
+        """Characters of text received (kept or not)."""
+        pieces = self.pieces
+        if isinstance(pieces, TextTally):
+            return pieces.characters
+        return sum(map(len, pieces))
 
     @property
     def tool_calls(self) -> list[ToolCall]:

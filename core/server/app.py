@@ -2,8 +2,9 @@
 
 Starlette routes the requests; every middleware is pure ASGI (never
 ``BaseHTTPMiddleware``, which hides disconnects and buffers streams).  From
-the outside in: the access log and request id, CORS (only with
-``cors_origins``), the gateway keys, then the routes.  Run it with
+the outside in: the access log and request id, the request guard (``Host``,
+``Origin``, JSON bodies), CORS (only with ``cors_origins``), the gateway keys,
+then the routes.  Run it with
 ``chatplug serve`` or any ASGI server::
 
     uvicorn --factory chatplug.server:create_app
@@ -21,14 +22,15 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..gateway_settings import ServerSettings, load_server_settings
 from .access import AccessLog
 from .auth import GatewayAuth
 from .chat import ChatCompletions
 from .errors import GatewayError
+from .guard import RequestGuard
 from .health import liveliness, readiness
 from .limits import InFlight
 from .models import list_models, retrieve_model
-from .settings import ServerSettings, load_server_settings
 from .shutdown import Drain
 
 if TYPE_CHECKING:
@@ -107,12 +109,14 @@ def create_app(registry: Registry | None = None,
         finally:
             gateway.drain.uninstall()
 
-    middleware = [Middleware(AccessLog)]
-    if settings.cors_origins:
+    middleware = [Middleware(AccessLog),
+                  Middleware(RequestGuard, allowed_hosts=settings.hosts,
+                             cors_origins=settings.origins)]
+    if settings.origins:
         from starlette.middleware.cors import CORSMiddleware
 
         middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins),
+            CORSMiddleware, allow_origins=list(settings.origins),
             allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type",
                                                           "x-request-id"],
             expose_headers=["x-request-id", "x-chatplug-provider", "x-chatplug-attempts",

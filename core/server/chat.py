@@ -87,7 +87,8 @@ class Upstream:
 
     async def stream(self) -> AsyncStream:
         if self.prepared is not None:
-            stream: Any = await acreate(self.target, self.prepared)
+            # The relay passes each piece on and keeps none of the text.
+            stream: Any = await acreate(self.target, self.prepared, keep_text=False)
         else:
             stream = await self.target.acreate(self.request.messages, self.model, stream=True,
                                                **self._options())

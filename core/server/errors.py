@@ -89,9 +89,11 @@ class GatewayError(Exception):
 
     async def send(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """Answer with this error (the response must not have started)."""
+        body = self.encoded()
         await send({"type": "http.response.start", "status": self.status,
-                    "headers": self.headers + (headers or [])})
-        await send({"type": "http.response.body", "body": self.encoded()})
+                    "headers": [*self.headers, (b"content-length", b"%d" % len(body)),
+                                *(headers or ())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _status(error: ChatplugError) -> int:
