@@ -1,4 +1,5 @@
-"""Gateway keys: ``Authorization: Bearer <key>`` on every endpoint but the health checks.
+"""Gateway keys: ``Authorization: Bearer <key>`` (or ``x-api-key: <key>``, as Claude Code
+sends it) on every endpoint but the health checks.
 
 A pure ASGI middleware.  The health checks answer without a key (a load
 balancer sends none); :data:`AUTHORIZED` in the scope tells them whether the
@@ -15,7 +16,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
-from .errors import GatewayError
+from .errors import GatewayError, anthropic_path
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,14 +35,19 @@ def authorized(scope: Scope) -> bool:
 
 
 def _bearer(scope: Scope) -> bytes | None:
+    """The key a client sent: ``Authorization: Bearer`` (OpenAI's SDKs, the anthropic SDK
+    2.x), else ``x-api-key`` (Claude Code, Anthropic's wire)."""
     value: bytes
+    api_key = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")
             if scheme.lower() == b"bearer" and token.strip():
                 return token.strip()
             return None
-    return None
+        if name == b"x-api-key" and value.strip():
+            api_key = value.strip()
+    return api_key
 
 
 class GatewayAuth:
@@ -64,9 +70,10 @@ class GatewayAuth:
             elif not matched:
                 said = "no gateway key was sent" if token is None else "the gateway key is wrong"
                 await GatewayError(
-                    401, f"{said}: send Authorization: Bearer <key> with a key of this "
-                         "gateway (CHATPLUG_SERVER_API_KEYS).",
+                    401, f"{said}: send Authorization: Bearer <key> (or x-api-key: <key>) "
+                         "with a key of this gateway (CHATPLUG_SERVER_API_KEYS).",
                     code="invalid_api_key", retry=False,
-                ).send(send, [(b"www-authenticate", b"Bearer")])
+                ).send(send, [(b"www-authenticate", b"Bearer")],
+                       anthropic=anthropic_path(scope["path"]))
                 return
         await self.app(scope, receive, send)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .errors import GatewayError
+from .errors import GatewayError, anthropic_path
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -103,7 +103,7 @@ class RequestGuard:
         else:
             await self.app(scope, receive, send)
             return
-        await refusal.send(send)
+        await refusal.send(send, anthropic=anthropic_path(scope["path"]))
 
     def _host_allowed(self, host: bytes) -> bool:
         name = _host_name(host)

@@ -3,8 +3,9 @@
 **The status is committed at the first piece.**  Until the first text, tool
 call, reasoning or finish arrives (a ``Meta`` or ``Usage`` event does not
 commit), nothing is sent, so a failure is still a real error status and a
-route can still fail over.  After it, a failure is sent in-band
-(``data: {"error": {...}}``) and the stream ends *without* ``[DONE]``.
+route can still fail over.  After it, a failure is sent in-band, in the wire's
+own form (chat completions: ``data: {"error": {...}}`` and no ``[DONE]``;
+Anthropic: an ``error`` event; Responses: ``response.failed``), never a clean end.
 
 Each piece is one ASGI send, nothing is held back; ``Cache-Control:
 no-cache`` and ``X-Accel-Buffering: no`` keep proxies such as nginx from
@@ -14,7 +15,7 @@ buffering the stream.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from ..calls.run import COMMITTING
 
@@ -22,9 +23,24 @@ if TYPE_CHECKING:
     from starlette.types import Send
 
     from ..events import Event
-    from ..wire.encode import ChunkEncoder
+    from .errors import GatewayError
 
-__all__ = ["STREAM_HEADERS", "EventStream"]
+__all__ = ["STREAM_HEADERS", "Encoder", "EventStream"]
+
+
+class Encoder(Protocol):
+    """A wire's stream writer (:class:`chatplug.wire.encode.ChunkEncoder`, the Messages
+    and Responses encoders): bytes for the start, each item, a good end, a failure."""
+
+    def start(self) -> bytes: ...
+
+    def content(self, text: str) -> bytes: ...
+
+    def encode(self, item: object) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def failure(self, error: GatewayError) -> bytes: ...
 
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -39,15 +55,16 @@ class EventStream:
     :param headers: called once, at the commit, for the response's extra headers.
     """
 
-    __slots__ = ("_encoder", "_headers", "_send", "committed", "ended")
+    __slots__ = ("_encoder", "_headers", "_send", "committed", "ended", "failed")
 
-    def __init__(self, send: Send, encoder: ChunkEncoder,
+    def __init__(self, send: Send, encoder: Encoder,
                  headers: Callable[[], list[tuple[bytes, bytes]]]) -> None:
         self._send = send
         self._encoder = encoder
         self._headers = headers
         self.committed = False
         self.ended = False
+        self.failed = False
 
     async def _commit(self, first: bytes) -> None:
         self.committed = True
@@ -83,7 +100,8 @@ class EventStream:
             await self._commit(encoder.start())  # an empty reply is still a reply
         await self._end(encoder.end())
 
-    async def fail(self, envelope: dict[str, Any]) -> None:
-        """End a committed stream with an in-band error and no ``[DONE]``."""
+    async def fail(self, error: GatewayError) -> None:
+        """End a committed stream with the wire's in-band error (never a clean end)."""
         if not self.ended:
-            await self._end(self._encoder.error(envelope))
+            self.failed = True
+            await self._end(self._encoder.failure(error))

@@ -37,6 +37,7 @@ from .translated import TranslatedRequest
 
 if TYPE_CHECKING:
     from ..calls.completion import Completion
+    from .encode import InBandError
 
 __all__ = ["STOP_REASONS", "MessagesEncoder", "error_body", "message_body", "parse_request",
            "sse"]
@@ -496,10 +497,12 @@ class MessagesEncoder:
                       "stop_sequence": finish.stop_sequence if finish else None},
             "usage": usage_body(self.usage)}) + sse("message_stop", {"type": "message_stop"})
 
-    @staticmethod
-    def error(kind: str, message: str) -> bytes:
-        """An in-band ``error`` event; the stream ends after it."""
-        return sse("error", error_body(kind, message))
+    def content(self, text: str) -> bytes:
+        return self.encode(text)
+
+    def failure(self, error: InBandError) -> bytes:
+        """An in-band ``error`` event (Anthropic's envelope); the stream ends after it."""
+        return sse("error", error.anthropic_body)
 
     @staticmethod
     def ping() -> bytes:

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..events import (
     Finish,
@@ -30,7 +30,7 @@ from ..events import (
     Usage,
 )
 
-__all__ = ["DONE", "ChunkEncoder", "sse_event"]
+__all__ = ["DONE", "ChunkEncoder", "InBandError", "sse_event"]
 
 #: The last event of a stream that ended well.
 DONE = b"data: [DONE]\n\n"
@@ -148,3 +148,21 @@ class ChunkEncoder:
     def error(envelope: Mapping[str, Any]) -> bytes:
         """An in-band error event (``data: {"error": {...}}``); the stream ends after it."""
         return sse_event(envelope)
+
+    def failure(self, error: InBandError) -> bytes:
+        """The in-band form of a failure after the stream began (no ``[DONE]`` follows)."""
+        return self.error(error.body)
+
+
+class InBandError(Protocol):
+    """A failure a committed stream reports in its own wire's form (the gateway's
+    ``GatewayError``): OpenAI's envelope, Anthropic's, and the code and message."""
+
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+    @property
+    def anthropic_body(self) -> dict[str, Any]: ...
+
+    code: str
+    message: str

@@ -40,9 +40,10 @@ from .translated import TranslatedRequest
 
 if TYPE_CHECKING:
     from ..calls.completion import Completion
+    from .encode import InBandError
 
 __all__ = ["NAMESPACE_SEPARATOR", "ParsedResponses", "ResponsesEncoder", "completion_items",
-           "parse_request", "usage_body"]
+           "conversation", "parse_request", "usage_body"]
 
 #: Joins a namespace and a function's name into the name offered upstream.
 NAMESPACE_SEPARATOR = "__"
@@ -242,6 +243,16 @@ class ParsedResponses(TranslatedRequest):
         self.previous_response_id: str | None = None
         self.echo: dict[str, Any] = {}
         self.input_items: list[Any] = []
+        #: The system message ``instructions`` makes (not carried to a follow-up).
+        self.instructions: str | None = None
+        #: The conversation this request adds: its input as messages.
+        self.history: list[dict[str, Any]] = []
+
+    def follow(self, earlier: list[dict[str, Any]]) -> None:
+        """Set :attr:`messages`: the instructions, ``earlier`` (a stored conversation,
+        as :func:`conversation` gives it) and this request's input."""
+        head = [{"role": "system", "content": self.instructions}] if self.instructions else []
+        self.messages = [*head, *earlier, *self.history]
 
 
 def parse_request(body: Any) -> ParsedResponses:
@@ -267,14 +278,13 @@ def parse_request(body: Any) -> ParsedResponses:
     else:
         raise InvalidRequestError("input must be a string or a list of items.")
     request.input_items = items
-    names: dict[str, str] = {}
-    messages = _items(items, names, request.dropped)
+    request.history = _items(items, {}, request.dropped)
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
-        messages.insert(0, {"role": "system", "content": instructions})
-    if not messages:
+        request.instructions = instructions
+    if not request.history:
         raise InvalidRequestError("input holds no message to answer.")
-    request.messages = messages
+    request.follow([])
     if body.get("tools"):
         tools = _tools(body["tools"], request, request.namespaces)
         if tools:
@@ -555,6 +565,12 @@ class ResponsesEncoder:
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return out + self._event(kind, response=self.response(status))
 
+    def content(self, text: str) -> bytes:
+        return self.encode(text)
+
+    def failure(self, error: InBandError) -> bytes:
+        return self.fail(error.code, error.message)
+
     def fail(self, code: str, message: str) -> bytes:
         """A failure after the stream began: ``response.failed``, never a completed one."""
         self._open = None
@@ -569,6 +585,12 @@ class ResponsesEncoder:
         self._close()
         self._close_tools()
         return self.response(self.status())
+
+
+def conversation(history: list[dict[str, Any]], output: list[Any]) -> list[dict[str, Any]]:
+    """The messages a follow-up of a response continues: what it was asked (without its
+    instructions) and its ``output`` items, read back as input."""
+    return [*history, *_items(output, {}, [])]
 
 
 def completion_items(completion: Completion) -> list[object]:
