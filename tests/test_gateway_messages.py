@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import requests
 import pytest
+import requests
 
 from chatplug.server import ServerSettings, create_app
 from chatplug.server.store import ResponseStore

@@ -146,7 +146,8 @@ class Endpoint:
         """
 
     async def after(self, parsed: Any, reply: Any) -> None:
-        """Runs once a reply went out whole (a response is stored here)."""
+        """Runs once a reply is whole, before its last bytes go out (a response is stored
+        here): ``reply`` is the whole body, or the stream's encoder."""
 
     # -- the path ------------------------------------------------------------------------
 
@@ -206,6 +207,7 @@ class Endpoint:
         if completion.provider:
             note(scope, provider=completion.provider)
         reply = self.whole(completion, upstream, parsed)
+        await self.after(parsed, reply)
         body = json.dumps(reply, ensure_ascii=False).encode()
         overhead = time.perf_counter() - started - upstream_s
         await send({"type": "http.response.start", "status": 200, "headers": [
@@ -216,7 +218,6 @@ class Endpoint:
             *extra,
         ]})
         await send({"type": "http.response.body", "body": body})
-        await self.after(parsed, reply)
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream,
                       parsed: Any, extra: list[tuple[bytes, bytes]], started: float) -> None:
@@ -239,7 +240,11 @@ class Endpoint:
                         (b"x-chatplug-overhead-ms", _ms(setup)), *extra]
 
             encoder = self.encoder(upstream, parsed)
-            relay = EventStream(send, encoder, headers)
+
+            async def before_end() -> None:
+                await self.after(parsed, encoder)
+
+            relay = EventStream(send, encoder, headers, before_end)
             events = stream.events()
             try:
                 await relay.relay(events)
@@ -258,8 +263,6 @@ class Endpoint:
                 await relay.fail(_shutting_down())
             else:
                 await self._fail(send, _shutting_down())
-        elif relay is not None and relay.ended and not relay.failed:
-            await self.after(parsed, encoder)
 
 
 def _no_completion() -> ChatplugError:

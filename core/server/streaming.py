@@ -14,7 +14,7 @@ buffering the stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ..calls.run import COMMITTING
@@ -53,15 +53,20 @@ class EventStream:
     """Relays one reply's events to the client as ``chat.completion.chunk`` events.
 
     :param headers: called once, at the commit, for the response's extra headers.
+    :param before_end: awaited once the reply is whole, before its last bytes are sent.
     """
 
-    __slots__ = ("_encoder", "_headers", "_send", "committed", "ended", "failed")
+    __slots__ = ("_before_end", "_encoder", "_headers", "_send", "committed", "ended", "failed")
 
     def __init__(self, send: Send, encoder: Encoder,
-                 headers: Callable[[], list[tuple[bytes, bytes]]]) -> None:
+                 headers: Callable[[], list[tuple[bytes, bytes]]],
+                 before_end: Callable[[], Awaitable[None]] | None = None) -> None:
         self._send = send
         self._encoder = encoder
         self._headers = headers
+        #: Runs when the reply is whole, before its last bytes go out (a stored response
+        #: is written here, so that a client that saw the end can follow it up).
+        self._before_end = before_end
         self.committed = False
         self.ended = False
         self.failed = False
@@ -98,7 +103,10 @@ class EventStream:
                 encode(item)  # Meta or Usage: remembered, nothing to send yet
         if not self.committed:
             await self._commit(encoder.start())  # an empty reply is still a reply
-        await self._end(encoder.end())
+        last = encoder.end()
+        if self._before_end is not None:
+            await self._before_end()
+        await self._end(last)
 
     async def fail(self, error: GatewayError) -> None:
         """End a committed stream with the wire's in-band error (never a clean end)."""
