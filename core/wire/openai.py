@@ -96,13 +96,21 @@ def _excerpt(data: Any, secret: str | None) -> str:
 
 
 def usage_of(usage: Any) -> Usage | None:
-    """:class:`Usage` from OpenAI's ``usage`` object; ``None`` if it holds no count."""
+    """:class:`Usage` from OpenAI's ``usage`` object, with the cached and reasoning counts
+    of its ``*_tokens_details`` when present; ``None`` if it holds no count."""
     if not isinstance(usage, Mapping):
         return None
     counts = [token_count(usage.get(name)) for name in _COUNTS]
     if counts == [None, None, None]:
         return None
-    return Usage(*counts)
+    prompt = usage.get("prompt_tokens_details")
+    completion = usage.get("completion_tokens_details")
+    if not prompt and not completion:
+        return Usage(*counts)
+    cached = token_count(prompt.get("cached_tokens")) if isinstance(prompt, Mapping) else None
+    reasoning = token_count(completion.get("reasoning_tokens")) \
+        if isinstance(completion, Mapping) else None
+    return Usage(*counts, cached_tokens=cached, reasoning_tokens=reasoning)
 
 
 def _meta(payload: Mapping[str, Any]) -> Meta | None:
