@@ -110,7 +110,8 @@ def usage_of(usage: Any) -> Usage | None:
     cached = token_count(prompt.get("cached_tokens")) if isinstance(prompt, Mapping) else None
     reasoning = token_count(completion.get("reasoning_tokens")) \
         if isinstance(completion, Mapping) else None
-    return Usage(*counts, cached_tokens=cached, reasoning_tokens=reasoning)
+    return Usage(counts[0], counts[1], counts[2], cached_tokens=cached,
+                 reasoning_tokens=reasoning)
 
 
 def _meta(payload: Mapping[str, Any]) -> Meta | None:
