@@ -257,3 +257,18 @@ def test_with_raw_response_shows_the_gateways_headers(client: anthropic.Anthropi
     assert raw.headers["x-chatplug-provider"] == "OpenAI"
     assert raw.headers["x-chatplug-dropped"] == "top_k"
     assert raw.parse().content[0].text == "hello"  # type: ignore[union-attr]
+
+
+def test_pings_keep_a_quiet_stream_alive(gateway: GatewayServer, upstream: ScriptedServer,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatplug.wire.anthropic_gateway import MessagesEncoder
+
+    monkeypatch.setattr(MessagesEncoder, "PING_SECONDS", 0.1)
+    upstream.add(pieces=["before", " after"], hold_after=1, hold=0.5, stream=True)
+    reply = requests.post(gateway.url + "/v1/messages", timeout=10, json={
+        "model": "OpenAI/gpt-4o-mini", "max_tokens": 10, "messages": USER, "stream": True},
+        headers={"x-api-key": GATEWAY_KEY})
+    kinds = [line[7:] for line in reply.text.splitlines() if line.startswith("event: ")]
+    between = kinds[kinds.index("content_block_start"):kinds.index("content_block_stop")]
+    assert 2 <= between.count("ping") <= 8, kinds
+    assert kinds[-1] == "message_stop"

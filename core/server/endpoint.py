@@ -254,6 +254,7 @@ class Endpoint:
                 else:
                     await self._fail(send, from_chatplug(error), extra)
             finally:
+                relay.close()
                 interruption.settled()
                 close = getattr(events, "aclose", None)  # an async generator's: close it now
                 if close is not None:

@@ -14,6 +14,8 @@ buffering the stream.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,7 +58,8 @@ class EventStream:
     :param before_end: awaited once the reply is whole, before its last bytes are sent.
     """
 
-    __slots__ = ("_before_end", "_encoder", "_headers", "_send", "committed", "ended", "failed")
+    __slots__ = ("_before_end", "_encoder", "_headers", "_pinger", "_send", "_sent",
+                 "committed", "ended", "failed")
 
     def __init__(self, send: Send, encoder: Encoder,
                  headers: Callable[[], list[tuple[bytes, bytes]]],
@@ -70,16 +73,44 @@ class EventStream:
         self.committed = False
         self.ended = False
         self.failed = False
+        #: Sends so far, for the pinger: a wire whose encoder has ``ping()`` (Anthropic's)
+        #: gets one after every ``PING_SECONDS`` in which nothing was sent.
+        self._sent = 0
+        self._pinger: asyncio.Task[None] | None = None
 
     async def _commit(self, first: bytes) -> None:
         self.committed = True
         await self._send({"type": "http.response.start", "status": 200,
                           "headers": STREAM_HEADERS + self._headers()})
         await self._send({"type": "http.response.body", "body": first, "more_body": True})
+        ping = getattr(self._encoder, "ping", None)
+        if ping is not None:
+            self._pinger = asyncio.get_running_loop().create_task(
+                self._ping(ping(), float(getattr(self._encoder, "PING_SECONDS", 10.0))))
+
+    async def _ping(self, ping: bytes, interval: float) -> None:
+        seen = self._sent
+        with contextlib.suppress(OSError, RuntimeError):  # the client is gone: the relay ends
+            while True:
+                await asyncio.sleep(interval)
+                if self.ended:
+                    return
+                if self._sent == seen:
+                    await self._send({"type": "http.response.body", "body": ping,
+                                      "more_body": True})
+                seen = self._sent
 
     async def _end(self, last: bytes) -> None:
         self.ended = True
+        if self._pinger is not None:
+            self._pinger.cancel()
         await self._send({"type": "http.response.body", "body": last, "more_body": False})
+
+    def close(self) -> None:
+        """Stop the pinger (the relay ended without :meth:`_end`: the client left)."""
+        self.ended = True
+        if self._pinger is not None:
+            self._pinger.cancel()
 
     async def relay(self, events: AsyncIterator[str | Event]) -> None:
         """Send every event, then the end (usage, ``[DONE]``).
@@ -96,6 +127,7 @@ class EventStream:
                 # The hot path: one text piece, one send.
                 data = content(item) if type(item) is str and item else encode(item)
                 if data:
+                    self._sent += 1
                     await send({"type": "http.response.body", "body": data, "more_body": True})
             elif (type(item) is str and item) or isinstance(item, COMMITTING):
                 await self._commit(encoder.start() + encode(item))

@@ -504,6 +504,10 @@ class MessagesEncoder:
         """An in-band ``error`` event (Anthropic's envelope); the stream ends after it."""
         return sse("error", error.anthropic_body)
 
+    #: Seconds of silence after which the relay sends a ``ping`` (as Anthropic's API does,
+    #: so that clients and proxies do not take a long pause for a dead connection).
+    PING_SECONDS = 10.0
+
     @staticmethod
     def ping() -> bytes:
         return sse("ping", {"type": "ping"})
