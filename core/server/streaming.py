@@ -107,8 +107,7 @@ class EventStream:
         await self._send({"type": "http.response.body", "body": last, "more_body": False})
 
     def close(self) -> None:
-        """Stop the pinger (the relay ended without :meth:`_end`: the client left)."""
-        self.ended = True
+        """Stop the pinger (the relay is over, whether or not its end was sent)."""
         if self._pinger is not None:
             self._pinger.cancel()
 
