@@ -23,6 +23,7 @@ from .errors import (
     AuthenticationError,
     ChatplugError,
     ConfigurationError,
+    ContentFilteredError,
     InvalidRequestError,
     ModelNotSupportedError,
     PluginLoadError,
@@ -37,7 +38,15 @@ from .errors import (
     StorageError,
     StreamInterruptedError,
 )
-from .events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from .events import (
+    Finish,
+    Meta,
+    Reasoning,
+    ReasoningSignature,
+    RedactedReasoning,
+    ToolCallDelta,
+    Usage,
+)
 from .hooks import hookimpl, hookspec
 from .plugins.registry import ENTRY_POINT_GROUP, Registry
 
@@ -57,6 +66,7 @@ __all__ = [
     "ChatplugError",
     "Completion",
     "ConfigurationError",
+    "ContentFilteredError",
     "Finish",
     "HTTPClient",
     "InvalidRequestError",
@@ -74,6 +84,8 @@ __all__ = [
     "Range",
     "RateLimitError",
     "Reasoning",
+    "ReasoningSignature",
+    "RedactedReasoning",
     "Registry",
     "Reply",
     "Route",

@@ -22,7 +22,7 @@ from ..errors import (
     ModelNotSupportedError,
     ProviderResponseError,
 )
-from ..naming import env_name
+from ..naming import env_name, variables_for
 from .caller import Caller, Messages
 from .messages import TOOLS, VISION, required_capabilities, validate_messages
 from .options import check_call_options
@@ -305,9 +305,8 @@ class Provider(Caller):
         )
 
     def _missing_key(self) -> str:
-        return (f"no API key is configured. Set {self.api_key_variable}"
-                + (" (or OPENAI_API_KEY)" if self.name.lower() == "openai" else "")
-                + " in the environment or in .env, or pass api_key=.")
+        return (f"no API key is configured. Set {variables_for(self.name)}"
+                " in the environment or in .env, or pass api_key=.")
 
     def _check_capabilities(self, messages: list[dict[str, Any]],
                             values: Mapping[str, Any]) -> None:

@@ -115,6 +115,17 @@ class Call:
         self._attempts.wake()
 
     @property
+    def keep_text(self) -> bool:
+        """Whether the text is kept for :attr:`completion` (set before the call runs;
+        ``False``: counted only, for a relay)."""
+        return self.builder.keep_text
+
+    @keep_text.setter
+    def keep_text(self, value: bool) -> None:
+        self.builder.keep_text = value
+        self.builder.reset()
+
+    @property
     def native_io(self) -> bool:
         """Whether an event loop may drive this call itself (:mod:`chatplug.calls.aio`):
         the provider's IO goes only through chatplug.wire (observers never hold a call:
@@ -259,7 +270,7 @@ class Call:
         error.provider = error.provider or self.provider
         error.model = error.model or self.model
         if isinstance(error, StreamInterruptedError):
-            error.received = max(error.received, sum(map(len, self.builder.pieces)))
+            error.received = max(error.received, self.builder.text_length)
             error.completion = self.completion
         # Whatever a server or plugin put in the text, the key never leaves in an error.
         error.message = redact(error.message, self.context.api_key)
@@ -290,7 +301,7 @@ class Call:
             duration_s=time.perf_counter() - started,
             first_piece_s=self.first_piece_s,
             pieces=len(builder.pieces),
-            characters=sum(map(len, builder.pieces)),
+            characters=builder.text_length,
             attempts=len(self._failures) + 1,
             outcome=outcome,
             finish_reason=builder.finish_reason,

@@ -232,6 +232,8 @@ class RouteCall:
         self.errors: list[ChatplugError] = []
         self.attempts = 0
         self._text_only = False
+        #: Whether each attempt keeps its text (set before the call runs).
+        self.keep_text = True
         self._current: Call | None = None
         self._empty = CompletionBuilder(route.name, None)
 
@@ -309,6 +311,7 @@ class RouteCall:
                             policy=RetryPolicy(max_retries=0), route=route.name,
                             request_id=self.request_id, deadline=self.context.deadline)
                 call.text_only = self._text_only
+                call.keep_text = self.keep_text
                 call.context.loop = self.context.loop
                 self._current = call
                 self.attempts += 1
@@ -376,6 +379,6 @@ class RouteCall:
                 provider=error.provider, model=error.model,
             )
         builder = self.builder
-        interrupted.received = max(interrupted.received, sum(map(len, builder.pieces)))
+        interrupted.received = max(interrupted.received, builder.text_length)
         interrupted.completion = self.completion
         return interrupted

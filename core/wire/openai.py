@@ -63,10 +63,30 @@ _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 def request_body(
     model: str, messages: Sequence[Mapping[str, Any]], stream: bool, **options: Any
 ) -> dict[str, Any]:
-    """The JSON body of a chat-completions request; ``None`` options are left out."""
-    body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": stream}
+    """The JSON body of a chat-completions request; ``None`` options are left out.
+
+    What other wires need and this one refuses is left out of the messages:
+    ``thinking_blocks`` (signed reasoning for Anthropic and Gemini) and parts'
+    ``cache_control`` (Anthropic's prompt caching).
+    """
+    body: dict[str, Any] = {"model": model, "messages": [_plain_message(message)
+                                                         for message in messages],
+                            "stream": stream}
     body.update((key, value) for key, value in options.items() if value is not None)
     return body
+
+
+def _plain_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``message`` without what only other wires take (the same object when it has none)."""
+    content = message.get("content")
+    cached = type(content) is list and any("cache_control" in part for part in content)
+    if "thinking_blocks" not in message and not cached:
+        return message
+    plain = {key: value for key, value in message.items() if key != "thinking_blocks"}
+    if cached:
+        plain["content"] = [{key: value for key, value in part.items()
+                             if key != "cache_control"} for part in content or ()]
+    return plain
 
 
 def _excerpt(data: Any, secret: str | None) -> str:
@@ -77,13 +97,22 @@ def _excerpt(data: Any, secret: str | None) -> str:
 
 
 def usage_of(usage: Any) -> Usage | None:
-    """:class:`Usage` from OpenAI's ``usage`` object; ``None`` if it holds no count."""
+    """:class:`Usage` from OpenAI's ``usage`` object, with the cached and reasoning counts
+    of its ``*_tokens_details`` when present; ``None`` if it holds no count."""
     if not isinstance(usage, Mapping):
         return None
     counts = [token_count(usage.get(name)) for name in _COUNTS]
     if counts == [None, None, None]:
         return None
-    return Usage(*counts)
+    prompt = usage.get("prompt_tokens_details")
+    completion = usage.get("completion_tokens_details")
+    if not prompt and not completion:
+        return Usage(*counts)
+    cached = token_count(prompt.get("cached_tokens")) if isinstance(prompt, Mapping) else None
+    reasoning = token_count(completion.get("reasoning_tokens")) \
+        if isinstance(completion, Mapping) else None
+    return Usage(counts[0], counts[1], counts[2], cached_tokens=cached,
+                 reasoning_tokens=reasoning)
 
 
 def _meta(payload: Mapping[str, Any]) -> Meta | None:
