@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ChatplugError, ProviderResponseError
 from . import failures
+from .chunked import bulk_reader, payload
 from .decoding import ContentDecoder, UnsupportedEncoding
 from .pending import Pending
 
@@ -118,6 +119,10 @@ class Reply:
     def _raw_chunks(self) -> Iterator[bytes]:
         raw = self._response.raw
         if raw.chunked and raw.supports_chunked_reads():
+            fp = bulk_reader(raw)
+            if fp is not None:
+                # Whatever has arrived, framing removed (one event per chunk is common).
+                return payload(raw, fp, STREAM_READ_SIZE)
             # A network chunk at a time, the moment it is complete; a chunk larger than
             # a read is handed on a read at a time.
             chunks = raw.read_chunked(STREAM_READ_SIZE, decode_content=False)
