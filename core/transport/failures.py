@@ -29,6 +29,7 @@ from ..errors import (
     RateLimitError,
     StreamInterruptedError,
 )
+from .pending import NeverAwaited
 from .redaction import redact
 
 if TYPE_CHECKING:
@@ -244,6 +245,8 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
     if cut is not None:
         return cut
     chain = _chain(exc)
+    if isinstance(exc, NeverAwaited):
+        return ProviderResponseError(_never_awaited(client), **context)
     if isinstance(exc, (requests.ConnectTimeout, u3.ConnectTimeoutError, ConnectTimeout)):
         return ProviderTimeoutError(
             f"could not connect to{where} within {client.transport.connect_timeout:g} s. "
@@ -318,6 +321,15 @@ def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None)
     return ProviderResponseError(
         f"unexpected transport failure: {type(exc).__name__}: {detail}", **context
     )
+
+
+def _never_awaited(client: HTTPClient) -> str:
+    return (f"the plugin {client.provider!r} dropped a wait of the transport (a "
+            "chatplug.transport.pending.Pending it got from chatplug.wire) instead of "
+            "passing it on, which would freeze the event loop running the call. A plugin "
+            "that declares native_async = True passes every item it does not handle "
+            "through, or filters text with chatplug.transport.pending.text_only. This is "
+            "a bug in the plugin; report it, or set CHATPLUG_NATIVE_ASYNC=0 meanwhile.")
 
 
 class _Never(Exception):
