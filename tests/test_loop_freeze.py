@@ -76,7 +76,7 @@ def _bounded(function: Any) -> Any:
     def run() -> None:
         try:
             outcome["value"] = function()
-        except BaseException as exc:  # noqa: BLE001  # handed to the test's thread
+        except BaseException as exc:  # handed to the test's thread
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)

@@ -88,7 +88,7 @@ EXCERPT_LENGTH = 200
 
 def excerpt(body: bytes | str, secret: str | None) -> str:
     """A short excerpt of a body for a message, the key masked before it is cut."""
-    from ..wire.errors import excerpt as cut
+    from .bodies import excerpt as cut
 
     return cut(body, secret, EXCERPT_LENGTH)
 
@@ -152,7 +152,7 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
     a 403 that says the model is not allowed (NextChat's ``CUSTOM_MODELS``): that is
     a :class:`ProviderHTTPError` about the model.
     """
-    from ..wire.errors import body_error, model_refused, sentence
+    from .bodies import body_error, model_refused, sentence
 
     body = reply.read(limit=ERROR_BODY_LIMIT, fail=False)
     error = body_error(body)

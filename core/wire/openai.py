@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderResponseError, StreamInterruptedError
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
-from . import request_headers, token_count
 from ..transport.pending import text_only
+from . import request_headers, token_count
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
