@@ -37,7 +37,7 @@ from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .decoding import ACCEPT_ENCODING
-from .failures import ConnectCut, InvalidHeader
+from .failures import ConnectCut, InvalidHeader, MalformedReply
 from .pending import NeverAwaited, Pending, wait
 from .reply import DRAIN_BYTES, DRAIN_SECONDS, STREAM_READ_SIZE, Reply
 
@@ -51,6 +51,9 @@ __all__ = ["MAX_HEADERS", "MAX_LINE", "NativeReply", "available", "close_session
 #: http.client's bounds, so that both transports refuse the same replies.
 MAX_LINE = 65536
 MAX_HEADERS = 100
+#: Bytes in a row that bring a body no data (an endless trailer or chunk-size line)
+#: after which a reply is refused; below the ~64 KiB at which aiohttp stops reading.
+MAX_FRAMING = 16 * 1024
 #: RFC 9110's token: what a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -139,14 +142,63 @@ def _tls(verify: str | bool) -> ssl.SSLContext:
     return context
 
 
+def _watched_protocol() -> type[Any]:
+    """aiohttp's connection protocol, watching the bytes of a body's framing.
+
+    aiohttp's parser bounds header lines but buffers a chunked body's trailer (and a
+    chunk-size line) without limit: a server sending one endless trailer line would
+    hold the call to its deadline, and its memory.  Once a reply's body is being read
+    (:meth:`watch`), :data:`MAX_FRAMING` bytes in a row that bring the body no byte of
+    data are such a line, and end the reply at once, as ``http.client`` ends it.
+    """
+    from aiohttp.client_proto import ResponseHandler
+
+    class Watched(ResponseHandler):
+        _content: Any = None
+        _seen = 0
+        _run = 0
+
+        def watch(self, content: Any) -> None:
+            self._content, self._seen, self._run = content, content.total_bytes, 0
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            content = self._content
+            if content is None:
+                return
+            if content.is_eof():
+                self._content = None
+            elif content.total_bytes != self._seen:
+                self._seen, self._run = content.total_bytes, 0
+            else:
+                self._run += len(data)
+                if self._run > MAX_FRAMING:
+                    self._content = None
+                    content.set_exception(MalformedReply(
+                        f"a line of the body's chunked framing (a trailer) ran over "
+                        f"{MAX_FRAMING} bytes"))
+                    if self.transport is not None:
+                        self.transport.abort()
+
+    return Watched
+
+
 class _Session:
     """One transport's aiohttp session on one event loop."""
 
     def __init__(self, transport: Transport) -> None:
+        import functools
+
         import aiohttp
 
+        connector = aiohttp.TCPConnector(limit=0, ssl=_tls(transport.verify))
+        # Private in aiohttp (no public way to give the connector a protocol); a
+        # version without it keeps aiohttp's own protocol (tests/test_transport_holes.py).
+        if hasattr(connector, "_factory"):
+            connector._factory = functools.partial(_watched_protocol(),
+                                                   loop=asyncio.get_running_loop())
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ssl=_tls(transport.verify)),
+            connector=connector,
             auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
             max_line_size=MAX_LINE, max_field_size=MAX_LINE, max_headers=MAX_HEADERS)
@@ -265,6 +317,10 @@ async def _exchange(client: HTTPClient, exchange: _Exchange, method: str, url: s
             raise ConnectCut("the request was cut before its answer came") from None
         raise
     exchange.response = response
+    protocol = response.connection.protocol if response.connection is not None else None
+    watch = getattr(protocol, "watch", None)
+    if watch is not None:
+        watch(response.content)
     if exchange.cut:
         abort(response)  # cut as it completed: its reads fail now
     return response
