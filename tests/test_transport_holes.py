@@ -4,6 +4,7 @@ of the transport: each test failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import gzip
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from chatplug import ChatplugError, ProviderResponseError, Registry
+from chatplug import ChatplugError, Registry
 from chatplug.testing.pytest_plugin import registry_for
 
 from .rawserver import RawServer, chunk, event, response_head
@@ -72,7 +73,7 @@ def test_an_endless_chunked_trailer_is_refused_at_once_by_both_transports(
         conn.sendall(response_head(Content_Type="text/event-stream",
                                    Transfer_Encoding="chunked")
                      + chunk(event("hi", finish="stop")) + b"0\r\nX-Trailer: ")
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             for _ in range(400):  # 4 MiB of one trailer line, over 8 s at most
                 conn.sendall(b"a" * 10240)
                 if raw._stop.wait(0.02):
@@ -166,7 +167,7 @@ class Accepting:
         """Connections the client has not closed, after waiting a moment for its FINs."""
         self._stop.set()
         self._thread.join(5)
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             while True:  # what completed in the backlog was opened too
                 self.listener.settimeout(0.2)
                 conn, _ = self.listener.accept()
@@ -207,7 +208,6 @@ def test_tasks_cancelled_while_connecting_leave_no_connection_open() -> None:
     gc.disable()  # what is left open must be closed by chatplug, not by the collector
     try:
         asyncio.run(main())
-        assert server.accepted or True
         assert server.open_ones() == 0
     finally:
         gc.enable()
