@@ -64,7 +64,10 @@ def available() -> bool:
     """Whether aiohttp is installed (``chatplug[async]``); looked up, not imported."""
     global _available
     if _available is None:
-        _available = importlib.util.find_spec("aiohttp") is not None
+        try:
+            _available = importlib.util.find_spec("aiohttp") is not None
+        except (ImportError, ValueError):  # hidden (sys.modules["aiohttp"] = None)
+            _available = False
     return _available
 
 
