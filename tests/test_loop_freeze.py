@@ -138,6 +138,22 @@ class Blocking(TextOnly):
         return pieces()
 
 
+def _kit_check(server: ScriptedServer, plugin: TextOnly) -> None:
+    """The conformance kit's loop check, run on ``plugin`` registered as "Plug"."""
+    from chatplug.testing import conformance
+
+    class Kit(conformance.ProviderConformance):
+        provider_name = "Plug"
+
+    Kit.plugin = plugin
+    kit = Kit()
+    registry = kit.make_registry(server)
+    try:
+        kit.test_a_long_async_stream_keeps_the_loop_running(registry.provider("Plug"), server)
+    finally:
+        registry.close()
+
+
 @pytest.mark.parametrize("plugin", [Dropping, Blocking])
 def test_the_conformance_kit_fails_a_plugin_that_would_freeze_the_loop(
         server: ScriptedServer, plugin: type[TextOnly],
@@ -145,34 +161,12 @@ def test_the_conformance_kit_fails_a_plugin_that_would_freeze_the_loop(
     from chatplug.testing import conformance
 
     monkeypatch.setattr(conformance, "CALL_TIMEOUT", 1.0)  # the kit waits 6 s
-
-    class Kit(conformance.ProviderConformance):
-        provider_name = "Plug"
-
-    Kit.plugin = plugin(server.url)
-    kit = Kit()
-    registry = kit.make_registry(server)
-    try:
-        with pytest.raises((AssertionError, pytest.fail.Exception)) as caught:
-            kit.test_a_long_async_stream_keeps_the_loop_running(
-                registry.provider("Plug"), server)
-        assert "Plug" in str(caught.value)
-        if plugin is Blocking:
-            assert "froze" in str(caught.value)
-    finally:
-        registry.close()
+    with pytest.raises((AssertionError, pytest.fail.Exception)) as caught:
+        _kit_check(server, plugin(server.url))
+    assert "Plug" in str(caught.value)
+    if plugin is Blocking:
+        assert "froze" in str(caught.value)
 
 
 def test_the_conformance_kit_passes_a_text_only_plugin(server: ScriptedServer) -> None:
-    from chatplug.testing import conformance
-
-    class Kit(conformance.ProviderConformance):
-        provider_name = "Plug"
-
-    Kit.plugin = TextOnly(server.url)
-    kit = Kit()
-    registry = kit.make_registry(server)
-    try:
-        kit.test_a_long_async_stream_keeps_the_loop_running(registry.provider("Plug"), server)
-    finally:
-        registry.close()
+    _kit_check(server, TextOnly(server.url))

@@ -496,13 +496,21 @@ with ScriptedServer(lifetime=30) as server:
 """
 
 
-def test_a_native_call_takes_no_worker_and_never_loads_requests() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATPLUG_", "HTTP"))}
+def _probe(script: str) -> list[str]:
+    """What ``script`` prints, run in a fresh interpreter without chatplug or proxy
+    variables."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHATPLUG_") and k.lower() not in (
+               "http_proxy", "https_proxy", "no_proxy", "all_proxy")}
     env["PYTHONPATH"] = ROOT
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60, env=env, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_a_native_call_takes_no_worker_and_never_loads_requests() -> None:
+    lines = _probe(PROBE)
     assert lines[0] == "('You said: hi', ['You', ' said:', ' hi', ' there'], 'You said: x')"
     assert lines[1] == "False []"
 
@@ -530,14 +538,7 @@ with ScriptedServer(lifetime=30) as proxy:
 
 def test_proxies_are_used_on_the_loop_and_no_proxy_alone_changes_nothing(
         server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CHATPLUG_") and k.lower() not in (
-               "http_proxy", "https_proxy", "no_proxy", "all_proxy")}
-    env["PYTHONPATH"] = ROOT
-    result = subprocess.run([sys.executable, "-c", PROXIED], capture_output=True, text=True,
-                            timeout=60, env=env, cwd=ROOT, check=False)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = _probe(PROXIED)
     assert lines[0] == "('You said: hi', ['You', ' said:', ' hi', ' there'])"
     assert lines[1] == str(["http://chatplug-proxied.invalid/api/openai/v1/chat/completions"] * 2)
     assert lines[2] == "False []"  # on the loop: no worker, no requests

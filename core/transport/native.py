@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import re
 import ssl
@@ -145,6 +146,7 @@ def _tls(verify: str | bool) -> ssl.SSLContext:
     return context
 
 
+@functools.cache
 def _watched_protocol() -> type[Any]:
     """aiohttp's connection protocol, watching the bytes of a body's framing.
 
@@ -190,16 +192,14 @@ class _Session:
     """One transport's aiohttp session on one event loop."""
 
     def __init__(self, transport: Transport) -> None:
-        import functools
-
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=0, ssl=_tls(transport.verify))
         # Private in aiohttp (no public way to give the connector a protocol); a
         # version without it keeps aiohttp's own protocol (tests/test_transport_holes.py).
         if hasattr(connector, "_factory"):
-            connector._factory = functools.partial(_watched_protocol(),
-                                                   loop=asyncio.get_running_loop())
+            protocol: Any = _watched_protocol()
+            connector._factory = functools.partial(protocol, loop=asyncio.get_running_loop())
         self.session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),

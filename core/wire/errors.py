@@ -18,31 +18,18 @@ from ..errors import (
     RateLimitError,
     StreamInterruptedError,
 )
-from ..transport.bodies import (
-    EXCERPT_LENGTH,
-    MARGIN,
-    WINDOW,
-    ServerError,
-    body_error,
-    error_of,
-    excerpt,
-    model_refused,
-    sentence,
-)
+from ..transport import bodies
+from ..transport.bodies import EXCERPT_LENGTH as EXCERPT_LENGTH
+from ..transport.bodies import MARGIN as MARGIN
+from ..transport.bodies import WINDOW as WINDOW
+from ..transport.bodies import ServerError as ServerError
+from ..transport.bodies import body_error as body_error
+from ..transport.bodies import error_of as error_of
+from ..transport.bodies import excerpt as excerpt
+from ..transport.bodies import model_refused as model_refused
+from ..transport.bodies import sentence as sentence
 
-__all__ = [
-    "EXCERPT_LENGTH",
-    "MARGIN",
-    "WINDOW",
-    "ServerError",
-    "body_error",
-    "error_of",
-    "excerpt",
-    "model_refused",
-    "reported_error",
-    "said",
-    "sentence",
-]
+__all__ = [*bodies.__all__, "reported_error", "said"]
 
 
 def said(error: ServerError, payload: Any, secret: str | None) -> str:
