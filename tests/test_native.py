@@ -148,6 +148,19 @@ def test_errors_name_the_fault_like_the_sync_transport(raw: RawServer) -> None:
         registry.close()
 
 
+def test_tls_at_a_plain_port_and_an_unknown_host_read_like_the_sync_transport(
+        server: ScriptedServer) -> None:
+    for url, words in ((server.url.replace("http://", "https://"), "does not speak TLS"),
+                       ("http://chatplug-nowhere.invalid", "could not resolve the host")):
+        registry = _registry(url)
+        try:
+            sync, native = _both(registry, stream=False)
+        finally:
+            registry.close()
+        assert sync == native
+        assert native[0] == "ProviderConnectionError" and words in native[1], native
+
+
 def test_connection_refused(server: ScriptedServer) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     registry = _registry(closed)

@@ -168,6 +168,15 @@ class Transport:
             self._native = available()
         return self._native
 
+    def prepare_loop(self) -> None:
+        """Import what calls on an event loop need (aiohttp) now: a server calls this
+        before it serves, so that its first call does not stall the loop for the import
+        (a quarter of a second on a busy machine).  Nothing happens without aiohttp."""
+        if self.native:
+            from .native import prepare
+
+            prepare()
+
     def client(
         self,
         *,

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
     from .client import HTTPClient, Transport
 
-__all__ = ["MAX_HEADERS", "MAX_LINE", "NativeReply", "available", "close_sessions", "send"]
+__all__ = ["MAX_FRAMING", "MAX_HEADERS", "MAX_LINE", "NativeReply", "available",
+           "close_sessions", "prepare", "send"]
 
 #: http.client's bounds, so that both transports refuse the same replies.
 MAX_LINE = 65536
@@ -70,6 +71,14 @@ def available() -> bool:
         except (ImportError, ValueError):  # hidden (sys.modules["aiohttp"] = None)
             _available = False
     return _available
+
+
+def prepare() -> None:
+    """Import aiohttp (and its parser) now rather than on a loop's first call."""
+    import aiohttp
+    import aiohttp.client_proto  # noqa: F401
+
+    _watched_protocol()
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, function: Any, *args: Any) -> None:
