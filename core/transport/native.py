@@ -323,6 +323,8 @@ async def _exchange(client: HTTPClient, exchange: _Exchange, method: str, url: s
     try:
         response: aiohttp.ClientResponse = await task
     except asyncio.CancelledError:
+        # A response that came as this was cancelled has nobody to read or close it.
+        task.add_done_callback(_orphaned)
         current = asyncio.current_task()
         cancelling = getattr(current, "cancelling", None)
         if exchange.cut and not (cancelling is not None and cancelling()):
@@ -336,6 +338,11 @@ async def _exchange(client: HTTPClient, exchange: _Exchange, method: str, url: s
     if exchange.cut:
         abort(response)  # cut as it completed: its reads fail now
     return response
+
+
+def _orphaned(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        abort(task.result())
 
 
 def send(client: HTTPClient, method: str, url: str, data: bytes | None,
