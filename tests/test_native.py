@@ -158,7 +158,8 @@ def test_tls_at_a_plain_port_and_an_unknown_host_read_like_the_sync_transport(
         finally:
             registry.close()
         assert sync == native
-        assert native[0] == "ProviderConnectionError" and words in native[1], native
+        assert native[0] == "ProviderConnectionError", native
+        assert words in native[1], native
 
 
 def test_connection_refused(server: ScriptedServer) -> None:
