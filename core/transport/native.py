@@ -407,6 +407,8 @@ class NativeReply(Reply):
                 data = pending.result()
                 if not data:
                     return
+                # readany hands one network chunk; what came with it goes along.
+                data += read(STREAM_READ_SIZE)
             yield data
 
     def prefetch(self, limit: int) -> Generator[Pending[Any], None, None]:
