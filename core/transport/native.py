@@ -270,24 +270,34 @@ class _Exchange:
     """One request on the loop, as the call's context holds it: :meth:`shut` (any thread)
     ends it at once, whether it is connecting, waiting for headers or reading the body."""
 
-    __slots__ = ("cut", "loop", "response", "task")
+    __slots__ = ("connecting", "cut", "driver", "loop", "response", "stopped")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.task: asyncio.Future[Any] | None = None
+        #: The task awaiting the request while it is being sent (no task of its own:
+        #: that would cost every request a task and a turn of the loop).
+        self.driver: asyncio.Task[Any] | None = None
+        self.connecting = False
         self.response: aiohttp.ClientResponse | None = None
         self.cut = False
+        self.stopped = False
 
     def shut(self) -> None:
         on_loop(self.loop, self._abort)
+
+    def was_cut(self) -> bool:
+        return self.cut
 
     def _abort(self) -> None:
         self.cut = True
         response = self.response
         if response is not None:
             abort(response)
-        elif self.task is not None:
-            self.task.cancel()
+        elif self.connecting and self.driver is not None and not self.stopped:
+            # The driver is suspended in the request (this runs on the loop, between
+            # its steps): cancelling it there is what ends the connect or the wait.
+            self.stopped = True
+            self.driver.cancel()
 
 
 def abort(response: aiohttp.ClientResponse) -> None:
@@ -316,33 +326,32 @@ async def _exchange(client: HTTPClient, exchange: _Exchange, method: str, url: s
     timeout = aiohttp.ClientTimeout(total=None,
                                     sock_connect=min(transport.connect_timeout, left),
                                     sock_read=min(client.read_timeout, left))
-    task = exchange.task = asyncio.ensure_future(session.session.request(
-        method, url, data=data, headers=headers, allow_redirects=False, timeout=timeout,
-        proxy=transport.loop_proxy(url)))
+    exchange.driver = asyncio.current_task()
     context.attach(exchange)
+    if exchange.cut:  # cancelled, or past the deadline, before anything was sent
+        raise ConnectCut("the request was cut before it was sent")
+    exchange.connecting = True
     try:
-        response: aiohttp.ClientResponse = await task
+        response: aiohttp.ClientResponse = await session.session.request(
+            method, url, data=data, headers=headers, allow_redirects=False, timeout=timeout,
+            proxy=transport.loop_proxy(url))
     except asyncio.CancelledError:
-        # A response that came as this was cancelled has nobody to read or close it.
-        task.add_done_callback(_orphaned)
-        current = asyncio.current_task()
-        cancelling = getattr(current, "cancelling", None)
-        if exchange.cut and not (cancelling is not None and cancelling()):
-            raise ConnectCut("the request was cut before its answer came") from None
+        if exchange.stopped:
+            # Ours (the cut), unless the task was cancelled besides: then that goes on.
+            uncancel = getattr(exchange.driver, "uncancel", None)
+            if uncancel is None or uncancel() == 0:
+                raise ConnectCut("the request was cut before its answer came") from None
         raise
+    finally:
+        exchange.connecting = False
     exchange.response = response
     protocol = response.connection.protocol if response.connection is not None else None
     watch = getattr(protocol, "watch", None)
     if watch is not None:
         watch(response.content)
-    if exchange.cut:
-        abort(response)  # cut as it completed: its reads fail now
+    if exchange.was_cut():  # as it completed: its reads fail now
+        abort(response)
     return response
-
-
-def _orphaned(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        abort(task.result())
 
 
 def send(client: HTTPClient, method: str, url: str, data: bytes | None,
