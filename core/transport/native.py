@@ -142,16 +142,18 @@ def _background(work: Any) -> None:
     task.add_done_callback(_tasks.discard)
 
 
-_contexts: dict[str | bool, ssl.SSLContext] = {}
+_contexts: dict[str, ssl.SSLContext] = {}
 
 
-def _tls(verify: str | bool) -> ssl.SSLContext:
-    """The TLS context for ``verify`` (always verifying), made once: loading the CA
-    bundle takes tens of milliseconds, which a new loop's first call must not stall."""
+def _tls(verify: str | bool) -> ssl.SSLContext | bool:
+    """What the connector verifies TLS with: aiohttp's own verifying context (made when
+    aiohttp is imported), or one for a CA bundle, made once (loading a bundle takes tens
+    of milliseconds, which a new loop's first call must not stall)."""
+    if not isinstance(verify, str):
+        return True
     context = _contexts.get(verify)
     if context is None:
-        context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-        _contexts[verify] = context
+        context = _contexts[verify] = ssl.create_default_context(cafile=verify)
     return context
 
 
