@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..errors import ChatplugError, ProviderResponseError
 from . import failures
 from .chunked import bulk_reader, payload
-from .decoding import ContentDecoder, UnsupportedEncoding
+from .decoding import MAX_CODINGS, ContentDecoder, TooManyEncodings, UnsupportedEncoding
 from .pending import Pending
 
 if TYPE_CHECKING:
@@ -111,6 +111,12 @@ class Reply:
             raise ProviderResponseError(
                 f"the reply uses the content encoding {str(exc)!r}, which chatplug does not "
                 "decode (it asks for gzip or deflate).",
+                provider=self._client.provider, model=self._client.model,
+            ) from None
+        except TooManyEncodings as exc:
+            raise ProviderResponseError(
+                f"the reply's Content-Encoding chains {exc} codings; chatplug undoes at most "
+                f"{MAX_CODINGS} (no server needs more), so the reply was refused.",
                 provider=self._client.provider, model=self._client.model,
             ) from None
         raw = self._raw_chunks()

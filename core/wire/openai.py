@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderResponseError, StreamInterruptedError
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..transport.pending import text_only
 from . import request_headers, token_count
 from .sse import SSEDecoder
 
@@ -434,9 +435,7 @@ def _plain(delta: dict[str, Any]) -> bool:
 def stream_text(chunks: Iterable[bytes], *, secret: str | None = None) -> Iterator[str]:
     """The text pieces of an SSE chat-completions stream (:func:`stream_events`
     without the events, with the same checks and errors)."""
-    for item in stream_events(chunks, secret=secret):
-        if type(item) is str:
-            yield item
+    return text_only(stream_events(chunks, secret=secret))
 
 
 def chat(
@@ -477,12 +476,7 @@ def chat(
         else:
             payload = yield from reply.load_json()  # type: ignore[misc]
             items = reply_events(payload, secret=secret, provider=http.provider)
-        if events:
-            yield from items
-        else:
-            for item in items:
-                if type(item) is str:
-                    yield item
+        yield from items if events else text_only(items)
         reply.drain()  # complete: read the last bytes so the connection is reused
 
 
