@@ -7,7 +7,11 @@ Servers put their error in a body in one of a few shapes:
 - ``{"error": "text"}``: Ollama;
 - ``{"error": true, "msg": ...}`` / ``{"error": true, "message": ...}``:
   ChatGPT-Next-Web (NextChat);
-- ``{"detail": "text"}`` or ``{"detail": [{"msg": ...}]}``: FastAPI-based servers.
+- ``{"detail": "text"}`` or ``{"detail": [{"msg": ...}]}``: FastAPI-based servers;
+- ``{"type": "error", "error": {"type", "message"}}``: Anthropic;
+- ``{"error": {"code", "message", "status", "details": [...]}}``: Google (Gemini), whose
+  ``details`` may say why (``ErrorInfo.reason``, ``API_KEY_INVALID``) and when to retry
+  (``RetryInfo.retryDelay``, ``"37s"``).
 
 :func:`error_of` reads any of them into a :class:`ServerError`; the transport
 uses :func:`body_error` for the body of an HTTP error status, and
@@ -53,20 +57,25 @@ MARGIN = 1024
 @dataclass(frozen=True, slots=True)
 class ServerError:
     """An error a server reported: its message (whitespace collapsed, neither
-    masked nor cut; ``""`` when it gave none), and its ``type`` and ``code`` if any."""
+    masked nor cut; ``""`` when it gave none), its ``type`` (or Google's ``status``) and
+    ``code`` if any, the ``reason`` Google's ``ErrorInfo`` gives, and the seconds its
+    ``RetryInfo`` asks to wait."""
 
     message: str
     type: str = ""
     code: str = ""
+    reason: str = ""
+    retry_after: float | None = None
 
     @property
     def rate_limited(self) -> bool:
         marks = f"{self.type} {self.code}".lower()
-        return "rate_limit" in marks or "quota" in marks or self.code == "429"
+        return ("rate_limit" in marks or "quota" in marks or "resource_exhausted" in marks
+                or self.code == "429")
 
     @property
     def refused_key(self) -> bool:
-        marks = f"{self.type} {self.code}".lower()
+        marks = f"{self.type} {self.code} {self.reason}".lower()
         return "api_key" in marks or "auth" in marks or self.code == "401"
 
 
@@ -83,6 +92,27 @@ def _detail(detail: Any) -> str:
     return _text(detail)
 
 
+def _details(details: Any) -> tuple[str, float | None]:
+    """Google's ``details``: the ``ErrorInfo`` reason and the ``RetryInfo`` delay."""
+    reason, wait = "", None
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, Mapping):
+            continue
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("ErrorInfo") and isinstance(detail.get("reason"), str):
+            reason = detail["reason"]
+        elif kind.endswith("RetryInfo"):
+            delay = detail.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    seconds = float(delay[:-1])
+                except ValueError:
+                    continue
+                if seconds >= 0 and seconds == seconds:  # not NaN
+                    wait = seconds
+    return reason, wait
+
+
 def error_of(payload: Any) -> ServerError | None:
     """The error ``payload`` reports, in any of the shapes above; ``None`` if it reports none.
 
@@ -94,10 +124,15 @@ def error_of(payload: Any) -> ServerError | None:
     error = payload.get("error")
     if isinstance(error, Mapping):
         code, kind = error.get("code"), error.get("type")
+        if not isinstance(kind, str):
+            kind = error.get("status")  # Google's envelope
+        reason, wait = _details(error.get("details"))
         return ServerError(
             _text(error.get("message")) or _text(error.get("msg")),
             type=kind if isinstance(kind, str) else "",
             code="" if code is None or isinstance(code, bool) else str(code),
+            reason=reason,
+            retry_after=wait,
         )
     if error is True:  # NextChat: {"error": true, "msg" | "message": ...}
         return ServerError(_text(payload.get("msg")) or _text(payload.get("message")))

@@ -168,7 +168,9 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
             "the key was not refused.",
             status_code=status, body=said_text, **context,
         )
-    if status in (401, 403):
+    if status in (401, 403) or (status == 400 and error is not None and error.reason
+                                and error.refused_key):
+        # Google answers a key it refuses with 400 and the reason API_KEY_INVALID.
         what = "refused the API key" if client.api_key else "requires an API key"
         return AuthenticationError(
             f"the server {what} ({label}){sentence(said) if said else '.'} "
@@ -178,6 +180,8 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
         )
     if status == 429:
         after = retry_after(reply.headers)
+        if after is None and error is not None:
+            after = error.retry_after  # Google's RetryInfo.retryDelay
         wait = f" The server asks to wait {after:g} s." if after is not None else ""
         return RateLimitError(
             f"rate limited ({label}){sentence(said) if said else '.'}{wait} "
@@ -200,9 +204,9 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
 
 def _key_hint(client: HTTPClient) -> str:
     """What to do about a refused key: the variable that holds it, by name."""
-    from ..naming import env_name
+    from ..naming import variables_for
 
-    variable = env_name(client.provider) if client.provider else "the provider's API key"
+    variable = variables_for(client.provider) if client.provider else "the provider's API key"
     if client.api_key:
         return f"Check {variable} (or the api_key= passed to the call)."
     return f"No key was sent: set {variable}, or pass api_key=."
