@@ -93,37 +93,71 @@ class GatewayProcess:
         self._log.close()
 
 
-class GatewayClient:
-    """What an OpenAI-compatible HTTP client does, with ``requests`` (one session each)."""
+#: The gateway's three completion endpoints (issue 21 compares the two translated ones with
+#: chat completions on the same upstream).
+PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages",
+         "responses": "/v1/responses"}
 
-    def __init__(self, url: str) -> None:
+
+class GatewayClient:
+    """What a client of one of the gateway's wires does, with ``requests`` (one session)."""
+
+    def __init__(self, url: str, wire: str = "chat") -> None:
         import requests
 
-        self._url = url + "/v1/chat/completions"
+        self.wire = wire
+        self._url = url + PATHS[wire]
         self._session = requests.Session()
 
+    def _body(self, scenario: str, stream: bool) -> dict[str, Any]:
+        messages = scenarios.messages(scenario)
+        body: dict[str, Any] = {"model": "GravityEngine", "stream": stream}
+        if self.wire == "responses":
+            body["input"] = messages[0]["content"]
+        else:
+            body["messages"] = messages
+        if self.wire == "messages":
+            body["max_tokens"] = 4096
+        return body
+
     def complete(self, scenario: str) -> str:
-        response = self._session.post(self._url, json={
-            "model": "GravityEngine", "messages": scenarios.messages(scenario)}, timeout=60)
+        response = self._session.post(self._url, json=self._body(scenario, False), timeout=60)
         response.raise_for_status()
-        text: str = response.json()["choices"][0]["message"]["content"]
+        reply = response.json()
+        if self.wire == "messages":
+            return "".join(block["text"] for block in reply["content"] if block["type"] == "text")
+        if self.wire == "responses":
+            return "".join(part["text"] for item in reply["output"] if item["type"] == "message"
+                           for part in item["content"])
+        text: str = reply["choices"][0]["message"]["content"]
         return text
 
     def stream(self, scenario: str) -> Any:
-        """The pieces (content deltas) of a streamed reply, as they arrive."""
-        response = self._session.post(self._url, json={
-            "model": "GravityEngine", "messages": scenarios.messages(scenario), "stream": True},
-            stream=True, timeout=60)
+        """The pieces (text deltas) of a streamed reply, as they arrive."""
+        response = self._session.post(self._url, json=self._body(scenario, True), stream=True,
+                                      timeout=60)
         response.raise_for_status()
+        wire = self.wire
 
         def pieces() -> Any:
             with response:
                 for line in response.iter_lines():
-                    if line.startswith(b"data: {"):
+                    if not line.startswith(b"data: "):
+                        continue
+                    if wire == "chat":
+                        if line == b"data: [DONE]":
+                            return
                         delta = json.loads(line[6:])["choices"][0]["delta"]
                         if delta.get("content"):
                             yield delta["content"]
-                    elif line == b"data: [DONE]":
+                    elif wire == "messages":
+                        if b'"text_delta"' in line:
+                            yield json.loads(line[6:])["delta"]["text"]
+                        elif b'"message_stop"' in line:
+                            return
+                    elif b'"response.output_text.delta"' in line:
+                        yield json.loads(line[6:])["delta"]
+                    elif b'"response.completed"' in line:
                         return
         return pieces()
 
@@ -190,6 +224,20 @@ def ttfp_ms(client: Any, samples: int) -> float:
         for _ in stream:
             pass
     return median(delays) * 1000
+
+
+def three_wires(url: str, direct: Any, count: int, chunks: int) -> Result:
+    """The three endpoints side by side on the same upstream: overhead over a direct call
+    (interleaved with it) and relayed pieces/s, one wire after the other, three rounds."""
+    figures: Result = {}
+    for wire in PATHS:
+        client = GatewayClient(url, wire)
+        try:
+            figures[wire] = {"overhead": overhead(client, direct, count),
+                             "pieces_per_s": stream_rate(client, chunks)}
+        finally:
+            client.close()
+    return figures
 
 
 def concurrent_complete(url: str, gateway: GatewayProcess, clients: int,
@@ -292,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                     gateway.url, gateway, 64, 2.0 if quick else 8.0)
                 figures["concurrent_streams"] = concurrent_streams(
                     gateway.url, 128, 20 if quick else 100)
+                figures["wires"] = three_wires(gateway.url, direct, 100 if quick else 1000,
+                                               chunks)
                 now, peak = gateway.rss_mb()
                 figures["gateway_rss_mb"] = {"now": now, "peak": peak}
                 client.close()
@@ -357,6 +407,17 @@ def _report(f: Result) -> None:
         ("gateway RSS (now / peak)", f"{rss['now']:.1f} MB / {rss['peak']:.1f} MB", "",
          "<= 100 MB", _verdict(rss["peak"] <= 100)),
     ]
+    chat = f["wires"]["chat"]
+    for wire in ("messages", "responses"):
+        figures = f["wires"][wire]
+        added = figures["overhead"]["overhead_p50_ms"] - chat["overhead"]["overhead_p50_ms"]
+        ratio = figures["pieces_per_s"] / chat["pieces_per_s"]
+        rows.append((f"/v1/{wire} beside /v1/chat/completions (overhead p50, pieces/s)",
+                     f"+{figures['overhead']['overhead_p50_ms']:.3f} ms, "
+                     f"{figures['pieces_per_s']:,.0f}/s",
+                     f"{added:+.3f} ms, {ratio:.2f}x",
+                     "within 0.3 ms, >= 0.80x",
+                     _verdict(added <= 0.3 and ratio >= 0.8)))
     print("| figure | measured | difference | target | result |\n"
           "| --- | ---: | ---: | --- | --- |")
     for row in rows:
