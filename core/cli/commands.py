@@ -26,6 +26,7 @@ from .output import (
     EXIT_USAGE,
     OutputError,
     UsageError,
+    note,
 )
 
 __all__ = ["COMMANDS", "Command", "main"]
@@ -126,11 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _flush_stdout()
         return status
     except UsageError as exc:
-        print(f"chatplug: error: {exc}", file=sys.stderr)
+        note(f"error: {exc}")
         return EXIT_USAGE
     except ChatplugError as exc:
         # One line: the headline says what happened, how often it was tried, what to do.
-        print(f"chatplug: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        note(f"error: {str(exc).splitlines()[0]}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_FAILURE
     except OutputError as exc:
-        print(f"chatplug: error: {exc}", file=sys.stderr)
+        note(f"error: {exc}")
         _silence_stdout()
         return EXIT_FAILURE
 

@@ -1,0 +1,149 @@
+"""The CLI against a hostile server and a careless checkout: a reply's terminal control
+sequences are never obeyed, concurrent ``keys set`` never lose a key, a ``.env`` never
+redirects a saved key.  Real ``chatplug`` subprocesses, real terminals (pty)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from chatplug.testing import ScriptedServer
+
+from .conftest import BIN, run_cli
+from .terminal import Terminal
+
+CHATPLUG = str(BIN / "chatplug")
+
+#: A reply that tries to write the clipboard (OSC 52), clear the screen, set the window's
+#: title and ask for the cursor position (C1 CSI), each escape split across two pieces.
+HOSTILE_PIECES = ["safe ", "\x1b]52;c;", "SGVsbG8=\x07 ", "\x1b[", "2J", "\x1b]0;pw",
+                  "ned\x07", "\x9b6n", " end"]
+HOSTILE = "".join(HOSTILE_PIECES)
+#: What a terminal must never receive from a reply.
+OBEYED = ("\x1b]", "\x07", "\x1b[2J", "\x9b")
+
+
+def terminal_env(server: ScriptedServer, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHATPLUG_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env.update(CHATPLUG_HOME=str(home), CHATPLUG_GRAVITYENGINE_URL=server.url, TERM="dumb",
+               LANG="C.UTF-8", LC_ALL="C.UTF-8")
+    return env
+
+
+def assert_not_obeyed(output: str) -> None:
+    for sequence in OBEYED:
+        assert sequence not in output, (sequence, output)
+
+
+def test_a_reply_cannot_drive_the_terminal_in_chat_logs_and_logs_show(
+    chatplug_server: ScriptedServer, tmp_path: Path
+) -> None:
+    env = terminal_env(chatplug_server, tmp_path / "home")
+    chatplug_server.add(pieces=HOSTILE_PIECES)
+    with Terminal([CHATPLUG, "chat", "hi"], env) as term:
+        assert term.wait() == 0
+    assert_not_obeyed(term.output)
+    # Visible instead, as `cat -v` shows them; the text around them is intact.
+    assert "safe ^[]52;c;SGVsbG8=^G ^[[2J^[]0;pwned^GM-^[6n end" in term.output
+    for argv in (["logs"], ["logs", "show", "1"]):
+        with Terminal([CHATPLUG, *argv], env) as term:
+            assert term.wait() == 0
+        assert_not_obeyed(term.output)
+        assert "^[]52;c;" in term.output
+    # Not a terminal: the reply is data, and a pipe gets it as it came.
+    chatplug_server.add(pieces=HOSTILE_PIECES)
+    piped = run_cli("chat", "hi", env=env)
+    assert piped.stdout == HOSTILE + "\n" or piped.stdout == HOSTILE
+
+
+def test_json_on_a_terminal_is_the_same_json_with_every_control_escaped(
+    chatplug_server: ScriptedServer, tmp_path: Path
+) -> None:
+    env = terminal_env(chatplug_server, tmp_path / "home")
+    chatplug_server.add(pieces=HOSTILE_PIECES, stream=False, text=HOSTILE)
+    with Terminal([CHATPLUG, "chat", "--json", "hi"], env) as term:
+        assert term.wait() == 0
+    assert_not_obeyed(term.output)
+    body = term.output[term.output.index("{"): term.output.rindex("}") + 1]
+    assert json.loads(body.replace("\r\n", "\n"))["text"] == HOSTILE
+    with Terminal([CHATPLUG, "logs", "--json"], env) as term:
+        assert term.wait() == 0
+    assert_not_obeyed(term.output)
+    body = term.output[term.output.index("["): term.output.rindex("]") + 1]
+    assert json.loads(body.replace("\r\n", "\n"))[0]["reply"] == HOSTILE
+
+
+@pytest.mark.parametrize("text", ["\x1b]52;c;SGVsbG8=\x07", "\x9b2J"])
+def test_an_error_quoting_a_server_reaches_the_terminal_neutralised(
+    chatplug_server: ScriptedServer, tmp_path: Path, text: str
+) -> None:
+    env = terminal_env(chatplug_server, tmp_path / "home")
+    env["CHATPLUG_MAX_RETRIES"] = "0"
+    chatplug_server.add(status=400, text=f"bad request {text}")
+    with Terminal([CHATPLUG, "chat", "hi"], env) as term:
+        assert term.wait() == 1
+    assert "bad request" in term.output
+    assert_not_obeyed(term.output)
+
+
+# -- hole 12: concurrent `keys set` ----------------------------------------------------
+
+
+def test_ten_concurrent_keys_set_keep_every_key(tmp_path: Path) -> None:
+    """Ten ``chatplug keys set`` at once, each for another provider (third parties' names,
+    installed as distributions so ``keys set`` accepts them): every key is in the file."""
+    import subprocess
+
+    from .distributions import PROVIDER, PROVIDER_GROUP, make_distribution
+
+    names = [f"Racer{i}" for i in range(10)]
+    site = tmp_path / "site"
+    make_distribution(site, "chatplug-racers", {name.lower(): PROVIDER for name in names},
+                      {PROVIDER_GROUP: {name: name.lower() for name in names}})
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHATPLUG_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env.update(CHATPLUG_HOME=str(home), PYTHONPATH=str(site))
+    processes = [subprocess.Popen([CHATPLUG, "keys", "set", name], stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                 for name in names]
+    try:
+        # Each waits for its key on standard input: once all do, the keys go at once, so
+        # the ten read-modify-writes of the file overlap.
+        _wait_reading_stdin([p.pid for p in processes], 30)
+        for process, name in zip(processes, names, strict=True):
+            assert process.stdin is not None
+            process.stdin.write(f"key-of-{name}-0123456789\n".encode())
+            process.stdin.close()
+        for process, name in zip(processes, names, strict=True):
+            assert process.wait(timeout=60) == 0
+            assert process.stderr is not None
+            assert b"saved the key for " + name.encode() in process.stderr.read()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+            assert process.stderr is not None
+            process.stderr.close()
+    saved = json.loads((home / "keys.json").read_text())
+    assert saved == {name: f"key-of-{name}-0123456789" for name in names}
+
+
+def _wait_reading_stdin(pids: list[int], seconds: float) -> None:
+    """Until every process sleeps in a read of its pipe (Linux's /proc says where)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            places = [Path(f"/proc/{pid}/wchan").read_text() for pid in pids]
+        except OSError:
+            return  # no /proc: the test still runs, the keys just go as they can
+        if all("pipe" in place for place in places):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"not every process came to read its key: {places}")
