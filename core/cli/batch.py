@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         err.write(f"chatplug: error: {str(exc).splitlines()[0]}\n")
         return EXIT_FAILURE
     for problem in summary.problems:
-        _problem(problem, err, "written as an error" if problem.custom_id else "not written")
+        _problem(problem, err, "written as an error" if problem.custom_id
+                 else "written as an error, custom_id null")
     _summary(summary, err)
     return EXIT_OK if summary.complete else EXIT_FAILURE
 
