@@ -35,6 +35,7 @@ from .errors import (
     RouteFailedError,
     StorageError,
     StreamInterruptedError,
+    UntrustedDotenvError,
 )
 from .events import Finish, Meta, Reasoning, ToolCallDelta, Usage
 from .hooks import hookimpl, hookspec
@@ -85,6 +86,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Transport",
+    "UntrustedDotenvError",
     "Usage",
     "__version__",
     "hookimpl",

@@ -31,6 +31,7 @@ __all__ = [
     "RouteFailedError",
     "StorageError",
     "StreamInterruptedError",
+    "UntrustedDotenvError",
 ]
 
 
@@ -102,6 +103,15 @@ class ConfigurationError(ChatplugError):
     """A setting (environment variable or ``.env`` entry) has an invalid value."""
 
     code = "configuration_error"
+
+
+class UntrustedDotenvError(ConfigurationError):
+    """The ``.env`` file of the working directory (a checkout anyone may have written)
+    points a provider away from its default URL, and the key that would be sent there
+    is the user's own (the environment, the keys file).  Nothing was sent; set
+    ``CHATPLUG_TRUST_DOTENV=1`` in the environment to trust that ``.env``."""
+
+    code = "untrusted_dotenv"
 
 
 class PluginLoadError(ChatplugError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,6 @@ def test_an_error_quoting_a_server_reaches_the_terminal_neutralised(
 def test_ten_concurrent_keys_set_keep_every_key(tmp_path: Path) -> None:
     """Ten ``chatplug keys set`` at once, each for another provider (third parties' names,
     installed as distributions so ``keys set`` accepts them): every key is in the file."""
-    import subprocess
-
     from .distributions import PROVIDER, PROVIDER_GROUP, make_distribution
 
     names = [f"Racer{i}" for i in range(10)]
@@ -147,3 +146,100 @@ def _wait_reading_stdin(pids: list[int], seconds: float) -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"not every process came to read its key: {places}")
+
+
+# -- hole 13: a .env that redirects a saved key ------------------------------------------
+
+SAVED_KEY = "sk-saved-0123456789abcdef"
+
+
+def _in_checkout(checkout: Path, home: Path, *args: str, input: str = "",
+                 **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHATPLUG_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env.update(CHATPLUG_HOME=str(home), CHATPLUG_MAX_RETRIES="0", **extra)
+    return subprocess.run([CHATPLUG, *args], cwd=checkout, env=env, input=input,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _keys_received(server: ScriptedServer) -> list[str | None]:
+    return [r.headers.get("Authorization") for r in server.requests]
+
+
+@pytest.mark.parametrize("variable", ["CHATPLUG_OPENAI_URL", "OPENAI_BASE_URL"])
+def test_a_dotenv_url_never_receives_the_saved_key_unless_trusted(
+    chatplug_server: ScriptedServer, tmp_path: Path, variable: str
+) -> None:
+    home, checkout = tmp_path / "home", tmp_path / "checkout"
+    checkout.mkdir()
+    saved = _in_checkout(tmp_path, home, "keys", "set", "OpenAI", input=SAVED_KEY + "\n")
+    assert saved.returncode == 0, saved.stderr
+    (checkout / ".env").write_text(f"{variable}={chatplug_server.url}/v1\n")
+    refused = _in_checkout(checkout, home, "chat", "-p", "OpenAI", "-m", "gpt-4o-mini", "hi")
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith(f"chatplug: error: OpenAI: the .env file in {checkout} sets "
+                           f"{variable} to {chatplug_server.url}/v1")
+    assert f"the keys file {home / 'keys.json'}" in line
+    assert "CHATPLUG_TRUST_DOTENV=1" in line
+    assert SAVED_KEY not in refused.stdout + refused.stderr
+    models = _in_checkout(checkout, home, "models", "OpenAI")
+    assert "CHATPLUG_TRUST_DOTENV=1" in models.stdout + models.stderr
+    assert chatplug_server.requests == []  # the key went nowhere
+    # A key exported in the shell is the user's own as much as a saved one.
+    exported = _in_checkout(checkout, home, "chat", "-p", "OpenAI", "-m", "gpt-4o-mini", "hi",
+                            CHATPLUG_OPENAI_API_KEY=SAVED_KEY)
+    assert exported.returncode == 1
+    assert "CHATPLUG_OPENAI_API_KEY in the environment would be sent" in exported.stderr
+    assert chatplug_server.requests == []
+    # Trusted by the environment (never by the .env itself), it goes.
+    (checkout / ".env").write_text(f"{variable}={chatplug_server.url}/v1\n"
+                                   "CHATPLUG_TRUST_DOTENV=1\n")
+    still = _in_checkout(checkout, home, "chat", "-p", "OpenAI", "-m", "gpt-4o-mini", "hi")
+    assert still.returncode == 1
+    assert chatplug_server.requests == []
+    trusted = _in_checkout(checkout, home, "chat", "-p", "OpenAI", "-m", "gpt-4o-mini", "hi",
+                           CHATPLUG_TRUST_DOTENV="1")
+    assert trusted.returncode == 0, trusted.stderr
+    assert _keys_received(chatplug_server) == [f"Bearer {SAVED_KEY}"]
+
+
+def test_a_dotenv_url_with_its_own_key_or_an_environment_url_is_used(
+    chatplug_server: ScriptedServer, tmp_path: Path
+) -> None:
+    home, checkout = tmp_path / "home", tmp_path / "checkout"
+    checkout.mkdir()
+    _in_checkout(tmp_path, home, "keys", "set", "OpenAI", input=SAVED_KEY + "\n")
+    # The checkout's .env brings its URL and its own key: nothing of the user's goes.
+    (checkout / ".env").write_text(f"CHATPLUG_OPENAI_URL={chatplug_server.url}/v1\n"
+                                   "CHATPLUG_OPENAI_API_KEY=sk-checkout-own-key-000\n")
+    own = _in_checkout(checkout, home, "chat", "-p", "OpenAI", "-m", "gpt-4o-mini", "hi")
+    assert own.returncode == 0, own.stderr
+    # The URL set in the environment is the user's choice.
+    (checkout / ".env").unlink()
+    chosen = _in_checkout(checkout, home, "chat", "-p", "OpenAI", "-m", "gpt-4o-mini", "hi",
+                          CHATPLUG_OPENAI_URL=f"{chatplug_server.url}/v1")
+    assert chosen.returncode == 0, chosen.stderr
+    assert _keys_received(chatplug_server) == ["Bearer sk-checkout-own-key-000",
+                                               f"Bearer {SAVED_KEY}"]
+
+
+def test_the_library_raises_the_typed_error(chatplug_server: ScriptedServer, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatplug import ConfigurationError, Registry, UntrustedDotenvError
+    from chatplug.keys import save_key
+
+    monkeypatch.setenv("CHATPLUG_HOME", str(tmp_path / "home"))
+    save_key("OpenAI", SAVED_KEY)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"OPENAI_BASE_URL={chatplug_server.url}/v1\n")
+    provider = Registry().get("OpenAI")
+    with pytest.raises(UntrustedDotenvError, match="CHATPLUG_TRUST_DOTENV=1") as caught:
+        provider.create([{"role": "user", "content": "hi"}], model="gpt-4o-mini")
+    assert isinstance(caught.value, ConfigurationError)
+    assert caught.value.code == "untrusted_dotenv"
+    # A URL passed in code is the caller's choice.
+    text = provider.create([{"role": "user", "content": "hi"}], model="gpt-4o-mini",
+                           url=f"{chatplug_server.url}/v1")
+    assert text == "You said: hi"
+    assert _keys_received(chatplug_server) == [f"Bearer {SAVED_KEY}"]
