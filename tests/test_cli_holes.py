@@ -243,3 +243,32 @@ def test_the_library_raises_the_typed_error(chatplug_server: ScriptedServer, tmp
                            url=f"{chatplug_server.url}/v1")
     assert text == "You said: hi"
     assert _keys_received(chatplug_server) == [f"Bearer {SAVED_KEY}"]
+
+
+# -- section 5: what a new user trips over ------------------------------------------------
+
+
+def test_chatplug_alone_prints_the_help_and_exits_2() -> None:
+    result = run_cli()
+    assert result.returncode == 2
+    assert result.stdout.startswith("usage: chatplug")
+    for command in ("chat", "providers", "keys", "logs"):
+        assert f"    {command}" in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("argv", [["keys", "path"], ["logs", "path"], ["providers"],
+                                  ["chat", "hi"], ["batch", "missing.jsonl", "-o", "out"]])
+def test_every_command_reports_a_misspelled_variable_once(
+    chatplug_server: ScriptedServer, tmp_path: Path, argv: list[str]
+) -> None:
+    argv = [str(tmp_path / a) if a.endswith(("jsonl", "out")) else a for a in argv]
+    result = run_cli(*argv, env={"CHATPLUG_TIMOUT": "5", "CHATPLUG_GRAVITYENGINE_URL":
+                                 chatplug_server.url, "CHATPLUG_HOME": str(tmp_path)})
+    warning = ("chatplug: warning: CHATPLUG_TIMOUT is not a chatplug setting and is ignored; "
+               "did you mean CHATPLUG_TIMEOUT?")
+    assert result.stderr.splitlines().count(warning) == 1, result.stderr
+    assert result.stderr.startswith(warning)
+    clean = run_cli(*argv, env={"CHATPLUG_GRAVITYENGINE_URL": chatplug_server.url,
+                                "CHATPLUG_HOME": str(tmp_path)})
+    assert "warning" not in clean.stderr
