@@ -272,3 +272,70 @@ def test_every_command_reports_a_misspelled_variable_once(
     clean = run_cli(*argv, env={"CHATPLUG_GRAVITYENGINE_URL": chatplug_server.url,
                                 "CHATPLUG_HOME": str(tmp_path)})
     assert "warning" not in clean.stderr
+
+
+def _nowhere() -> dict[str, str]:
+    """Proxies at a closed loopback port: a call to a public URL fails here, at once."""
+    from .conftest import free_port
+
+    proxy = f"http://127.0.0.1:{free_port()}"
+    return {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": "127.0.0.1"}
+
+
+def test_chat_without_p_goes_to_the_provider_with_a_key_and_says_where(
+    chatplug_server: ScriptedServer, tmp_path: Path
+) -> None:
+    host = f"127.0.0.1:{chatplug_server.port}"
+    env = terminal_env(chatplug_server, tmp_path / "home")
+    del env["CHATPLUG_GRAVITYENGINE_URL"]
+    env.update(OPENAI_API_KEY=SAVED_KEY, CHATPLUG_OPENAI_URL=f"{chatplug_server.url}/v1",
+               **_nowhere())
+    with Terminal([CHATPLUG, "chat", "-m", "gpt-4o-mini", "hi"], env) as term:
+        assert term.wait() == 0, term.text
+    assert (f"chatplug: sending to OpenAI at {host} (choose another provider with -p)\n"
+            "You said: hi\n") in term.text
+    [request] = chatplug_server.requests
+    assert request.path == "/v1/chat/completions"  # OpenAI's route, not GravityEngine's
+    # In a pipe the same choice, and stderr keeps to failures.
+    piped = run_cli("chat", "-m", "gpt-4o-mini", "hi", env=env)
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, "You said: hi\n", "")
+    assert chatplug_server.requests[-1].path == "/v1/chat/completions"
+    # GravityEngine's URL configured: it is the default again.
+    env["CHATPLUG_GRAVITYENGINE_URL"] = chatplug_server.url
+    with Terminal([CHATPLUG, "chat", "hi"], env) as term:
+        assert term.wait() == 0, term.text
+    assert f"sending to GravityEngine at {host}" in term.text
+    assert chatplug_server.requests[-1].path == "/api/openai/v1/chat/completions"
+    # Named with -p: the person knows where it goes.
+    with Terminal([CHATPLUG, "chat", "-p", "GravityEngine", "hi"], env) as term:
+        assert term.wait() == 0, term.text
+    assert "sending to" not in term.text
+
+
+def test_chat_without_any_key_says_it_goes_to_the_public_default(
+    chatplug_server: ScriptedServer, tmp_path: Path
+) -> None:
+    env = terminal_env(chatplug_server, tmp_path / "home")
+    del env["CHATPLUG_GRAVITYENGINE_URL"]
+    env.update(CHATPLUG_MAX_RETRIES="0", **_nowhere())
+    with Terminal([CHATPLUG, "chat", "hi"], env) as term:
+        assert term.wait() == 1, term.text
+    assert ("chatplug: sending to GravityEngine at gpt4.xunika.uk (choose another provider "
+            "with -p)\n") in term.text
+
+
+def test_the_interactive_chat_says_where_once_per_conversation(
+    chatplug_server: ScriptedServer, tmp_path: Path
+) -> None:
+    env = terminal_env(chatplug_server, tmp_path / "home")
+    with Terminal([CHATPLUG, "chat"], env) as term:
+        term.expect(r"chatting with GravityEngine")
+        for word in ("one", "two", "!reset", "three"):
+            mark = len(term.text)
+            term.expect(r"> ", after=max(mark - 2, 0))
+            term.send(f"{word}\r")
+            term.expect("new conversation" if word == "!reset" else f"You said: {word}\n",
+                        after=mark)
+        term.send("!exit\r")
+        assert term.wait() == 0
+    assert term.text.count(f"sending to GravityEngine at 127.0.0.1:{chatplug_server.port}") == 2

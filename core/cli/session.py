@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatplugError, StorageError
 from .exchange import Outcome, report, send
-from .output import Output, UsageError, warn
+from .output import Output, UsageError, note, warn
 from .terminal import RetryAnnouncer, Status, is_terminal
 
 if TYPE_CHECKING:
@@ -136,6 +136,19 @@ class Session:
     route: str | None = None
     out: Output = field(default_factory=Output)
     announcer: RetryAnnouncer | None = None
+    #: Say where the prompt goes, once per conversation (the provider was not named, and
+    #: a person reads stderr: a script's log keeps its one line per failure).
+    announce: bool = False
+    _announced: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def destination(self) -> str:
+        """``GravityEngine at gpt4.xunika.uk``: the provider and the host a prompt goes to."""
+        from urllib.parse import urlsplit
+
+        url = getattr(self.target, "url", None)
+        host = urlsplit(url).netloc if isinstance(url, str) else ""
+        return f"{self.target.name} at {host}" if host else str(self.target.name)
 
     @property
     def label(self) -> str:
@@ -149,6 +162,9 @@ class Session:
 
         :raises OutputError: standard output cannot be written.
         """
+        if self.announce and self._announced != self.conversation.id:
+            self._announced = self.conversation.id
+            note(f"sending to {self.destination} (choose another provider with -p)")
         messages = self.conversation.messages(prompt)
         status = Status(self.label, enabled=is_terminal(sys.stderr))
         if self.announcer is not None:
