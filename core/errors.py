@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .calls.completion import Completion
 
 __all__ = [
+    "ADVICE",
     "AuthenticationError",
     "ChatplugError",
     "ConfigurationError",
@@ -33,6 +34,16 @@ __all__ = [
     "StreamInterruptedError",
     "UntrustedDotenvError",
 ]
+
+
+#: What to do, in the library's terms, by kind: the exact words messages end their advice
+#: with, so that a front end finds the kind (:attr:`ChatplugError.hint`) and says it in its
+#: own terms (the CLI: ``--timeout``, ``chatplug keys set PROVIDER``).
+ADVICE = {
+    "timeout": "Raise CHATPLUG_TIMEOUT or pass a larger timeout=.",
+    "api_key": "or pass api_key=.",
+    "api_key_sent": "(or the api_key= passed to the call).",
+}
 
 
 class ChatplugError(Exception):
@@ -66,6 +77,13 @@ class ChatplugError(Exception):
     @message.setter
     def message(self, text: str) -> None:
         self.args = (text,)
+
+    @property
+    def hint(self) -> str | None:
+        """The kind of advice the message gives (a key of :data:`ADVICE`: ``"timeout"``,
+        ``"api_key"``, ``"api_key_sent"``), or ``None``."""
+        message = self.message
+        return next((kind for kind, words in ADVICE.items() if words in message), None)
 
     @property
     def reason(self) -> str:

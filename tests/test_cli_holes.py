@@ -339,3 +339,40 @@ def test_the_interactive_chat_says_where_once_per_conversation(
         term.send("!exit\r")
         assert term.wait() == 0
     assert term.text.count(f"sending to GravityEngine at 127.0.0.1:{chatplug_server.port}") == 2
+
+
+def test_cli_errors_give_cli_advice(chatplug_server: ScriptedServer, tmp_path: Path) -> None:
+    env = {"CHATPLUG_HOME": str(tmp_path), "CHATPLUG_MAX_RETRIES": "0",
+           "CHATPLUG_GRAVITYENGINE_URL": chatplug_server.url,
+           "CHATPLUG_OPENAI_URL": f"{chatplug_server.url}/v1"}
+    missing = run_cli("chat", "-p", "OpenAI", "-m", "gpt-4o-mini", "hi", env=env)
+    assert missing.returncode == 1
+    assert missing.stderr.rstrip("\n").endswith(
+        "Set CHATPLUG_OPENAI_API_KEY (or OPENAI_API_KEY) in the environment or in .env, or "
+        "save it with `chatplug keys set OpenAI`.")
+    chatplug_server.add(status=401)
+    refused = run_cli("chat", "-p", "OpenAI", "-m", "gpt-4o-mini", "hi",
+                      env={**env, "CHATPLUG_OPENAI_API_KEY": SAVED_KEY})
+    assert refused.returncode == 1
+    assert ("Check CHATPLUG_OPENAI_API_KEY (or the key saved with `chatplug keys set "
+            "OpenAI`).") in refused.stderr
+    chatplug_server.add(text="late", delay=5)
+    late = run_cli("chat", "--timeout", "0.5", "hi", env=env)
+    assert late.returncode == 1
+    assert "Allow more time with --timeout SECONDS (or CHATPLUG_TIMEOUT)." in late.stderr
+    models = run_cli("models", "OpenAI", env=env)
+    assert "`chatplug keys set OpenAI`" in models.stdout + models.stderr
+    for result in (missing, refused, late, models):
+        assert "api_key=" not in result.stderr + result.stdout
+        assert "timeout=" not in result.stderr + result.stdout
+        assert "create(" not in result.stderr + result.stdout
+
+
+def test_the_library_names_its_own_api_and_the_hint_kind() -> None:
+    from chatplug import Registry
+    from chatplug.errors import ADVICE, AuthenticationError
+
+    with pytest.raises(AuthenticationError) as caught:
+        Registry().get("OpenAI").create([{"role": "user", "content": "hi"}], model="m")
+    assert caught.value.hint == "api_key"
+    assert str(caught.value).endswith(ADVICE["api_key"])

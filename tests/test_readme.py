@@ -106,7 +106,8 @@ def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
     assert "GravityEngine  gpt-3.5-turbo-16k   declared, server" in out
     assert err.splitlines()[-1] == (
         "chatplug: error: OpenAI: no API key is configured. Set CHATPLUG_OPENAI_API_KEY (or "
-        "OPENAI_API_KEY) in the environment or in .env, or pass api_key=.")
+        "OPENAI_API_KEY) in the environment or in .env, or save it with `chatplug keys set "
+        "OpenAI`.")
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "quickstart.sh"]
     _wait_for_port(QUICK_START_PORT, 10)  # the server was stopped

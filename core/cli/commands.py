@@ -27,6 +27,7 @@ from .output import (
     EXIT_USAGE,
     OutputError,
     UsageError,
+    error_line,
     note,
 )
 
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except ChatplugError as exc:
         # One line: the headline says what happened, how often it was tried, what to do.
-        note(f"error: {str(exc).splitlines()[0]}")
+        note(f"error: {error_line(exc)}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(file=sys.stderr)

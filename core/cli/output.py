@@ -9,10 +9,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ..errors import ADVICE, ChatplugError
 from .terminal import is_terminal
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Output", "OutputError",
-           "UsageError", "note", "print_json", "printable", "seconds", "table", "warn"]
+__all__ = ["CLI_ADVICE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Output",
+           "OutputError", "UsageError", "error_line", "in_cli_terms", "note", "print_json",
+           "printable", "seconds", "table", "warn"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -82,6 +84,31 @@ class Output:
 
     def isatty(self) -> bool:
         return is_terminal(self.stream)
+
+
+#: What to do, as the command line says it, by :attr:`ChatplugError.hint` (the library's
+#: words, :data:`chatplug.errors.ADVICE`, name its API: ``timeout=``, ``api_key=``).
+CLI_ADVICE = {
+    "timeout": "Allow more time with --timeout SECONDS (or CHATPLUG_TIMEOUT).",
+    "api_key": "or save it with `chatplug keys set {provider}`.",
+    "api_key_sent": "(or the key saved with `chatplug keys set {provider}`).",
+}
+
+
+def in_cli_terms(error: ChatplugError, text: str) -> str:
+    """``text`` (from ``error``'s message) with its advice said for the command line."""
+    kind = error.hint
+    if kind is None or kind not in CLI_ADVICE:
+        return text
+    advice = CLI_ADVICE[kind].format(provider=error.provider or "PROVIDER")
+    return text.replace(ADVICE[kind], advice)
+
+
+def error_line(error: ChatplugError) -> str:
+    """The one line the CLI prints for ``error``: the headline (what happened, how often
+    it was tried, what to do), the advice in the command line's terms."""
+    lines = str(error).splitlines()
+    return in_cli_terms(error, lines[0] if lines else type(error).__name__)
 
 
 def note(text: str) -> None:
