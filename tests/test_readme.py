@@ -127,19 +127,23 @@ def _dependency_farm(target: Path) -> Path:
     return target
 
 
-@pytest.mark.slow
-def test_a_fresh_environment_sets_up_with_the_two_commands(tmp_path: Path) -> None:
-    """`git clone` (a copy of the tracked files), a fresh venv, then the README's commands."""
-    checkout = tmp_path / "chatplug"
+def copy_checkout(checkout: Path) -> bool:
+    """``git clone``, offline: a copy of the tracked files; False without a git checkout."""
     listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
                              timeout=60) if shutil.which("git") else None
     if listing is None or listing.returncode != 0:
-        pytest.skip("needs the git checkout (its tracked files are what a clone holds)")
+        return False
     tracked = listing.stdout.decode().split("\0")
     for name in filter(None, tracked):
         if (ROOT / name).is_file():
             (checkout / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, checkout / name)
+    return True
+
+
+def fresh_venv(tmp_path: Path) -> dict[str, str]:
+    """A fresh virtual environment whose pip installs offline (this environment's
+    dependencies, nothing of chatplug); the environment to run commands in it."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     purelib = subprocess.run([str(venv / "bin" / "python"), "-c",
@@ -158,6 +162,16 @@ def test_a_fresh_environment_sets_up_with_the_two_commands(tmp_path: Path) -> No
     env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}", VIRTUAL_ENV=str(venv),
                CHATPLUG_HOME=str(tmp_path / "home"), PIP_NO_INDEX="1",
                PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+@pytest.mark.slow
+def test_a_fresh_environment_sets_up_with_the_two_commands(tmp_path: Path) -> None:
+    """`git clone` (a copy of the tracked files), a fresh venv, then the README's commands."""
+    checkout = tmp_path / "chatplug"
+    if not copy_checkout(checkout):
+        pytest.skip("needs the git checkout (its tracked files are what a clone holds)")
+    env = fresh_venv(tmp_path)
     [demo, tests] = (commands(b)[0] for b in blocks("Set up", "bash"))
     first = subprocess.run(["bash", "-c", demo], cwd=checkout, env=env, capture_output=True,
                            text=True, timeout=600)

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         from ..server.settings import load_server_settings
     except ImportError as exc:
         _error(f"the gateway needs the server extra ({exc.name} is missing): "
-               'pip install "chatplug[server]"')
+               'pip install ".[server]" in the chatplug checkout')
         return EXIT_FAILURE
     try:
         settings = load_server_settings()
