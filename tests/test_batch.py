@@ -36,7 +36,7 @@ from chatplug.batch import (
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 
-from .conftest import BIN, PLANTED_KEY, ROOT, free_port, run_cli
+from .conftest import BIN, PLANTED_KEY, ROOT, default_sigint, free_port, run_cli
 
 PROMPT = "question {}"
 
@@ -85,7 +85,7 @@ def popen_batch(*args: str | Path, server: ScriptedServer, **env: str) -> subpro
     full.update(env_for(server, **env))
     return subprocess.Popen([str(BIN / "chatplug"), "batch", *map(str, args)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=full)
+                            stderr=subprocess.PIPE, env=full, preexec_fn=default_sigint)
 
 
 def wait_for_lines(path: Path, count: int, process: subprocess.Popen[bytes],
