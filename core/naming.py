@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["PREFIX", "env_name", "provider_slug"]
+__all__ = ["ENVIRONMENT_ONLY", "PREFIX", "TRUST_DOTENV", "env_name", "provider_slug"]
 
 PREFIX = "CHATPLUG_"
+#: Trusts the working directory's ``.env`` to point a provider at another URL while the
+#: key comes from the environment or the keys file (``Settings.check_destination``).
+TRUST_DOTENV = "CHATPLUG_TRUST_DOTENV"
+#: chatplug's variables read outside the settings model, from the environment only: where
+#: its files are (``chatplug.paths``), the CLI's log switch and the ``.env`` trust (a
+#: ``.env`` must not vouch for itself).  They are not misspellings.
+ENVIRONMENT_ONLY = ("CHATPLUG_HOME", "CHATPLUG_LOG", TRUST_DOTENV)
 
 
 def provider_slug(provider: str) -> str:

@@ -31,7 +31,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigurationError, UntrustedDotenvError
-from .naming import PREFIX, env_name, provider_slug
+from .naming import ENVIRONMENT_ONLY, PREFIX, TRUST_DOTENV, env_name, provider_slug
 
 __all__ = ["OTHER_VARIABLES", "Settings", "env_name", "known_variables", "load_settings",
            "provider_slug", "unknown_variables", "value_origin", "warn_unknown_variables"]
@@ -41,14 +41,8 @@ logger = logging.getLogger("chatplug.settings")
 #: Conventional variables other tools use, honoured as fallbacks.
 CONVENTIONAL = {"openai": {"url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}}
 CA_BUNDLE_FALLBACKS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-#: Trusts the working directory's ``.env`` to point a provider at another URL while the
-#: key comes from the environment or the keys file (:meth:`Settings.check_destination`).
-#: Read from the environment only: a ``.env`` must not vouch for itself.
-TRUST_DOTENV = "CHATPLUG_TRUST_DOTENV"
-#: chatplug's variables read outside this model, from the environment only: where its
-#: files are (``chatplug.paths``), the CLI's log switch and the ``.env`` trust.  They are
-#: not misspellings.
-OTHER_VARIABLES = ("CHATPLUG_HOME", "CHATPLUG_LOG", TRUST_DOTENV)
+#: chatplug's variables read from the environment only (not misspellings).
+OTHER_VARIABLES = ENVIRONMENT_ONLY
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 

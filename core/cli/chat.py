@@ -9,10 +9,12 @@ make an ad-hoc route (tried in order) where the registry can build one.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from ..hooks import RESERVED_NAMES
+from ..naming import env_name
 from .output import EXIT_INTERRUPTED, Output, UsageError, seconds
 from .session import Conversation, Logbook, Session, logging_enabled
 from .terminal import RetryAnnouncer, is_terminal
@@ -111,6 +113,8 @@ def default_provider(registry: Registry) -> str:
     """Who answers ``chat`` without ``-p``: GravityEngine (a public service) only when its
     URL is configured or no other provider has a key; else the provider that has one,
     OpenAI first.  (Until a default model can be configured.)"""
+    if os.environ.get(env_name(DEFAULT_PROVIDER, "URL"), "").strip():
+        return DEFAULT_PROVIDER  # the environment wins: no need to read the settings
     providers = {provider.name: provider for provider in registry.providers()}
     gravity = providers.get(DEFAULT_PROVIDER)
     if gravity is not None and gravity.url != gravity.default_url:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ..naming import PREFIX
+from ..naming import ENVIRONMENT_ONLY, PREFIX, env_name
 from .output import warn
 
 __all__ = ["report_unknown_variables"]
@@ -32,13 +32,20 @@ def report_unknown_variables() -> None:
         logger.addHandler(_Warnings(logging.WARNING))
         logger.propagate = False  # `chatplug serve`'s logging would print it a second time
     if not any(name.upper().startswith(PREFIX) for name in os.environ):
-        return  # nothing to check: no settings import for a command that needs none
+        return
     from .. import registry
     from ..errors import ChatplugError
-    from ..settings import warn_unknown_variables
 
     try:
         names = [provider.name for provider in registry.providers()]
     except ChatplugError:
         names = []  # a broken plugin is the command's to report
+    # The usual variables (a provider's URL and key, CHATPLUG_HOME) are known without the
+    # settings model: a command pays for importing pydantic only when another is set.
+    plain = {env_name(name, what) for name in names for what in ("URL", "API_KEY")}
+    plain.update(ENVIRONMENT_ONLY)
+    if all(name.upper() in plain for name in os.environ if name.upper().startswith(PREFIX)):
+        return
+    from ..settings import warn_unknown_variables
+
     warn_unknown_variables(os.environ, names)

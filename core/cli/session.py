@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatplugError, StorageError
 from .exchange import Outcome, report, send
-from .output import Output, UsageError, note, warn
+from .output import Output, UsageError, warn
 from .terminal import RetryAnnouncer, Status, is_terminal
 
 if TYPE_CHECKING:
@@ -137,7 +137,8 @@ class Session:
     out: Output = field(default_factory=Output)
     announcer: RetryAnnouncer | None = None
     #: Say where the prompt goes, once per conversation (the provider was not named, and
-    #: a person reads stderr: a script's log keeps its one line per failure).
+    #: a person reads stderr, the status's terminal: a script's log keeps its one line
+    #: per failure).
     announce: bool = False
     _announced: str | None = field(default=None, init=False, repr=False)
 
@@ -162,11 +163,13 @@ class Session:
 
         :raises OutputError: standard output cannot be written.
         """
-        if self.announce and self._announced != self.conversation.id:
-            self._announced = self.conversation.id
-            note(f"sending to {self.destination} (choose another provider with -p)")
         messages = self.conversation.messages(prompt)
         status = Status(self.label, enabled=is_terminal(sys.stderr))
+        if self.announce and self._announced != self.conversation.id:
+            self._announced = self.conversation.id
+            # Said by the status, already waiting: the URL may take reading the settings.
+            status.start().announce(f"sending to {self.destination} (choose another "
+                                    "provider with -p)")
         if self.announcer is not None:
             self.announcer.status = status
         try:
