@@ -16,12 +16,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .calls.completion import Completion, ToolCall
+from .calls.params import Parameter, Range
 from .calls.provider import Provider
 from .calls.stream import Stream
 from .errors import (
     AuthenticationError,
     ChatplugError,
     ConfigurationError,
+    ContentFilteredError,
     InvalidRequestError,
     ModelNotSupportedError,
     PluginLoadError,
@@ -37,9 +39,16 @@ from .errors import (
     StreamInterruptedError,
     UntrustedDotenvError,
 )
-from .events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from .events import (
+    Finish,
+    Meta,
+    Reasoning,
+    ReasoningSignature,
+    RedactedReasoning,
+    ToolCallDelta,
+    Usage,
+)
 from .hooks import hookimpl, hookspec
-from .plugins.params import Parameter, Range
 from .plugins.registry import ENTRY_POINT_GROUP, Registry
 
 if TYPE_CHECKING:
@@ -58,6 +67,7 @@ __all__ = [
     "ChatplugError",
     "Completion",
     "ConfigurationError",
+    "ContentFilteredError",
     "Finish",
     "HTTPClient",
     "InvalidRequestError",
@@ -75,6 +85,8 @@ __all__ = [
     "Range",
     "RateLimitError",
     "Reasoning",
+    "ReasoningSignature",
+    "RedactedReasoning",
     "Registry",
     "Reply",
     "Route",

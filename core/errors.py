@@ -19,6 +19,7 @@ __all__ = [
     "AuthenticationError",
     "ChatplugError",
     "ConfigurationError",
+    "ContentFilteredError",
     "InvalidRequestError",
     "ModelNotSupportedError",
     "PluginLoadError",
@@ -295,6 +296,21 @@ class ProviderResponseError(ProviderError):
     an error object inside a stream, or a provider plugin that misbehaved)."""
 
     code = "bad_response"
+
+
+class ContentFilteredError(ProviderError):
+    """The provider's safety filter blocked the prompt before anything was generated
+    (Gemini's ``promptFeedback.blockReason``); ``reason`` is the provider's own word
+    for why (``SAFETY``, ``PROHIBITED_CONTENT``, ...).  Not retried: the same prompt
+    is blocked again.  (A reply cut by a filter after it began ends normally, with
+    the finish reason ``content_filter``.)"""
+
+    code = "content_filter"
+
+    def __init__(self, message: str, *, reason: str = "", provider: str | None = None,
+                 model: str | None = None) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.reason_code = reason
 
 
 class RouteFailedError(ProviderError):

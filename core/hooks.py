@@ -8,12 +8,14 @@ to the metadata attributes ``url``, ``model``, ``supports_stream`` and
 As everywhere in pluggy, an implementation names only the arguments it uses.
 Provider-specific parameters are extra keyword parameters **with defaults**
 (``temperature: float = 0.7``); they are the provider's user parameters,
-validated against their type hints before anything is sent.
+validated against their type hints before anything is sent.  An implementation
+that names ``params`` receives all of them at once, validated, as one mapping
+(what it forwards with ``**params`` can never be left out by mistake).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -44,7 +46,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 #: The arguments every completion function takes, in this order.
 CORE_ARGUMENTS = ("model", "messages", "stream")
 #: Arguments the registry supplies itself; they are never user parameters.
-INJECTED_ARGUMENTS = frozenset({"url", "api_key", "http"})
+INJECTED_ARGUMENTS = frozenset({"url", "api_key", "http", "params"})
 #: Keyword arguments of ``create()``/``complete()`` that are chatplug's own call
 #: options, never a provider's parameters.
 CALL_OPTIONS = frozenset({"timeout", "max_retries", "api_key", "url", "headers", "extra_body"})
@@ -61,6 +63,7 @@ def create_completion(  # type: ignore[empty-body]
     url: str,
     api_key: str | None,
     http: HTTPClient,
+    params: Mapping[str, Any],
 ) -> Iterator[str | Event]:
     """Yield the reply's text piece by piece, and the events of :mod:`chatplug.events`
     (usage, finish reason, tool-call fragments, reasoning, id and model) where the
@@ -75,6 +78,8 @@ def create_completion(  # type: ignore[empty-body]
     :param api_key: the provider's key in plain text, or ``None``; never log it.
     :param http: the transport bound to this call (timeouts, typed errors,
         redaction of the key); see :class:`chatplug.HTTPClient`.
+    :param params: every user parameter the implementation declares, by name: the
+        caller's validated value, else the declared default (read-only).
 
     Raise :class:`chatplug.ChatplugError` subclasses for failures; anything
     else escaping a provider is reported as a bug in that plugin.

@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ENVIRONMENT_ONLY", "PREFIX", "TRUST_DOTENV", "env_name", "provider_slug"]
+__all__ = ["CONVENTIONAL", "ENVIRONMENT_ONLY", "PREFIX", "TRUST_DOTENV", "env_name",
+           "provider_slug", "variables_for"]
 
 PREFIX = "CHATPLUG_"
+#: Conventional variables other tools (the vendors' own SDKs) use, honoured as fallbacks
+#: in this order after chatplug's own, by provider slug and setting.
+CONVENTIONAL: dict[str, dict[str, tuple[str, ...]]] = {
+    "openai": {"url": ("OPENAI_BASE_URL",), "api_key": ("OPENAI_API_KEY",)},
+    "anthropic": {"url": ("ANTHROPIC_BASE_URL",), "api_key": ("ANTHROPIC_API_KEY",)},
+    # google-genai's own order: GOOGLE_API_KEY first.
+    "gemini": {"api_key": ("GOOGLE_API_KEY", "GEMINI_API_KEY")},
+}
 #: Trusts the working directory's ``.env`` to point a provider at another URL while the
 #: key comes from the environment or the keys file (``Settings.check_destination``).
 TRUST_DOTENV = "CHATPLUG_TRUST_DOTENV"
@@ -31,3 +40,11 @@ def provider_slug(provider: str) -> str:
 def env_name(provider: str, what: str = "API_KEY") -> str:
     """The environment variable holding ``what`` (``URL`` or ``API_KEY``) for a provider."""
     return f"{PREFIX}{provider_slug(provider).upper()}_{what.upper()}"
+
+
+def variables_for(provider: str, what: str = "api_key") -> str:
+    """The variable(s) a provider's ``url`` or ``api_key`` comes from, for messages:
+    ``CHATPLUG_OPENAI_API_KEY (or OPENAI_API_KEY)``."""
+    conventional = CONVENTIONAL.get(provider_slug(provider), {}).get(what.lower())
+    name = env_name(provider, what)
+    return f"{name} (or {' or '.join(conventional)})" if conventional else name

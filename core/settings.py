@@ -31,15 +31,21 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigurationError, UntrustedDotenvError
-from .naming import ENVIRONMENT_ONLY, PREFIX, TRUST_DOTENV, env_name, provider_slug
+from .naming import (
+    CONVENTIONAL,
+    ENVIRONMENT_ONLY,
+    PREFIX,
+    TRUST_DOTENV,
+    env_name,
+    provider_slug,
+    variables_for,
+)
 
 __all__ = ["OTHER_VARIABLES", "Settings", "env_name", "known_variables", "load_settings",
            "provider_slug", "unknown_variables", "value_origin", "warn_unknown_variables"]
 
 logger = logging.getLogger("chatplug.settings")
 
-#: Conventional variables other tools use, honoured as fallbacks.
-CONVENTIONAL = {"openai": {"url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}}
 CA_BUNDLE_FALLBACKS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 #: chatplug's variables read from the environment only (not misspellings).
 OTHER_VARIABLES = ENVIRONMENT_ONLY
@@ -72,12 +78,11 @@ class _ProviderEntries(PydanticBaseSettingsSource):
             elif rest.endswith("_url"):
                 urls[rest[: -len("_url")]] = str(value).strip()
         for slug, names in CONVENTIONAL.items():
-            url = values.get(names["url"].lower())
-            secret = values.get(names["api_key"].lower())
-            if slug not in urls and url and str(url).strip():
-                urls[slug] = str(url).strip()
-            if slug not in keys and secret and str(secret).strip():
-                keys[slug] = str(secret).strip()
+            for found, what in ((urls, "url"), (keys, "api_key")):
+                for variable in names.get(what, ()):
+                    value = values.get(variable.lower())
+                    if slug not in found and value and str(value).strip():
+                        found[slug] = str(value).strip()
         return {"provider_urls": urls, "provider_api_keys": keys}
 
 
@@ -278,9 +283,7 @@ def key_problem(key: str) -> str | None:
 
 def _variable(slug: str, what: str) -> str:
     """The variable(s) a provider setting comes from, for messages."""
-    name = f"{PREFIX}{slug.upper()}_{what.upper()}"
-    conventional = CONVENTIONAL.get(slug, {}).get(what)
-    return f"{name} (or {conventional})" if conventional else name
+    return variables_for(slug, what)
 
 
 def _without_userinfo(url: str) -> str:
@@ -361,9 +364,7 @@ def value_origin(settings: Settings, provider: str, what: str) -> str | None:
     if current is None:
         return None
     variables = [env_name(provider, what)]
-    conventional = CONVENTIONAL.get(provider_slug(provider))
-    if conventional:
-        variables.append(conventional[what])
+    variables += CONVENTIONAL.get(provider_slug(provider), {}).get(what, ())
     environment = {k.lower(): v for k, v in os.environ.items()}
     dotenv = {k.lower(): v for k, v in _dotenv_values().items() if v is not None}
     for variable in variables:
@@ -421,7 +422,7 @@ def known_variables(providers: Iterable[str] = ()) -> frozenset[str]:
              if field not in ("provider_urls", "provider_api_keys")}
     names.update(OTHER_VARIABLES)
     # The gateway's own settings (CHATPLUG_SERVER_*), read by the same library.
-    from .server.settings import ServerSettings
+    from .gateway_settings import ServerSettings
 
     prefix = str(ServerSettings.model_config.get("env_prefix", "")).upper()
     names.update(prefix + field.upper() for field in ServerSettings.model_fields)

@@ -29,7 +29,7 @@ True}}`` asks for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from chatplug import Range, hookimpl
@@ -84,6 +84,8 @@ def create_completion(
     url: str,
     api_key: str | None,
     http: HTTPClient,
+    params: Mapping[str, Any],
+    # The user parameters: declared here (names, types, defaults), received in params.
     temperature: Annotated[float, Range(0, 2)] = 0.7,
     presence_penalty: Annotated[float, Range(-2, 2)] = 0.0,
     top_p: Annotated[float, Range(0, 1)] | None = None,
@@ -105,15 +107,7 @@ def create_completion(
         events=True,
         api_key=bearer_token(api_key),
         headers=headers_for(url),
-        temperature=temperature,
-        presence_penalty=presence_penalty,
-        top_p=top_p,
-        max_tokens=max_tokens,
-        frequency_penalty=frequency_penalty,
-        stop=stop,
-        tools=tools,
-        tool_choice=tool_choice,
-        user=user,
+        **params,
     )
 
 

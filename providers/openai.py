@@ -13,7 +13,7 @@ finish reason, usage, id and served model come back as :mod:`chatplug.events`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from chatplug import Range, hookimpl
@@ -46,6 +46,8 @@ def create_completion(
     url: str,
     api_key: str,
     http: HTTPClient,
+    params: Mapping[str, Any],
+    # The user parameters: declared here (names, types, defaults), received in params.
     temperature: Annotated[float, Range(0, 2)] | None = None,
     top_p: Annotated[float, Range(0, 1)] | None = None,
     max_tokens: Annotated[int, Range(1)] | None = None,
@@ -71,19 +73,7 @@ def create_completion(
         events=True,
         api_key=api_key,
         stream_options=STREAM_OPTIONS if stream else None,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-        presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty,
-        seed=seed,
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel_tool_calls=parallel_tool_calls,
-        response_format=response_format,
-        stop=stop,
-        logit_bias=logit_bias,
-        user=user,
+        **params,
     )
 
 

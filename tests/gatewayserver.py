@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from chatplug.server.protocol import protocol_for
+
 
 class GatewayServer:
     def __init__(self, app: Any, *, lifetime: float = 120.0) -> None:
@@ -23,8 +25,12 @@ class GatewayServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # The gateway's own HTTP protocol, with the limits of the app's settings, as
+        # `chatplug serve` runs it.
+        gateway = getattr(getattr(app, "state", None), "gateway", None)
+        http: Any = "auto" if gateway is None else protocol_for(gateway.settings)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=2)
+                                timeout_graceful_shutdown=2, http=http)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
                                         daemon=True, name=f"gateway-{self.port}")

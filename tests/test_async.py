@@ -543,4 +543,5 @@ def test_observers_the_same_way(mode: str, registry: Registry, server: ScriptedS
     registry.register_observer(heard, name="heard")
     server.add(status=500)
     complete(mode, gravity(registry))
+    assert registry.flush_observers(5)
     assert heard.outcomes == [("complete", 2)]

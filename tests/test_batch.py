@@ -534,6 +534,7 @@ def test_qps_limits_the_rate_across_all_workers(chatplug_server: ScriptedServer,
         summary = run_batch(source, tmp_path / "out.jsonl", concurrency=6, qps=10,
                             registry=registry, progress=False)
     finally:
+        assert registry.flush_observers(5)
         registry.close()
     assert summary.succeeded == 12
     starts = sorted(clock.starts)

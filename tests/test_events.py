@@ -40,17 +40,24 @@ RICH: dict[str, Any] = {"text": "Let me check.", "reasoning": "The user wants we
 
 
 class Responses:
-    """An observer that keeps what ``chatplug_on_response`` heard."""
+    """An observer that keeps what ``chatplug_on_response`` heard (observers are
+    notified after the call returns: reading waits until they heard everything)."""
 
-    def __init__(self) -> None:
-        self.heard: list[dict[str, Any]] = []
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._heard: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+
+    @property
+    def heard(self) -> list[dict[str, Any]]:
+        assert self.registry.flush_observers(5)
+        return self._heard
 
     @hookimpl
     def chatplug_on_response(self, outcome: str, finish_reason: str | None,
                              usage: Usage | None) -> None:
         with self.lock:
-            self.heard.append({"outcome": outcome, "finish_reason": finish_reason,
+            self._heard.append({"outcome": outcome, "finish_reason": finish_reason,
                                "usage": usage})
 
 
@@ -63,7 +70,7 @@ def registry(chatplug_server: ScriptedServer) -> Iterator[Registry]:
 
 @pytest.fixture
 def observer(registry: Registry) -> Responses:
-    responses = Responses()
+    responses = Responses(registry)
     registry.register_observer(responses, "responses")
     return responses
 

@@ -22,7 +22,7 @@ from chatplug.testing.pytest_plugin import TEST_API_KEY, registry_for
 from tests.gatewayserver import GatewayServer
 
 MESSAGES = [{"role": "user", "content": "Привет, gateway?"}]
-GATEWAY_KEY = "gateway-test-key-1"
+GATEWAY_KEY = "gateway-test-key-0001"
 
 
 class EventsProvider:
@@ -279,10 +279,10 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
 
 def test_gateway_keys(upstream: ScriptedServer) -> None:
     registry = registry_for(upstream, max_retries=0)
-    settings = ServerSettings(api_keys=f"other-key, {GATEWAY_KEY}")  # type: ignore[arg-type]
+    settings = ServerSettings(api_keys=f"other-gateway-key-02, {GATEWAY_KEY}")  # type: ignore[arg-type]
     try:
         with GatewayServer(create_app(registry, settings)) as gateway:
-            for key in (GATEWAY_KEY + "x", "", "other"):
+            for key in (GATEWAY_KEY + "x", "", "other-gateway-key"):
                 with openai.OpenAI(base_url=gateway.url + "/v1", api_key=key or "-",
                                    max_retries=0) as bad, \
                         pytest.raises(openai.AuthenticationError) as info:

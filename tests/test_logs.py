@@ -213,6 +213,7 @@ def test_the_library_never_logs_by_itself_and_an_app_can_opt_in(
     chatplug_server.add(status=500, text="down")
     with pytest.raises(Exception, match="500"):
         opted.get("GravityEngine").create(messages=MESSAGES)
+    assert opted.flush_observers(5)
     done, failed = store.recent()
     assert (done.provider, done.model, done.attempts, done.error, done.prompt) == (
         "GravityEngine", "gpt-3.5-turbo-16k", 1, None, None)

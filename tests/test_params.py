@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import pytest
 
-from chatplug import InvalidRequestError, registry
-from chatplug.plugins.params import REQUIRED, ParameterSet
+from chatplug import InvalidRequestError, Range, Registry, hookimpl, registry
+from chatplug.calls.params import REQUIRED, ParameterSet
+from chatplug.testing import ScriptedServer
+from chatplug.testing.pytest_plugin import registry_for
 
 if TYPE_CHECKING:
     from chatplug.http import HTTPClient
@@ -110,3 +114,73 @@ def test_int_is_a_valid_float_and_strings_convert_only_from_the_cli() -> None:
     assert provider.parse_options({"temperature": "0.25"}) == {"temperature": 0.25}
     with pytest.raises(InvalidRequestError, match="temperature"):
         provider.parse_options({"temperature": "warm"})
+
+
+# -- parameters declared once, received as one mapping (issue 18, section 3) -----------
+
+class Forwarding:
+    """A provider that names ``params``: it receives every user parameter at once."""
+
+    url = "http://127.0.0.1:9"
+    model: ClassVar[list[str]] = ["m"]
+    supports_stream = False
+    needs_auth = False
+
+    def __init__(self) -> None:
+        self.received: list[Mapping[str, Any]] = []
+
+    @hookimpl
+    def create_completion(self, model: str, messages: list, stream: bool,  # type: ignore[type-arg]
+                          params: Mapping[str, Any], level: int = 1,
+                          style: str | None = None,
+                          scale: Annotated[float, Range(0, 2)] = 0.5) -> Iterator[str]:
+        self.received.append(params)
+        yield "ok"
+
+
+def test_a_provider_naming_params_receives_every_validated_parameter() -> None:
+    local = Registry(entry_points=())
+    plugin = Forwarding()
+    provider = local.register(plugin, name="Forwarding")
+    assert provider.create(messages=[{"role": "user", "content": "x"}], level=3) == "ok"
+    # The caller's validated value, else the declared default; nothing left out.
+    assert dict(plugin.received[-1]) == {"level": 3, "style": None, "scale": 0.5}
+    with pytest.raises(TypeError):
+        plugin.received[-1]["level"] = 4  # type: ignore[index]
+    # params is chatplug's argument, not a user parameter: never listed, never settable.
+    assert "params" not in {p.name for p in provider.parameters}
+    assert "params:" not in provider.params
+    with pytest.raises(InvalidRequestError, match="'params' is not a provider parameter"):
+        provider.create(messages=[{"role": "user", "content": "x"}], params={"level": 2})
+
+
+def sample(hint: Any) -> Any:
+    """A valid value of ``hint`` (inside any Range), to send for a parameter."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        ranges = [a for a in args[1:] if isinstance(a, Range)]
+        value = sample(args[0])
+        if ranges and ranges[0].ge is not None and value < ranges[0].ge:
+            value = type(value)(ranges[0].ge)
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return sample(next(a for a in args if a is not type(None)))
+    if origin is list:
+        return [sample(args[0]) if args else "s"]
+    if origin is dict:
+        return {"k": sample(args[1]) if args else "s"}
+    return {bool: True, int: 1, float: 0.5, str: "s", dict: {"k": "s"}}.get(hint, "s")
+
+
+@pytest.mark.parametrize(("name", "url_suffix"), [("OpenAI", "/v1"), ("GravityEngine", "")])
+def test_every_declared_parameter_of_a_built_in_reaches_the_request(
+        chatplug_server: ScriptedServer, name: str, url_suffix: str) -> None:
+    local = registry_for(chatplug_server)
+    provider = local.get(name)
+    user = [p for p in provider.parameters if p.name not in ("model", "messages", "stream")]
+    values = {p.name: sample(p.annotation) for p in user}
+    provider.create(messages=[{"role": "user", "content": "x"}], model=provider.models[0]
+                    if provider.models else "m", max_retries=0, **values)
+    body = chatplug_server.requests[-1].json
+    assert {key: body.get(key) for key in values} == values
+    local.close()

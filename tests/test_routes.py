@@ -386,6 +386,7 @@ def test_observers_hear_every_attempt_with_the_route_and_one_request_id(
     registry.register_observer(recorder, name="recorder")
     servers["A"].add(status=503)
     registry.route(["A", "B"], name="pair").complete(MESSAGES)
+    assert registry.flush_observers(5)
     kinds = [(kind, provider, route) for kind, provider, route, _ in recorder.events]
     assert kinds == [("request", "A", "pair"), ("error", "A", "pair"),
                      ("request", "B", "pair"), ("response", "B", "pair")]
@@ -444,6 +445,31 @@ def test_named_routes_from_settings(servers: dict[str, ScriptedServer]) -> None:
     assert registry.resolve("fast") == (fast, None)
     servers["A"].add(status=500)
     assert fast.complete(MESSAGES).model == "m2"
+
+
+def test_a_route_named_like_a_provider_is_a_load_error_before_any_lookup(
+        servers: dict[str, ScriptedServer], caplog: pytest.LogCaptureFixture) -> None:
+    registry = make_registry({name: s.url for name, s in servers.items()},
+                             routes=json.dumps({"A": ["B"], "pair": ["A", "B"]}))
+    errors = registry.errors  # no route was looked up: reading errors loads them
+    assert "is a provider's name" in errors["route:A"]
+    assert "route 'A' was not loaded" in caplog.text
+    assert registry.get("a").name == "A"  # the provider keeps its name
+    assert [r.name for r in registry.routes()] == ["pair"]
+    registry.close()
+
+
+def test_a_route_says_why_it_skips_an_entry(servers: dict[str, ScriptedServer],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    registry = make_registry({name: s.url for name, s in servers.items()})  # no key for C
+    route = registry.route(["C", "A"])
+    with caplog.at_level("WARNING", logger="chatplug.routes"):
+        assert route.complete(MESSAGES).provider == "A"
+        route.complete(MESSAGES)
+    said = [r.getMessage() for r in caplog.records if r.name == "chatplug.routes"]
+    assert len(said) == 1  # once per route and reason, not per call
+    assert said[0].startswith("route C+A skips C: no API key is configured. Set CHATPLUG_C_API_KEY")
+    registry.close()
 
 
 @pytest.mark.parametrize("value", ["{not json", "[1, 2]", '{"x": []}', '{"x": {"entries": ["A"], '
@@ -518,6 +544,13 @@ def test_the_cli_chats_through_named_and_ad_hoc_routes() -> None:
         assert "fast: GravityEngine, OpenAI/gpt-4o-mini (ordered)" in listing.stdout
         shown = run_cli("providers", "fast", "--json", env=env)
         assert json.loads(shown.stdout)["entries"] == ["GravityEngine", "OpenAI/gpt-4o-mini"]
+        # An entry without a key is skipped, and the CLI says so on stderr.
+        keyless = {k: v for k, v in env.items() if k != "CHATPLUG_OPENAI_API_KEY"}
+        skipped = run_cli("chat", "-p", "OpenAI/gpt-4o-mini", "-p", "GravityEngine",
+                          "--no-log", "hi", env=keyless)
+        assert (skipped.returncode, skipped.stdout) == (0, "You said: hi\n"), skipped.stderr
+        assert skipped.stderr.startswith("chatplug: route OpenAI/gpt-4o-mini+GravityEngine "
+                                         "skips OpenAI/gpt-4o-mini: no API key is configured")
         broken = run_cli("providers", env={**env, "CHATPLUG_ROUTES": "{oops"})
         assert broken.returncode == 0
         assert "CHATPLUG_ROUTES" in broken.stdout

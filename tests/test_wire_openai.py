@@ -466,3 +466,53 @@ def test_a_key_near_the_cut_never_leaks_into_the_retry_log(
             provider.create(messages=MESSAGES, max_retries=1, timeout=10)
     assert "attempt 1 failed" in caplog.text
     assert leaked(caplog.text + str(info.value)) == []
+
+
+# -- n > 1 (issue 18, hole 9): a reply with several choices is refused, never merged ---
+
+def two_choices_stream() -> bytes:
+    return sse(*({"choices": [{"index": index, "delta": {"content": text},
+                               "finish_reason": None}]}
+                 for index, text in ((0, "Hello"), (1, "Bonjour"), (0, " there"),
+                                     (1, " toi"))),
+               {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+
+
+def test_a_stream_with_a_second_choice_is_refused_not_concatenated() -> None:
+    with pytest.raises(ProviderResponseError, match=r"n > 1.*send n=1"):
+        list(stream_events([two_choices_stream()]))
+
+
+def test_a_chunk_carrying_two_choices_is_refused() -> None:
+    chunk = {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None},
+                         {"index": 1, "delta": {"content": "b"}, "finish_reason": None}]}
+    with pytest.raises(ProviderResponseError, match=r"more than one choice"):
+        list(stream_events([sse(delta("x"), chunk)]))
+
+
+def test_a_json_reply_with_two_choices_is_refused_not_cut_to_the_first() -> None:
+    reply = {"choices": [{"index": i, "message": {"role": "assistant", "content": t},
+                          "finish_reason": "stop"} for i, t in enumerate(("one", "two"))]}
+    with pytest.raises(ProviderResponseError, match=r"n > 1.*send n=1"):
+        reply_events(reply)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_n_through_extra_body_is_a_typed_error_over_http(
+    chatplug_server: ScriptedServer, stream: bool
+) -> None:
+    if stream:
+        chatplug_server.add(body=two_choices_stream(), content_type="text/event-stream")
+    else:
+        reply = {"choices": [{"index": i, "message": {"role": "assistant", "content": t},
+                              "finish_reason": "stop"} for i, t in enumerate(("one", "two"))]}
+        chatplug_server.add(body=json.dumps(reply).encode(), content_type="application/json",
+                            stream=False)
+    provider = registry_for(chatplug_server).get("OpenAI")
+    with pytest.raises(ProviderResponseError, match=r"n > 1") as caught:
+        result = provider.create(messages=MESSAGES, model="m", stream=stream,
+                                 extra_body={"n": 2}, max_retries=0)
+        if stream:
+            "".join(result)
+    assert caught.value.provider == "OpenAI"
+    assert chatplug_server.requests[-1].json["n"] == 2

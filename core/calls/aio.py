@@ -157,11 +157,19 @@ async def _finished(call: Call) -> Call:
     return finished
 
 
-async def acreate(caller: Caller, prepared: Prepared) -> str | AsyncStream:
-    """Run ``prepared``: its text, or an :class:`AsyncStream` when it streams."""
+async def acreate(caller: Caller, prepared: Prepared, *,
+                  keep_text: bool = True) -> str | AsyncStream:
+    """Run ``prepared``: its text, or an :class:`AsyncStream` when it streams.
+
+    :param keep_text: ``False``: a stream passes its pieces on without keeping them
+        (its ``completion`` has no text), for a relay.
+    """
     if prepared.stream:
         whole = not prepared.supports_stream
-        return AsyncStream(caller.start(prepared, buffered=whole), whole=whole)
+        call = caller.start(prepared, buffered=whole)
+        if not whole:  # a whole reply is one piece, which its reader is handed from here
+            call.keep_text = keep_text
+        return AsyncStream(call, whole=whole)
     call = await _finished(caller.start(prepared, buffered=True))
     text: str = call.builder.text
     return text

@@ -42,6 +42,8 @@ class Running(Protocol):
     """A call being run (:class:`~chatplug.calls.run.Call`, or a route's)."""
 
     text_only: bool
+    #: ``False``: text pieces are counted, not kept (a relay); set before running.
+    keep_text: bool
 
     @property
     def provider(self) -> str: ...

@@ -4,6 +4,12 @@ A :class:`CompletionBuilder` sees every text piece and event a provider
 yields, in order; its :meth:`~CompletionBuilder.snapshot` is the
 :class:`Completion` so far.  Tool-call fragments are joined per ``index``, as
 OpenAI streams them.  Plain data, no pydantic or requests.
+
+The builder keeps every text piece, so that ``stream.completion.text`` is the
+whole reply: a stream holds its text until it ends (a 40 MiB reply, 40 MiB and
+more).  A relay that only passes pieces on (the gateway) builds with
+``keep_text=False``: pieces are counted, not kept, and the completion's text is
+empty.
 """
 
 from __future__ import annotations
@@ -11,9 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..events import (
+    Finish,
+    Meta,
+    Reasoning,
+    ReasoningSignature,
+    RedactedReasoning,
+    ToolCallDelta,
+    Usage,
+)
 
-__all__ = ["Completion", "CompletionBuilder", "ToolCall"]
+__all__ = ["Completion", "CompletionBuilder", "TextTally", "ToolCall"]
 
 
 @dataclass(frozen=True)
@@ -48,16 +62,32 @@ class Completion:
     model: str | None = None
     provider: str | None = None
     attempts: int = 1
+    #: The server's own finish reason where its vocabulary differs (``end_turn``, ``SAFETY``).
+    native_finish_reason: str | None = None
+    #: The stop sequence that ended the reply, where the server names it.
+    stop_sequence: str | None = None
+    #: Signed or redacted reasoning in blocks, in order, as Anthropic shapes them:
+    #: ``{"type": "thinking", "thinking": ..., "signature": ...}`` and
+    #: ``{"type": "redacted_thinking", "data": ...}`` (empty when the server signs none).
+    reasoning_blocks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def message(self) -> dict[str, Any]:
-        """The assistant message to append to the conversation, as OpenAI shapes it."""
+        """The assistant message to append to the conversation, as OpenAI shapes it.
+
+        Signed or redacted reasoning rides along as ``thinking_blocks``, so that a
+        provider that needs it back (Anthropic, Gemini) gets it exactly as it came;
+        the OpenAI wire leaves it out of what it sends.
+        """
         message: dict[str, Any] = {
             "role": "assistant",
             "content": None if self.tool_calls and not self.text else self.text,
         }
         if self.tool_calls:
             message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        if any(len(block) > 2 or block["type"] != "thinking"
+               for block in self.reasoning_blocks):
+            message["thinking_blocks"] = [dict(block) for block in self.reasoning_blocks]
         return message
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,38 +102,71 @@ class Completion:
             "model": self.model,
             "provider": self.provider,
             "attempts": self.attempts,
+            "native_finish_reason": self.native_finish_reason,
+            "stop_sequence": self.stop_sequence,
             "message": self.message,
         }
 
 
+class TextTally:
+    """Text pieces counted, not kept: the ``pieces`` of a builder that keeps no text."""
+
+    __slots__ = ("characters", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.characters = 0
+
+    def append(self, piece: str) -> None:
+        self.count += 1
+        self.characters += len(piece)
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class CompletionBuilder:
-    """Collects one attempt's pieces and events into a :class:`Completion`."""
+    """Collects one attempt's pieces and events into a :class:`Completion`.
 
-    __slots__ = ("_reasoning", "_tools", "attempts", "characters", "finish_reason", "id",
-                 "model", "pieces", "provider", "served_model", "usage")
+    :param keep_text: ``False``: count the text pieces without keeping them (the
+        completion's ``text`` stays empty).
+    """
 
-    def __init__(self, provider: str | None, model: str | None) -> None:
+    __slots__ = ("_blocks", "_reasoning", "_tools", "attempts", "characters", "finish_reason",
+                 "id", "keep_text", "model", "native_finish_reason", "pieces", "provider",
+                 "served_model", "stop_sequence", "usage")
+
+    def __init__(self, provider: str | None, model: str | None, *,
+                 keep_text: bool = True) -> None:
         self.provider = provider
         self.model = model
         self.attempts = 1
+        self.keep_text = keep_text
         self.reset()
 
     def reset(self) -> None:
         """Forget what an attempt delivered (a buffered call starts over)."""
         #: Text pieces in order; appended to directly on the hot path.
-        self.pieces: list[str] = []
+        self.pieces: list[str] | TextTally = [] if self.keep_text else TextTally()
         self.characters = 0
         self.finish_reason: str | None = None
+        self.native_finish_reason: str | None = None
+        self.stop_sequence: str | None = None
         self.usage: Usage | None = None
         self.id: str | None = None
         self.served_model: str | None = None
         self._tools: dict[int, list[Any]] = {}
         self._reasoning: list[str] = []
+        #: Reasoning blocks closed by a signature or redacted; the open block's text is
+        #: ``_reasoning`` past the length these blocks account for.
+        self._blocks: list[dict[str, Any]] = []
 
     def add_event(self, event: object) -> bool:
         """Record one event; False if it is not one of :mod:`chatplug.events`' types."""
         if isinstance(event, Finish):
             self.finish_reason = event.reason
+            self.native_finish_reason = event.native or self.native_finish_reason
+            self.stop_sequence = event.stop_sequence or self.stop_sequence
         elif isinstance(event, Usage):
             self.usage = event
         elif isinstance(event, ToolCallDelta):
@@ -117,6 +180,12 @@ class CompletionBuilder:
                 slot[2].append(delta.arguments)
         elif isinstance(event, Reasoning):
             self._reasoning.append(event.text)
+        elif isinstance(event, ReasoningSignature):
+            self._blocks.append({"type": "thinking", "thinking": self._open_reasoning(),
+                                 "signature": event.signature})
+        elif isinstance(event, RedactedReasoning):
+            self._close_reasoning()
+            self._blocks.append({"type": "redacted_thinking", "data": event.data})
         elif isinstance(event, Meta):
             self.id = event.id or self.id
             self.served_model = event.model or self.served_model
@@ -124,15 +193,44 @@ class CompletionBuilder:
             return False
         return True
 
+    def _open_reasoning(self) -> str:
+        """The text of the reasoning block not yet closed."""
+        closed = sum(len(block["thinking"]) for block in self._blocks
+                     if block["type"] == "thinking")
+        return "".join(self._reasoning)[closed:]
+
+    def _close_reasoning(self) -> None:
+        """Close an unsigned open block (its text becomes a block of its own)."""
+        text = self._open_reasoning()
+        if text:
+            self._blocks.append({"type": "thinking", "thinking": text})
+
+    def reasoning_blocks(self) -> list[dict[str, Any]]:
+        """Every reasoning block so far, in order, the open one last (unsigned)."""
+        blocks = [dict(block) for block in self._blocks]
+        text = self._open_reasoning()
+        if text:
+            blocks.append({"type": "thinking", "thinking": text})
+        return blocks
+
     def has_content(self) -> bool:
         """Whether anything a caller sees as the reply arrived (text, a tool call,
         reasoning, a finish): after that a stream is committed to its provider."""
-        return bool(self.pieces or self._tools or self._reasoning
+        return bool(self.pieces or self._tools or self._reasoning or self._blocks
                     or self.finish_reason is not None)
 
     @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        pieces = self.pieces
+        return "" if isinstance(pieces, TextTally) else "".join(pieces)
+
+    @property
+    def text_length(self) -> int:
+        """Characters of text received (kept or not)."""
+        pieces = self.pieces
+        if isinstance(pieces, TextTally):
+            return pieces.characters
+        return sum(map(len, pieces))
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -151,4 +249,7 @@ class CompletionBuilder:
             model=self.served_model or self.model,
             provider=self.provider,
             attempts=self.attempts,
+            native_finish_reason=self.native_finish_reason,
+            stop_sequence=self.stop_sequence,
+            reasoning_blocks=self.reasoning_blocks() if self._blocks else [],
         )

@@ -6,7 +6,13 @@ A non-empty list of dicts, as OpenAI shapes them:
 - ``content``: a string, or a list of parts ``{"type": "text", "text": ...}`` and
   ``{"type": "image_url", "image_url": {"url": ..., "detail"?: ...}}``;
 - an assistant message may carry ``tool_calls`` and then empty or null content;
-- a ``tool`` message needs ``tool_call_id``; ``name`` is optional everywhere.
+- a ``tool`` message needs ``tool_call_id``; ``name`` is optional everywhere;
+- an assistant message may carry the reasoning a provider needs back:
+  ``thinking_blocks`` (as :attr:`chatplug.Completion.message` gives them:
+  ``{"type": "thinking", "thinking", "signature"?}`` and
+  ``{"type": "redacted_thinking", "data"}``) and ``reasoning_content``;
+- a part may carry ``cache_control`` (Anthropic's prompt caching; other wires
+  leave it out).
 
 Unknown keys and malformed parts are refused, naming the message and field.
 The provider gets a private copy, so it can never change the caller's list.
@@ -29,7 +35,8 @@ _KEYS = {
     "system": frozenset({"role", "content", "name"}),
     "developer": frozenset({"role", "content", "name"}),
     "user": frozenset({"role", "content", "name"}),
-    "assistant": frozenset({"role", "content", "name", "tool_calls", "refusal"}),
+    "assistant": frozenset({"role", "content", "name", "tool_calls", "refusal",
+                            "thinking_blocks", "reasoning_content"}),
     "tool": frozenset({"role", "content", "tool_call_id", "name"}),
 }
 _PART_TYPES = ("text", "image_url")
@@ -58,8 +65,11 @@ def _part(part: Any, where: str, role: str) -> dict[str, Any]:
     if kind not in _PART_TYPES:
         raise InvalidRequestError(f"{where}.type is {kind!r}; it must be one of "
                                   f"{', '.join(_PART_TYPES)}.")
+    if "cache_control" in part and not isinstance(part["cache_control"], Mapping):
+        raise InvalidRequestError(f"{where}.cache_control must be a dict "
+                                  "({'type': 'ephemeral'}).")
     if kind == "text":
-        extra = set(part) - {"type", "text"}
+        extra = set(part) - {"type", "text", "cache_control"}
         if extra:
             raise InvalidRequestError(f"{where} has unknown key(s) "
                                       f"{', '.join(sorted(map(repr, extra)))}.")
@@ -67,7 +77,7 @@ def _part(part: Any, where: str, role: str) -> dict[str, Any]:
         return dict(part)
     if role != "user":
         raise InvalidRequestError(f"{where}: image parts belong in user messages, not {role}.")
-    extra = set(part) - {"type", "image_url"}
+    extra = set(part) - {"type", "image_url", "cache_control"}
     if extra:
         raise InvalidRequestError(f"{where} has unknown key(s) "
                                   f"{', '.join(sorted(map(repr, extra)))}.")
@@ -84,7 +94,36 @@ def _part(part: Any, where: str, role: str) -> dict[str, Any]:
     if "detail" in image and image["detail"] not in _DETAILS:
         raise InvalidRequestError(f"{where}.image_url.detail must be one of "
                                   f"{', '.join(_DETAILS)}.")
-    return {"type": "image_url", "image_url": dict(image)}
+    checked = {"type": "image_url", "image_url": dict(image)}
+    if "cache_control" in part:
+        checked["cache_control"] = dict(part["cache_control"])
+    return checked
+
+
+_BLOCK_KEYS = {"thinking": ({"type", "thinking"}, {"signature"}),
+               "redacted_thinking": ({"type", "data"}, set())}
+
+
+def _thinking_blocks(blocks: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(blocks, Sequence) or isinstance(blocks, (str, bytes)):
+        raise InvalidRequestError(f"{where} must be a list of reasoning blocks.")
+    checked: list[dict[str, Any]] = []
+    for index, block in enumerate(blocks):
+        here = f"{where}[{index}]"
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        if kind not in _BLOCK_KEYS:
+            raise InvalidRequestError(f"{here} must be a dict of type 'thinking' or "
+                                      "'redacted_thinking', as Completion.message gives it.")
+        required, optional = _BLOCK_KEYS[kind]
+        keys = set(block)
+        if not required <= keys or keys - required - optional:
+            raise InvalidRequestError(
+                f"{here} must have exactly {', '.join(sorted(required | optional))} "
+                f"(a {kind} block as Completion.message gives it).")
+        for key in keys - {"type"}:
+            _text(block[key], f"{here}.{key}")
+        checked.append(dict(block))
+    return checked
 
 
 def _tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
@@ -160,7 +199,10 @@ def _message(message: Any, where: str) -> dict[str, Any]:
             raise InvalidRequestError(f"{where}.tool_call_id is required in a tool message "
                                       "(the id of the tool call it answers).")
         checked["tool_call_id"] = call_id
-    for key in ("name", "refusal"):
+    if message.get("thinking_blocks") is not None:
+        checked["thinking_blocks"] = _thinking_blocks(message["thinking_blocks"],
+                                                      f"{where}.thinking_blocks")
+    for key in ("name", "refusal", "reasoning_content"):
         if key in message and message[key] is not None:
             checked[key] = _text(message[key], f"{where}.{key}")
     return checked

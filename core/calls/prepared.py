@@ -10,7 +10,7 @@ request before it commits to a status code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,9 @@ class PreparedCall:
     supports_stream: bool = True
     #: The provider's IO goes only through chatplug.wire: an event loop may run it.
     native_async: bool = False
+    #: Every user parameter (the caller's value, else the default), for a function that
+    #: names ``params``; empty for one that does not.
+    all_params: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def wire_stream(self) -> bool:
@@ -67,4 +70,6 @@ class PreparedCall:
             arguments["api_key"] = self.api_key
         if "http" in injected:
             arguments["http"] = http
+        if "params" in injected:
+            arguments["params"] = self.all_params
         return arguments

@@ -22,11 +22,11 @@ from ..errors import (
     ModelNotSupportedError,
     ProviderResponseError,
 )
-from ..naming import env_name
-from ..plugins.params import Parameter, ParameterSet
+from ..naming import env_name, variables_for
 from .caller import Caller, Messages
 from .messages import TOOLS, VISION, required_capabilities, validate_messages
 from .options import check_call_options
+from .params import Parameter, ParameterSet
 from .prepared import PreparedCall
 from .run import Call
 from .stream import Stream
@@ -301,6 +301,8 @@ class Provider(Caller):
             origin=self.origin,
             supports_stream=self.supports_stream,
             native_async=self.native_async,
+            all_params=(self._parameter_set.values(values)
+                        if "params" in self._parameter_set.injected else {}),
         )
 
     def _configured_key(self, *, checked_url: bool) -> str | None:
@@ -319,9 +321,8 @@ class Provider(Caller):
         return secret.get_secret_value()
 
     def _missing_key(self) -> str:
-        return (f"no API key is configured. Set {self.api_key_variable}"
-                + (" (or OPENAI_API_KEY)" if self.name.lower() == "openai" else "")
-                + " in the environment or in .env, or pass api_key=.")
+        return (f"no API key is configured. Set {variables_for(self.name)}"
+                " in the environment or in .env, or pass api_key=.")
 
     def _check_capabilities(self, messages: list[dict[str, Any]],
                             values: Mapping[str, Any]) -> None:

@@ -5,7 +5,10 @@ The provider's generator is driven here.  Whatever escapes it becomes a
 first piece reached the caller is retried under the :class:`RetryPolicy`,
 one after a piece never is (that would duplicate text).  A *buffered* call
 (``complete()``, a non-streamed ``create()``) shows the caller nothing until
-the end, so it may start over after a failure at any point.
+the end, so it may start over after a failure at any point.  That rule, the
+deadline, cancellation and the pause between attempts come from
+:mod:`chatplug.calls.attempts`, which routes use too.  Observers hear of the
+call through :mod:`chatplug.calls.notify`: posted, never waited on.
 
 :class:`Call` yields what the provider yields (``str`` and the events of
 :mod:`chatplug.events`) and assembles the :class:`Completion` on the way.
@@ -16,10 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import time
-from collections.abc import Generator, Iterator
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -28,10 +29,10 @@ from ..errors import (
     ProviderTimeoutError,
     StreamInterruptedError,
 )
-from ..events import Finish, Reasoning, ToolCallDelta
 from ..transport.context import DEADLINE_MESSAGE, CallContext
-from ..transport.pending import Pending, Sleeper
+from ..transport.pending import Pending
 from ..transport.redaction import redact
+from .attempts import COMMITTING, Attempts, committed
 from .completion import Completion, CompletionBuilder
 from .retry import RetryPolicy
 
@@ -40,30 +41,12 @@ if TYPE_CHECKING:
     from .prepared import PreparedCall
     from .runtime import Runtime
 
-__all__ = ["Call"]
+__all__ = ["COMMITTING", "Call"]
 
 logger = logging.getLogger("chatplug.provider")
 
-#: Events that reach the caller as content: after one, a stream is committed.
-COMMITTING = (Finish, ToolCallDelta, Reasoning)
 #: Raised through as they are: the caller closing the stream, and Ctrl-C.
 _PASS_THROUGH = (GeneratorExit, KeyboardInterrupt)
-#: Seconds an observer may take when the call has no deadline left to bound it.
-OBSERVER_LIMIT = 30.0
-
-_observer_pool: Any = None
-_observer_lock = threading.Lock()
-
-
-def _observers() -> Any:
-    global _observer_pool
-    if _observer_pool is None:
-        with _observer_lock:
-            if _observer_pool is None:
-                from .workers import WorkerPool
-
-                _observer_pool = WorkerPool(8, name="chatplug-observer")
-    return _observer_pool
 
 
 class Call:
@@ -116,8 +99,7 @@ class Call:
         self._runtime = runtime
         self._hook = runtime.observers()
         self._stop_at = deadline
-        self._wake: threading.Event | None = None
-        self._sleeper: Sleeper | None = None
+        self._attempts = Attempts(self.context)
         self._failures: list[str] = []
 
     def __repr__(self) -> str:
@@ -130,19 +112,25 @@ class Call:
         and the call ends as ``closed`` at the next piece.  Idempotent."""
         self._stop_at = -1.0
         self.context.cancel()
-        wake = self._wake
-        if wake is not None:
-            wake.set()
-        sleeper = self._sleeper
-        if sleeper is not None:
-            sleeper.wake()
+        self._attempts.wake()
+
+    @property
+    def keep_text(self) -> bool:
+        """Whether the text is kept for :attr:`completion` (set before the call runs;
+        ``False``: counted only, for a relay)."""
+        return self.builder.keep_text
+
+    @keep_text.setter
+    def keep_text(self, value: bool) -> None:
+        self.builder.keep_text = value
+        self.builder.reset()
 
     @property
     def native_io(self) -> bool:
         """Whether an event loop may drive this call itself (:mod:`chatplug.calls.aio`):
-        the provider's IO goes only through chatplug.wire and no observer is installed
-        (observers are called synchronously, and could stall the loop)."""
-        return self.prepared.native_async and self._hook is None
+        the provider's IO goes only through chatplug.wire (observers never hold a call:
+        they are notified, see :mod:`chatplug.calls.notify`)."""
+        return self.prepared.native_async
 
     @property
     def runtime(self) -> Runtime:
@@ -167,8 +155,6 @@ class Call:
         builder = self.builder
         failures = self._failures
         outcome = "closed"
-        committed = False
-        buffered = self.buffered
         text_only = self.text_only
         monotonic = time.monotonic
         try:
@@ -185,15 +171,12 @@ class Call:
                             if first:
                                 first = False
                                 self.first_piece_s = time.perf_counter() - started
-                                committed = not buffered
                             yield item
                         elif type(item) is Pending:
                             # A native read waiting: the loop driving the call awaits it.
                             yield item  # type: ignore[misc]
                             continue
                         elif builder.add_event(item):
-                            if not buffered and isinstance(item, COMMITTING):
-                                committed = True
                             # Read again: a stream switched to events() mid-way yields them.
                             text_only = self.text_only
                             if not text_only:
@@ -217,8 +200,8 @@ class Call:
                     error = self._as_chatplug_error(exc)
                     failures.append(error.reason)
                     wait = None
-                    if not committed:
-                        wait = self.policy.delay(error, len(failures), self._left())
+                    if not committed(self.buffered, builder):
+                        wait = self.policy.delay(error, len(failures), self._attempts.left())
                     if wait is None:
                         outcome = "error"
                         self._fail(error, started)
@@ -226,7 +209,7 @@ class Call:
                             raise
                         raise error from None
                     self._retrying(error, wait)
-                    if not (yield from self._pause(wait)):  # type: ignore[misc]
+                    if not (yield from self._attempts.pause(wait)):  # type: ignore[misc]
                         return  # cancelled while waiting
                     builder.reset()
                 finally:
@@ -264,33 +247,10 @@ class Call:
                 provider=self.provider, model=self.model,
             ) from None
 
-    def _left(self) -> float:
-        deadline = self.context.deadline
-        return float("inf") if deadline is None else deadline - time.monotonic()
-
     def _past_deadline(self) -> None:
         if self.context.cancelled:
             raise _Cancelled
         raise ProviderTimeoutError(DEADLINE_MESSAGE, provider=self.provider, model=self.model)
-
-    def _pause(self, seconds: float) -> Generator[Pending[Any], None, bool]:
-        """Wait before the next attempt; False if the call was cancelled meanwhile.
-
-        On a worker the thread sleeps; on a call an event loop drives, the loop's
-        timer does (the generator yields while it runs).
-        """
-        if self.context.cancelled:
-            return False
-        loop = self.context.loop
-        if loop is None:
-            if self._wake is None:
-                self._wake = threading.Event()
-            self._wake.wait(seconds)
-        else:
-            if self._sleeper is None:
-                self._sleeper = Sleeper()
-            yield from self._sleeper.sleep(loop, seconds)
-        return not self.context.cancelled
 
     def _as_chatplug_error(self, exc: BaseException) -> ChatplugError:
         """Whatever escaped the provider, as chatplug's error carrying provider and model."""
@@ -310,7 +270,7 @@ class Call:
         error.provider = error.provider or self.provider
         error.model = error.model or self.model
         if isinstance(error, StreamInterruptedError):
-            error.received = max(error.received, sum(map(len, self.builder.pieces)))
+            error.received = max(error.received, self.builder.text_length)
             error.completion = self.completion
         # Whatever a server or plugin put in the text, the key never leaves in an error.
         error.message = redact(error.message, self.context.api_key)
@@ -341,7 +301,7 @@ class Call:
             duration_s=time.perf_counter() - started,
             first_piece_s=self.first_piece_s,
             pieces=len(builder.pieces),
-            characters=sum(map(len, builder.pieces)),
+            characters=builder.text_length,
             attempts=len(self._failures) + 1,
             outcome=outcome,
             finish_reason=builder.finish_reason,
@@ -353,22 +313,7 @@ class Call:
             return
         details.update(provider=self.provider, model=self.model, request_id=self.request_id,
                        route=self.route)
-        # On a worker, so that an observer that blocks cannot hold the call past its deadline.
-        future = _observers().submit(self._call_observer, name, details)
-        left = self._left()
-        try:
-            future.result(timeout=min(max(left, 0.0), OBSERVER_LIMIT))
-        except FutureTimeout:
-            logger.warning("observer hook %s did not return in time; the call goes on", name)
-
-    def _call_observer(self, name: str, details: dict[str, Any]) -> None:
-        try:
-            getattr(self._hook, name)(**details)
-        except Exception as exc:
-            # An observer is never allowed to break a completion.
-            logger.warning("observer hook %s failed: %s: %s", name, type(exc).__name__, exc)
-        except BaseException as exc:  # SystemExit from an observer's code
-            logger.warning("observer hook %s failed: %s", name, type(exc).__name__)
+        self._runtime.notifications.post(self._hook, name, details)
 
 
 def _raised_by_plugin(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from ..settings import Settings
     from ..transport.client import Transport
+    from .notify import Notifications
     from .workers import WorkerPool
 
 __all__ = ["Runtime"]
@@ -37,6 +38,7 @@ class Runtime:
         self._settings: Settings | None = None
         self._transport: Transport | None = None
         self._async_pool: WorkerPool | None = None
+        self._notifications: Notifications | None = None
         self._lock = threading.RLock()
 
     @property
@@ -73,6 +75,18 @@ class Runtime:
                     self._async_pool = WorkerPool(self.settings.async_workers,
                                                   name="chatplug-async")
         return self._async_pool
+
+    @property
+    def notifications(self) -> Notifications:
+        """The queue observers hear this runtime's calls through (its ``dropped`` counts
+        what a full queue refused); see :mod:`chatplug.calls.notify`."""
+        if self._notifications is None:
+            from .notify import Notifications
+
+            with self._lock:
+                if self._notifications is None:
+                    self._notifications = Notifications()
+        return self._notifications
 
     def observers(self) -> Any:
         """pluggy's hook relay if any observer hook is implemented, else ``None``.

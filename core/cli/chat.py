@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         names = [conversation.provider or default_provider(registry)]
         model = model or conversation.model  # going on with whoever answered last
     target, model, route = resolve_target(registry, names, model)
+    if route is not None:
+        _say_route_skips()
     session = Session(target, conversation, logbook, model=model,
                       params=_converted(target, options), timeout=args.timeout,
                       stream=not (args.no_stream or args.json), as_json=args.json,
@@ -202,6 +204,19 @@ def run(args: argparse.Namespace) -> int:
     if outcome.error is not None:
         raise outcome.error
     return EXIT_INTERRUPTED if outcome.stopped else 0
+
+
+def _say_route_skips() -> None:
+    """A route logs which entry it skips and why (no key...); say it on stderr."""
+    import logging
+
+    from .output import note
+
+    class Note(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            note(record.getMessage())
+
+    logging.getLogger("chatplug.routes").addHandler(Note(logging.WARNING))
 
 
 def _announcer(registry: Registry) -> RetryAnnouncer | None:

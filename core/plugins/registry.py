@@ -1,24 +1,16 @@
-"""The registry: entry points of group ``chatplug.providers`` -> :class:`Provider` objects.
+"""The registry: the facade over loading (:mod:`.loading`), observers (:mod:`.observers`)
+and routes (:mod:`.routes`) that hands out :class:`Provider` and :class:`Route` objects.
 
 Loading is lazy (on the first ``get``/``providers``/``errors``), happens once,
-and is tolerant: a plugin that fails to import, raises, lacks metadata,
-misspells its hook or reuses a taken name is recorded in ``errors`` and logged,
-and every other provider still works.  ``CHATPLUG_STRICT_PLUGINS=1`` turns such
-a failure into :class:`PluginLoadError`.  chatplug's own entry points load
-first, so a third-party package can never take over a built-in's name (and
-with it that provider's key).
-
-Observers (group ``chatplug.observers``, see :mod:`chatplug.contract`) load
-after the providers, as tolerantly, into the same pluggy manager.  The plugin
-controls (:mod:`chatplug.controls`) decide what may load: a disabled name is
-blocked in pluggy and its module never imported; a third-party plugin missing
-from a set allow-list is skipped.  Both are reported, neither is an error.
+and is tolerant: a plugin that fails to load is recorded in ``errors`` and
+logged, and every other provider still works.  ``CHATPLUG_STRICT_PLUGINS=1``
+turns such a failure into :class:`PluginLoadError`.  The named routes of
+``CHATPLUG_ROUTES`` are read when a name is not a provider's, or when
+``errors`` is read (a route that cannot load is one of them).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -30,22 +22,14 @@ import pluggy
 from .. import hooks
 from ..calls.provider import Provider
 from ..calls.runtime import Runtime
-from ..errors import InvalidRequestError, PluginLoadError, ProviderNotFoundError
-from ..naming import env_name, provider_slug
+from ..errors import ConfigurationError, PluginLoadError, ProviderNotFoundError
 from ..routes.entries import Entry
-from .contract import (
-    OBSERVER_GROUP,
-    Observer,
-    add_observer,
-    add_provider_hooks,
-    distribution_of,
-    pluggy_name,
-    plugin_name,
-    provider_metadata,
-)
+from .contract import OBSERVER_GROUP, Observer, plugin_name
 from .contract import Rejected as _LoadFailure
 from .controls import PluginControls, controls_may_be_set
+from .loading import Loaded
 from .missing import not_found
+from .routes import build_route, load_named_routes
 
 T = TypeVar("T")
 
@@ -57,9 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["ENTRY_POINT_GROUP", "OBSERVER_GROUP", "Registry"]
 
 ENTRY_POINT_GROUP = "chatplug.providers"
-OWN_DISTRIBUTION = "chatplug"
-
-logger = logging.getLogger("chatplug.registry")
 
 
 class Registry:
@@ -87,14 +68,8 @@ class Registry:
         self._explicit_settings = settings is not None
         self._entry_points = entry_points
         self._observer_entry_points = observer_entry_points
-        self._providers: dict[str, Provider] = {}
         self._routes: dict[str, Route] | None = None
-        self._observers: dict[str, Observer] = {}
-        self._errors: dict[str, str] = {}
-        self._failed_observers: set[str] = set()
-        self._disabled: dict[str, str | None] = {}
-        self._not_allowed: dict[str, str | None] = {}
-        self._controls = PluginControls()
+        self._route_errors: dict[str, str] = {}
         self._loaded = False
         self._strict_failure: PluginLoadError | None = None
         self._lock = threading.RLock()
@@ -102,6 +77,8 @@ class Registry:
         self._manager.add_hookspecs(hooks)
         #: What every call of this registry's providers runs with.
         self.runtime = Runtime(self._load_settings, self._manager)
+        self._plugins = Loaded(self._manager, self.runtime, lambda: self.settings)
+        self._providers = self._plugins.providers
 
     def _load_settings(self) -> Settings:
         if self._settings is None:
@@ -181,9 +158,10 @@ class Registry:
             name,
             installed=[p.name for p in self.providers()]
             + [r.name for r in self._named_routes().values()],
-            failed={k: v for k, v in self._errors.items() if k not in self._failed_observers},
-            disabled=self._controls.is_disabled(name),
-            not_allowed=self._not_allowed,
+            failed={k: v for k, v in self._plugins.errors.items()
+                    if k not in self._plugins.failed_observers},
+            disabled=self._plugins.controls.is_disabled(name),
+            not_allowed=self._plugins.not_allowed,
         )
 
     def resolve(self, name: str) -> tuple[Provider | Route, str | None]:
@@ -223,16 +201,9 @@ class Registry:
         :raises ProviderNotFoundError: an entry names no installed provider.
         :raises InvalidRequestError: a malformed entry or option.
         """
-        from ..routes import Route, parse_entry
-
-        parsed = [parse_entry(entry) for entry in entries]
-        providers = [self.provider(entry.provider) for entry in parsed]
-        # Entries name providers as their users spell them; keep the provider's own name.
-        parsed = [Entry(p.name, e.model) for e, p in zip(parsed, providers, strict=True)]
-        label = name or "+".join(str(entry) for entry in parsed)
-        return Route(label, parsed, providers, self.runtime, strategy=strategy,
-                     cooldown=cooldown, allowed_fails=allowed_fails,
-                     fallback_on_client_errors=fallback_on_client_errors)
+        return build_route(entries, self.provider, self.runtime, name=name, strategy=strategy,
+                           cooldown=cooldown, allowed_fails=allowed_fails,
+                           fallback_on_client_errors=fallback_on_client_errors)
 
     def routes(self) -> list[Route]:
         """The named routes of ``CHATPLUG_ROUTES``, sorted by name.
@@ -250,23 +221,8 @@ class Registry:
         return self._routes
 
     def _load_routes(self) -> dict[str, Route]:
-        from ..routes import parse_routes
-
-        routes: dict[str, Route] = {}
-        for spec in parse_routes(self.settings.routes):
-            key = f"route:{spec.name}"
-            if spec.name.lower() in self._providers:
-                self._errors[key] = (f"the route name {spec.name!r} is a provider's name; "
-                                     "rename the route in CHATPLUG_ROUTES")
-                continue
-            try:
-                routes[spec.name.lower()] = self.route(spec.entries, name=spec.name,
-                                                       **spec.options)
-            except (ProviderNotFoundError, InvalidRequestError) as exc:
-                self._errors[key] = f"CHATPLUG_ROUTES: {exc.message}"
-            else:
-                continue
-            logger.warning("route %r was not loaded: %s", spec.name, self._errors[key])
+        routes, errors = load_named_routes(self.settings.routes, self._providers, self.route)
+        self._route_errors = errors
         return routes
 
     def providers(self) -> list[Provider]:
@@ -277,28 +233,40 @@ class Registry:
     def observers(self) -> list[Observer]:
         """Every loaded observer, sorted by name."""
         self._ensure_loaded()
-        return sorted(self._observers.values(), key=lambda o: o.name.lower())
+        return self._plugins.observers.sorted()
 
     @property
     def errors(self) -> dict[str, str]:
         """``{entry-point name: one-line reason}`` for plugins (providers and observers)
-        that failed to load."""
+        that failed to load, ``{"route:<name>": reason}`` for the routes of
+        ``CHATPLUG_ROUTES`` that did not (their name is a provider's, an entry names no
+        provider...), and ``{"CHATPLUG_ROUTES": reason}`` when that setting is malformed."""
         self._ensure_loaded()
-        return dict(self._errors)
+        errors = dict(self._plugins.errors)
+        try:
+            _ = self.settings
+        except ConfigurationError:
+            return errors  # unreadable settings are reported by what reads them
+        try:
+            self._named_routes()
+        except ConfigurationError as exc:
+            errors["CHATPLUG_ROUTES"] = exc.message
+        errors.update(self._route_errors)
+        return errors
 
     @property
     def disabled(self) -> dict[str, str | None]:
         """``{entry-point name: distribution}`` of the plugins CHATPLUG_DISABLED_PROVIDERS
         kept from loading (their modules were never imported)."""
         self._ensure_loaded()
-        return dict(self._disabled)
+        return dict(self._plugins.disabled)
 
     @property
     def not_allowed(self) -> dict[str, str | None]:
         """``{entry-point name: distribution}`` of the third-party plugins skipped because
         CHATPLUG_PLUGINS does not name them."""
         self._ensure_loaded()
-        return dict(self._not_allowed)
+        return dict(self._plugins.not_allowed)
 
     # -- loading ---------------------------------------------------------------------
 
@@ -315,7 +283,8 @@ class Registry:
         :raises PluginLoadError: the plugin is invalid, the name is taken, or the
             name is disabled by CHATPLUG_DISABLED_PROVIDERS.
         """
-        return self._register_directly("provider", self._add, plugin, name, distribution, version)
+        return self._register_directly("provider", self._plugins.add_provider, plugin, name,
+                                       distribution, version)
 
     def register_observer(
         self,
@@ -331,7 +300,7 @@ class Registry:
             provider hook, the name is taken, or it is disabled.
         """
         return self._register_directly(
-            "observer", self._add_observer, plugin, name, distribution, version
+            "observer", self._plugins.observers.add, plugin, name, distribution, version
         )
 
     def _register_directly(
@@ -347,11 +316,14 @@ class Registry:
         name = name or plugin_name(plugin)
         with self._lock:
             try:
-                if self._controls.is_disabled(name):
+                if self._plugins.controls.is_disabled(name):
                     raise _LoadFailure("disabled by CHATPLUG_DISABLED_PROVIDERS")
-                return add(name, plugin, distribution, version)
+                added = add(name, plugin, distribution, version)
+                # A new provider may be what a named route lacked, or share its name.
+                self._routes = None
+                return added
             except _LoadFailure as exc:
-                raise PluginLoadError(self._redacted(f"{kind} {name!r}: {exc}"),
+                raise PluginLoadError(self._plugins.redacted(f"{kind} {name!r}: {exc}"),
                                       entry_point=name) from None
 
     def _ensure_loaded(self) -> None:
@@ -359,7 +331,7 @@ class Registry:
             with self._lock:
                 if not self._loaded:
                     self._load_all()
-        if self._errors and self._strict_failure is not None:
+        if self._plugins.errors and self._strict_failure is not None:
             raise self._strict_failure
 
     def _load_all(self) -> None:
@@ -369,156 +341,31 @@ class Registry:
             found = tuple(entry_points(group=self.group))
             if observers is None:
                 observers = tuple(entry_points(group=OBSERVER_GROUP))
+        plugins = self._plugins
         if controls_may_be_set(self._explicit_settings):
-            self._controls = PluginControls.from_settings(self.settings)
-        # chatplug's own first: a third party can never shadow a built-in name.
-        ordered = sorted(found, key=lambda ep: distribution_of(ep)[0] != OWN_DISTRIBUTION)
-        for entry_point in ordered:
-            if self._admitted(entry_point, blocked_as=entry_point.name):
-                self._load_one(entry_point)
-        for entry_point in observers or ():
-            if self._admitted(entry_point, blocked_as=pluggy_name(entry_point.name)):
-                self._load_one(entry_point, observer=True)
-        self._manager.check_pending()
+            plugins.controls = PluginControls.from_settings(self.settings)
+        plugins.load(found, observers or ())
         self._loaded = True
         self._check_variables()
-        if self._errors and self.settings.strict_plugins:
-            name, reason = next(iter(self._errors.items()))
-            kind = "observer" if name in self._failed_observers else "provider"
+        if plugins.errors and self.settings.strict_plugins:
+            name, reason = next(iter(plugins.errors.items()))
+            kind = "observer" if name in plugins.failed_observers else "provider"
             self._strict_failure = PluginLoadError(
                 f"{kind} plugin {name!r} failed to load: {reason}. "
                 "(CHATPLUG_STRICT_PLUGINS is on; unset it to skip broken plugins.)",
                 entry_point=name,
             )
 
-    def _admitted(self, entry_point: EntryPoint, *, blocked_as: str) -> bool:
-        """Apply the plugin controls; a refused entry point is recorded, never imported."""
-        name = entry_point.name
-        distribution = distribution_of(entry_point)[0]
-        if self._controls.is_disabled(name):
-            # Blocked in pluggy too: nothing can register under this name later.
-            self._manager.set_blocked(blocked_as)
-            self._disabled[name] = distribution
-            return False
-        if not self._controls.is_allowed(name, distribution,
-                                         builtin=distribution == OWN_DISTRIBUTION):
-            self._not_allowed[name] = distribution
-            return False
-        return True
-
-    def _add_observer(
-        self, name: str, plugin: object, distribution: str | None, version: str | None
-    ) -> Observer:
-        taken = self._observers.get(name.lower())
-        if taken is not None:
-            raise _LoadFailure(
-                f"the observer name {name!r} is already taken by "
-                f"{taken.distribution or 'another plugin'}"
-            )
-        observer = add_observer(self._manager, name, plugin, distribution, version)
-        self._observers[name.lower()] = observer
-        return observer
-
-    def _load_one(self, entry_point: EntryPoint, *, observer: bool = False) -> None:
-        distribution, version = distribution_of(entry_point)
-        name = entry_point.name
-        try:
-            taken = None if observer else self._same_settings_name(name)
-            if taken is not None:
-                raise _LoadFailure(
-                    f"the name {name!r} is already taken by "
-                    f"{taken.distribution or 'another plugin'} ({taken.module_name}"
-                    f"{'' if taken.name.lower() == name.lower() else ' as ' + repr(taken.name)}"
-                    f"); {distribution or 'this plugin'} was not loaded. "
-                    "Uninstall one of them or rename the entry point"
-                )
-            try:
-                plugin = entry_point.load()
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # SystemExit, or a plugin's own BaseException
-                raise _LoadFailure(
-                    f"importing {entry_point.value} failed: {type(exc).__name__}: {exc}"
-                ) from None
-            add = self._add_observer if observer else self._add
-            try:
-                add(name, plugin, distribution, version)
-            except (_LoadFailure, KeyboardInterrupt):
-                raise
-            except BaseException as exc:  # a plugin's bug must never stop the others
-                raise _LoadFailure(f"loading it failed: {type(exc).__name__}: {exc}") from None
-        except _LoadFailure as exc:
-            reason = self._redacted(("observer: " if observer else "")
-                                    + " ".join(str(exc).split()))
-            self._errors[name] = reason
-            if observer:
-                self._failed_observers.add(name)
-            logger.warning("%s plugin %r (%s) failed to load: %s",
-                           "observer" if observer else "provider", name,
-                           distribution or "unknown distribution", reason)
-
-    def _redacted(self, text: str) -> str:
-        """``text`` (a load error) without any configured key: a plugin's exception may
-        quote one, and load errors are logged, listed and printed."""
-        from ..transport.redaction import install_log_redaction, redact
-
-        install_log_redaction()
-        keys = {value for name, value in os.environ.items()
-                if name.upper().endswith("_API_KEY") and value.strip()}
-        with contextlib.suppress(Exception):  # unreadable settings: the environment's go
-            keys.update(secret.get_secret_value().strip()
-                        for secret in self.settings.provider_api_keys.values())
-        for key in sorted(keys, key=len, reverse=True):
-            text = redact(text, key)
-        return redact(text)
-
-    def _add(
-        self, name: str, plugin: object, distribution: str | None, version: str | None
-    ) -> Provider:
-        taken = self._same_settings_name(name)
-        if taken is not None:
-            raise _LoadFailure(
-                f"the name {name!r} is already taken by {taken.name!r} (both would read "
-                f"{env_name(name, 'API_KEY')})"
-            )
-        metadata = provider_metadata(plugin)
-        function = add_provider_hooks(self._manager, name, plugin)
-        try:
-            provider = Provider(
-                name,
-                plugin,
-                function,
-                runtime=self.runtime,
-                url=metadata.url,
-                models=metadata.models,
-                supports_stream=metadata.supports_stream,
-                needs_auth=metadata.needs_auth,
-                supports_tools=metadata.supports_tools,
-                supports_vision=metadata.supports_vision,
-                native_async=metadata.native_async,
-                distribution=distribution,
-                version=version,
-            )
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:
-            self._manager.unregister(plugin)
-            message = str(exc) if isinstance(exc, (ValueError, TypeError)) else (
-                f"{type(exc).__name__}: {exc}")
-            raise _LoadFailure(message) from None
-        self._providers[name.lower()] = provider
-        return provider
-
-    def _same_settings_name(self, name: str) -> Provider | None:
-        """The loaded provider whose settings names (CHATPLUG_<NAME>_*) ``name`` shares."""
-        slug = provider_slug(name)
-        return next((p for p in self._providers.values() if provider_slug(p.name) == slug),
-                    None)
-
     def observer_hook(self) -> Any:
         """pluggy's hook relay if any observer hook is implemented, else ``None``."""
         self._ensure_loaded()
         return self.runtime.observers()
+
+    def flush_observers(self, timeout: float = 5.0) -> bool:
+        """Wait until observers heard every notification posted so far (calls never
+        wait for their observers; see :mod:`chatplug.calls.notify`), at most ``timeout``
+        seconds; whether they all were delivered.  At exit this happens by itself."""
+        return self.runtime.notifications.flush(timeout)
 
     def close(self) -> None:
         """Close the pooled HTTP connections (the registry stays usable)."""

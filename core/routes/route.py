@@ -10,18 +10,21 @@ The route is the only retry loop: its entries run with their own retries off,
 every usable entry is tried once per round, and when all failed with a
 retryable error the next round starts after the backoff (or the largest
 ``Retry-After`` seen, at most 60 s), for ``max_retries`` more rounds.  One
-deadline bounds the whole call, rounds and waits included.
+deadline bounds the whole call, rounds and waits included.  The commit rule,
+deadline, cancellation and pause are those of a provider's own attempts
+(:mod:`chatplug.calls.attempts`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..calls.attempts import Attempts, committed
 from ..calls.caller import Caller, Messages
 from ..calls.completion import Completion, CompletionBuilder
 from ..calls.options import CallOptions, check_call_options
@@ -39,7 +42,6 @@ from ..errors import (
     StreamInterruptedError,
 )
 from ..transport.context import CallContext
-from ..transport.pending import Sleeper
 from .entries import Entry, parse_entry
 from .state import STRATEGIES, RouteState
 
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from ..events import Event
 
 __all__ = ["PreparedRoute", "Route", "RouteCall"]
+
+logger = logging.getLogger("chatplug.routes")
 
 #: Failures that move a call on to the next entry whatever their status.
 _MOVE_ON = (ProviderConnectionError, ProviderTimeoutError, StreamInterruptedError,
@@ -122,6 +126,8 @@ class Route(Caller):
         self.runtime = runtime
         self.state = RouteState(len(self.entries), strategy=strategy, cooldown=self.cooldown,
                                 allowed_fails=allowed_fails)
+        #: The skip reasons already logged (each is said once per route).
+        self._said: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<chatplug.Route {self.name} [{', '.join(map(str, self.entries))}]>"
@@ -135,7 +141,9 @@ class Route(Caller):
 
     def prepare(self, messages: Messages, model: str | None = None, stream: bool = False,
                 **options: Any) -> PreparedRoute:
-        """Validate the call for every entry; entries that cannot take it are skipped.
+        """Validate the call for every entry; entries that cannot take it are skipped,
+        and why is logged (a warning of the ``chatplug.routes`` logger, once per route
+        and reason: the CLI shows it on stderr).
 
         ``model`` is the model of entries that name none.  Takes the arguments of
         :meth:`create`; per-provider parameters are checked per entry.
@@ -158,11 +166,16 @@ class Route(Caller):
             else:
                 calls.append((index, prepared))
         if not calls:
+            # The error says every reason; nothing was skipped in favour of another entry.
             raise InvalidRequestError(
                 f"route {self.name!r}: no entry can take this call: "
                 + "; ".join(reason for _, reason in skipped),
                 provider=self.name,
             )
+        for _, reason in skipped:
+            if reason not in self._said:
+                self._said.add(reason)
+                logger.warning("route %s skips %s", self.name, reason)
         return PreparedRoute(self.name, stream, tuple(calls), tuple(skipped), route_options)
 
     def start(self, prepared: PreparedRoute, *, buffered: bool = False) -> RouteCall:
@@ -214,14 +227,15 @@ class RouteCall:
             initial=settings.retry_backoff, cap=settings.retry_backoff_max)
         #: The route call's own context: its deadline, and cancellation of the whole call.
         self.context = CallContext(provider=route.name, deadline=time.monotonic() + timeout)
+        self._attempts = Attempts(self.context)
         #: One chatplug error per failed attempt, oldest first.
         self.errors: list[ChatplugError] = []
         self.attempts = 0
         self._text_only = False
+        #: Whether each attempt keeps its text (set before the call runs).
+        self.keep_text = True
         self._current: Call | None = None
         self._empty = CompletionBuilder(route.name, None)
-        self._wake = threading.Event()
-        self._sleeper = Sleeper()
 
     def __repr__(self) -> str:
         return f"<chatplug RouteCall {self.route.name} {self.request_id}>"
@@ -266,23 +280,18 @@ class RouteCall:
     def cancelled(self) -> bool:
         return self.context.cancelled
 
-    def _stopped(self) -> bool:
-        return self.context.cancelled
-
     def cancel(self) -> None:
         """End the call from any thread (the current attempt's reads end at once)."""
         self.context.cancel()
         current = self._current
         if current is not None:
             current.cancel()
-        self._wake.set()
-        self._sleeper.wake()
+        self._attempts.wake()
 
     @property
     def native_io(self) -> bool:
         """Whether an event loop may drive this call itself: every entry's may."""
-        hook = self.route.runtime.observers()
-        return hook is None and all(prepared.native_async for _, prepared in self.prepared.calls)
+        return all(prepared.native_async for _, prepared in self.prepared.calls)
 
     def events(self) -> Iterator[str | Event]:
         """What the serving provider yields; failures before the commit point move on."""
@@ -290,26 +299,28 @@ class RouteCall:
         usable = [index for index, _ in self.prepared.calls]
         prepared_by_index = dict(self.prepared.calls)
         rounds = self.policy.max_retries + 1
+        attempts = self._attempts
         for number in range(1, rounds + 1):
             round_errors: list[ChatplugError] = []
             for index in route.state.order(usable):
-                if self._stopped():
+                if attempts.cancelled():
                     return
-                if self.context.deadline is not None and time.monotonic() >= self.context.deadline:
+                if attempts.expired():
                     raise self._timed_out(number)
                 call = Call(prepared_by_index[index], self.runtime, buffered=self.buffered,
                             policy=RetryPolicy(max_retries=0), route=route.name,
                             request_id=self.request_id, deadline=self.context.deadline)
                 call.text_only = self._text_only
+                call.keep_text = self.keep_text
                 call.context.loop = self.context.loop
                 self._current = call
                 self.attempts += 1
                 try:
                     yield from call.events()
                 except ChatplugError as error:
-                    if self._stopped():
+                    if attempts.cancelled():
                         return
-                    if not self.buffered and call.builder.has_content():
+                    if committed(self.buffered, call.builder):
                         raise self._interrupted(error) from None
                     if not route.moves_on(error):
                         raise
@@ -320,18 +331,13 @@ class RouteCall:
                 if not call.context.cancelled:
                     route.state.succeeded(index, call.first_piece_s)
                 return
-            if self.context.deadline is not None and time.monotonic() >= self.context.deadline:
+            if attempts.expired():
                 raise self._timed_out(number)
             wait = self._round_wait(round_errors, number, rounds)
             if wait is None:
                 raise self._failed(number)
-            loop = self.context.loop
-            if loop is None:
-                self._wake.wait(wait)
-            else:
-                yield from self._sleeper.sleep(loop, wait)  # type: ignore[misc]
-            if self._stopped():
-                return
+            if not (yield from attempts.pause(wait)):  # type: ignore[misc]
+                return  # cancelled while waiting
 
     def _round_wait(self, errors: list[ChatplugError], number: int, rounds: int) -> float | None:
         """Seconds before the next round, or ``None`` to give up."""
@@ -340,9 +346,7 @@ class RouteCall:
         hints = [hint for hint in (getattr(e, "retry_after", None) for e in errors)
                  if isinstance(hint, (int, float))]
         wait = min(max(hints), MAX_RETRY_AFTER) if hints else self.policy.backoff(number)
-        deadline = self.context.deadline
-        left = float("inf") if deadline is None else deadline - time.monotonic()
-        return wait if wait < left else None
+        return wait if wait < self._attempts.left() else None
 
     def _summary(self, rounds: int) -> str:
         entries = len(self.prepared.calls)
@@ -375,6 +379,6 @@ class RouteCall:
                 provider=error.provider, model=error.model,
             )
         builder = self.builder
-        interrupted.received = max(interrupted.received, sum(map(len, builder.pieces)))
+        interrupted.received = max(interrupted.received, builder.text_length)
         interrupted.completion = self.completion
         return interrupted

@@ -16,21 +16,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..gateway_settings import ServerSettings, load_server_settings
     from .app import Gateway, create_app
-    from .settings import ServerSettings, load_server_settings
 
 __all__ = ["PREFIX", "Gateway", "ServerSettings", "create_app", "load_server_settings"]
 
-#: The prefix of the gateway's own settings (``CHATPLUG_SERVER_API_KEYS``...).
-PREFIX = "CHATPLUG_SERVER_"
-
-_LAZY = {"Gateway": "app", "create_app": "app", "ServerSettings": "settings",
-         "load_server_settings": "settings"}
+# The settings are declared beside the library's (chatplug.gateway_settings), so that
+# chatplug.settings knows them without importing this package.
+_LAZY = {"Gateway": ".server.app", "create_app": ".server.app",
+         "ServerSettings": ".gateway_settings", "load_server_settings": ".gateway_settings",
+         "PREFIX": ".gateway_settings"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(import_module(_LAZY[name], "chatplug"), name)
     raise AttributeError(f"module 'chatplug.server' has no attribute {name!r}")

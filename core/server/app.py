@@ -2,8 +2,9 @@
 
 Starlette routes the requests; every middleware is pure ASGI (never
 ``BaseHTTPMiddleware``, which hides disconnects and buffers streams).  From
-the outside in: the access log and request id, CORS (only with
-``cors_origins``), the gateway keys, then the routes.  Run it with
+the outside in: the access log and request id, the request guard (``Host``,
+``Origin``, JSON bodies), CORS (only with ``cors_origins``), the gateway keys,
+then the routes.  Run it with
 ``chatplug serve`` or any ASGI server::
 
     uvicorn --factory chatplug.server:create_app
@@ -21,15 +22,19 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..gateway_settings import ServerSettings, load_server_settings
 from .access import AccessLog
 from .auth import GatewayAuth
 from .chat import ChatCompletions
-from .errors import GatewayError
+from .errors import GatewayError, anthropic_path
+from .guard import RequestGuard
 from .health import liveliness, readiness
 from .limits import InFlight
+from .messages import Messages, count_tokens
 from .models import list_models, retrieve_model
-from .settings import ServerSettings, load_server_settings
+from .responses import Responses, delete_response, get_response
 from .shutdown import Drain
+from .store import ResponseStore
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -55,6 +60,9 @@ def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
     headers = {name.decode(): value.decode() for name, value in exc.headers
                if name != b"content-type"}
+    if anthropic_path(request.url.path):
+        return JSONResponse(exc.anthropic_body, status_code=exc.anthropic_status,
+                            headers=headers)
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
 
@@ -62,8 +70,9 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = getattr(exc, "status_code", 500)
     if status == 404:
         error = GatewayError(404, f"no such endpoint: {request.method} {request.url.path}. "
-                                  "The gateway serves /v1/chat/completions, /v1/models and "
-                                  "/health/*.", code="not_found", retry=False)
+                                  "The gateway serves /v1/chat/completions, /v1/messages, "
+                                  "/v1/responses, /v1/models and /health/*.",
+                             code="not_found", retry=False)
     elif status == 405:
         error = GatewayError(405, f"{request.method} is not allowed on {request.url.path}.",
                              code="method_not_allowed", type="invalid_request_error",
@@ -83,11 +92,14 @@ def _server_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(registry: Registry | None = None,
-               settings: ServerSettings | None = None) -> Starlette:
+               settings: ServerSettings | None = None, *,
+               responses: ResponseStore | None = None) -> Starlette:
     """The gateway as an ASGI application.
 
     :param registry: the providers and routes to serve (default: ``chatplug.registry``).
     :param settings: the gateway's settings (default: read from ``CHATPLUG_SERVER_*``).
+    :param responses: where ``/v1/responses`` stores responses (default: ``responses.db``
+        in chatplug's data directory, opened on first use).
     :raises ConfigurationError: a gateway setting is invalid, or the keys file is unreadable.
     """
     if registry is None:
@@ -98,6 +110,8 @@ def create_app(registry: Registry | None = None,
         settings = load_server_settings()
     keys = settings.keys() if settings.auth else ()
     gateway = Gateway(registry, settings)
+    if responses is None:
+        responses = ResponseStore()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -107,22 +121,30 @@ def create_app(registry: Registry | None = None,
         finally:
             gateway.drain.uninstall()
 
-    middleware = [Middleware(AccessLog)]
-    if settings.cors_origins:
+    middleware = [Middleware(AccessLog),
+                  Middleware(RequestGuard, allowed_hosts=settings.hosts,
+                             cors_origins=settings.origins)]
+    if settings.origins:
         from starlette.middleware.cors import CORSMiddleware
 
         middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type",
-                                                          "x-request-id"],
+            CORSMiddleware, allow_origins=list(settings.origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-request-id", "x-api-key",
+                           "anthropic-version", "anthropic-beta"],
             expose_headers=["x-request-id", "x-chatplug-provider", "x-chatplug-attempts",
-                            "x-chatplug-overhead-ms"]))
+                            "x-chatplug-overhead-ms", "x-chatplug-dropped"]))
     middleware.append(Middleware(GatewayAuth, keys=keys))
     handlers: dict[Any, Any] = {GatewayError: _gateway_error, 404: _http_error,
                                 405: _http_error, 500: _server_error}
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", ChatCompletions(gateway), methods=["POST"]),
+            Route("/v1/messages", Messages(gateway), methods=["POST"]),
+            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+            Route("/v1/responses", Responses(gateway, responses), methods=["POST"]),
+            Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
+            Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
             Route("/health/liveliness", liveliness, methods=["GET"]),
@@ -133,4 +155,5 @@ def create_app(registry: Registry | None = None,
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.responses = responses
     return app

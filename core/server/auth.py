@@ -1,10 +1,14 @@
-"""Gateway keys: ``Authorization: Bearer <key>`` on every endpoint but liveliness.
+"""Gateway keys: ``Authorization: Bearer <key>`` (or ``x-api-key: <key>``, as Claude Code
+sends it) on every endpoint but the health checks.
 
-A pure ASGI middleware.  Keys are compared in constant time
-(``hmac.compare_digest``) against every configured key, so neither the
-match nor its position shows in the timing.  The client's ``Authorization``
-header authenticates the client to the gateway only: it is never forwarded
-upstream (providers are called with the keys the gateway is configured with).
+A pure ASGI middleware.  The health checks answer without a key (a load
+balancer sends none); :data:`AUTHORIZED` in the scope tells them whether the
+client sent a valid one, so that readiness shows details only to those.
+Keys are compared in constant time (``hmac.compare_digest``) against every
+configured key, so neither the match nor its position shows in the timing.
+The client's ``Authorization`` header authenticates the client to the gateway
+only: it is never forwarded upstream (providers are called with the keys the
+gateway is configured with).
 """
 
 from __future__ import annotations
@@ -12,48 +16,64 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
-from .errors import GatewayError
+from .errors import GatewayError, anthropic_path
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["OPEN_PATHS", "GatewayAuth"]
+__all__ = ["AUTHORIZED", "OPEN_PATHS", "GatewayAuth", "authorized"]
 
-#: Answered without a key: a load balancer's liveness check.
-OPEN_PATHS = frozenset({"/health/liveliness"})
+#: Answered without a key: a load balancer's health checks.
+OPEN_PATHS = frozenset({"/health/liveliness", "/health/readiness"})
+#: The scope entry saying whether a request to an open path carried a valid key.
+AUTHORIZED = "chatplug.authorized"
+
+
+def authorized(scope: Scope) -> bool:
+    """Whether the request may see more than a health status (a valid key, or no keys)."""
+    return bool(scope.get(AUTHORIZED, True))
 
 
 def _bearer(scope: Scope) -> bytes | None:
+    """The key a client sent: ``Authorization: Bearer`` (OpenAI's SDKs, the anthropic SDK
+    2.x), else ``x-api-key`` (Claude Code, Anthropic's wire)."""
     value: bytes
+    api_key = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")
             if scheme.lower() == b"bearer" and token.strip():
                 return token.strip()
             return None
-    return None
+        if name == b"x-api-key" and value.strip():
+            api_key = value.strip()
+    return api_key
 
 
 class GatewayAuth:
-    """Refuses HTTP requests without one of ``keys`` with 401 (no keys: lets all through)."""
+    """Refuses HTTP requests without one of ``keys`` with 401 (no keys: lets all through);
+    :data:`OPEN_PATHS` pass either way, marked with :data:`AUTHORIZED`."""
 
     def __init__(self, app: ASGIApp, keys: tuple[bytes, ...]) -> None:
         self.app = app
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and scope["path"] not in OPEN_PATHS:
+        if scope["type"] == "http" and self.keys:
             token = _bearer(scope)
             matched = False
             if token is not None:
                 for key in self.keys:  # all of them, whatever matched first
                     matched |= hmac.compare_digest(token, key)
-            if not matched:
+            if scope["path"] in OPEN_PATHS:
+                scope[AUTHORIZED] = matched
+            elif not matched:
                 said = "no gateway key was sent" if token is None else "the gateway key is wrong"
                 await GatewayError(
-                    401, f"{said}: send Authorization: Bearer <key> with a key of this "
-                         "gateway (CHATPLUG_SERVER_API_KEYS).",
+                    401, f"{said}: send Authorization: Bearer <key> (or x-api-key: <key>) "
+                         "with a key of this gateway (CHATPLUG_SERVER_API_KEYS).",
                     code="invalid_api_key", retry=False,
-                ).send(send, [(b"www-authenticate", b"Bearer")])
+                ).send(send, [(b"www-authenticate", b"Bearer")],
+                       anthropic=anthropic_path(scope["path"]))
                 return
         await self.app(scope, receive, send)

@@ -15,6 +15,11 @@ stable :attr:`chatplug.ChatplugError.code`.  The statuses:
 
 Errors that retrying cannot fix carry ``x-should-retry: false``, which the
 openai SDKs honour (chatplug has already retried what was retryable).
+
+On Anthropic's wire (``/v1/messages``) the same errors go out in Anthropic's
+envelope, ``{"type": "error", "error": {"type", "message"}}``, with Anthropic's
+types (:data:`ANTHROPIC_TYPES`); an upstream that was overloaded (503, 529) is
+``529 overloaded_error`` there, as the anthropic SDKs and Claude Code expect.
 """
 
 from __future__ import annotations
@@ -38,12 +43,26 @@ from ..errors import (
 if TYPE_CHECKING:
     from starlette.types import Send
 
-__all__ = ["GatewayError", "envelope", "from_chatplug"]
+__all__ = ["ANTHROPIC_TYPES", "GatewayError", "anthropic_path", "envelope", "from_chatplug"]
 
 #: Upstream client-error statuses passed on as they are: the request is at fault.
 _PASSED_ON = frozenset({400, 404, 409, 413, 422})
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
           413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+#: Anthropic's error type for each status it uses (any other: ``api_error``).
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                   403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                   415: "invalid_request_error", 429: "rate_limit_error",
+                   529: "overloaded_error"}
+#: Upstream statuses that mean "overloaded": 529 on Anthropic's wire.
+_OVERLOADED = frozenset({503, 529})
+
+
+def anthropic_path(path: str) -> bool:
+    """Whether a request path is on Anthropic's wire (its errors in Anthropic's envelope)."""
+    return path.startswith(("/v1/messages", "/messages"))
 
 
 def envelope(message: str, *, type: str, code: str | None = None,
@@ -60,8 +79,10 @@ class GatewayError(Exception):
 
     def __init__(self, status: int, message: str, *, code: str, param: str | None = None,
                  type: str | None = None, retry_after: float | None = None,
-                 retry: bool = True) -> None:
+                 retry: bool = True, overloaded: bool = False) -> None:
         super().__init__(message)
+        #: The upstream was overloaded (503/529): Anthropic's wire says 529.
+        self.overloaded = overloaded
         self.status = status
         self.message = message
         self.code = code
@@ -75,8 +96,20 @@ class GatewayError(Exception):
     def body(self) -> dict[str, Any]:
         return envelope(self.message, type=self.type, code=self.code, param=self.param)
 
-    def encoded(self) -> bytes:
-        return json.dumps(self.body, ensure_ascii=False).encode()
+    @property
+    def anthropic_status(self) -> int:
+        """The status on Anthropic's wire."""
+        return 529 if self.overloaded else self.status
+
+    @property
+    def anthropic_body(self) -> dict[str, Any]:
+        """Anthropic's envelope of this error."""
+        kind = ANTHROPIC_TYPES.get(self.anthropic_status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": self.message}}
+
+    def encoded(self, *, anthropic: bool = False) -> bytes:
+        body = self.anthropic_body if anthropic else self.body
+        return json.dumps(body, ensure_ascii=False).encode()
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -87,11 +120,16 @@ class GatewayError(Exception):
             headers.append((b"x-should-retry", b"false"))
         return headers
 
-    async def send(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """Answer with this error (the response must not have started)."""
-        await send({"type": "http.response.start", "status": self.status,
-                    "headers": self.headers + (headers or [])})
-        await send({"type": "http.response.body", "body": self.encoded()})
+    async def send(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None, *,
+                   anthropic: bool = False) -> None:
+        """Answer with this error (the response must not have started); ``anthropic``:
+        in Anthropic's envelope and status (see :func:`anthropic_path`)."""
+        body = self.encoded(anthropic=anthropic)
+        status = self.anthropic_status if anthropic else self.status
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*self.headers, (b"content-length", b"%d" % len(body)),
+                                *(headers or ())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _status(error: ChatplugError) -> int:
@@ -125,5 +163,6 @@ def from_chatplug(error: ChatplugError) -> GatewayError:
                    "at fault, not your request or your gateway key. Tell the gateway's "
                    f"operator. ({message})")
     retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+    overloaded = isinstance(error, ProviderHTTPError) and error.status_code in _OVERLOADED
     return GatewayError(status, message, code=error.code, retry_after=retry_after,
-                        retry=error.retryable or status == 429)
+                        retry=error.retryable or status == 429, overloaded=overloaded)

@@ -3,8 +3,9 @@
 **The status is committed at the first piece.**  Until the first text, tool
 call, reasoning or finish arrives (a ``Meta`` or ``Usage`` event does not
 commit), nothing is sent, so a failure is still a real error status and a
-route can still fail over.  After it, a failure is sent in-band
-(``data: {"error": {...}}``) and the stream ends *without* ``[DONE]``.
+route can still fail over.  After it, a failure is sent in-band, in the wire's
+own form (chat completions: ``data: {"error": {...}}`` and no ``[DONE]``;
+Anthropic: an ``error`` event; Responses: ``response.failed``), never a clean end.
 
 Each piece is one ASGI send, nothing is held back; ``Cache-Control:
 no-cache`` and ``X-Accel-Buffering: no`` keep proxies such as nginx from
@@ -13,8 +14,10 @@ buffering the stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from ..calls.run import COMMITTING
 
@@ -22,9 +25,24 @@ if TYPE_CHECKING:
     from starlette.types import Send
 
     from ..events import Event
-    from ..wire.encode import ChunkEncoder
+    from .errors import GatewayError
 
-__all__ = ["STREAM_HEADERS", "EventStream"]
+__all__ = ["STREAM_HEADERS", "Encoder", "EventStream"]
+
+
+class Encoder(Protocol):
+    """A wire's stream writer (:class:`chatplug.wire.encode.ChunkEncoder`, the Messages
+    and Responses encoders): bytes for the start, each item, a good end, a failure."""
+
+    def start(self) -> bytes: ...
+
+    def content(self, text: str) -> bytes: ...
+
+    def encode(self, item: object) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def failure(self, error: GatewayError) -> bytes: ...
 
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -37,27 +55,61 @@ class EventStream:
     """Relays one reply's events to the client as ``chat.completion.chunk`` events.
 
     :param headers: called once, at the commit, for the response's extra headers.
+    :param before_end: awaited once the reply is whole, before its last bytes are sent.
     """
 
-    __slots__ = ("_encoder", "_headers", "_send", "committed", "ended")
+    __slots__ = ("_before_end", "_encoder", "_headers", "_pinger", "_send", "_sent",
+                 "committed", "ended", "failed")
 
-    def __init__(self, send: Send, encoder: ChunkEncoder,
-                 headers: Callable[[], list[tuple[bytes, bytes]]]) -> None:
+    def __init__(self, send: Send, encoder: Encoder,
+                 headers: Callable[[], list[tuple[bytes, bytes]]],
+                 before_end: Callable[[], Awaitable[None]] | None = None) -> None:
         self._send = send
         self._encoder = encoder
         self._headers = headers
+        #: Runs when the reply is whole, before its last bytes go out (a stored response
+        #: is written here, so that a client that saw the end can follow it up).
+        self._before_end = before_end
         self.committed = False
         self.ended = False
+        self.failed = False
+        #: Sends so far, for the pinger: a wire whose encoder has ``ping()`` (Anthropic's)
+        #: gets one after every ``PING_SECONDS`` in which nothing was sent.
+        self._sent = 0
+        self._pinger: asyncio.Task[None] | None = None
 
     async def _commit(self, first: bytes) -> None:
         self.committed = True
         await self._send({"type": "http.response.start", "status": 200,
                           "headers": STREAM_HEADERS + self._headers()})
         await self._send({"type": "http.response.body", "body": first, "more_body": True})
+        ping = getattr(self._encoder, "ping", None)
+        if ping is not None:
+            self._pinger = asyncio.get_running_loop().create_task(
+                self._ping(ping(), float(getattr(self._encoder, "PING_SECONDS", 10.0))))
+
+    async def _ping(self, ping: bytes, interval: float) -> None:
+        seen = self._sent
+        with contextlib.suppress(OSError, RuntimeError):  # the client is gone: the relay ends
+            while True:
+                await asyncio.sleep(interval)
+                if self.ended:
+                    return
+                if self._sent == seen:
+                    await self._send({"type": "http.response.body", "body": ping,
+                                      "more_body": True})
+                seen = self._sent
 
     async def _end(self, last: bytes) -> None:
         self.ended = True
+        if self._pinger is not None:
+            self._pinger.cancel()
         await self._send({"type": "http.response.body", "body": last, "more_body": False})
+
+    def close(self) -> None:
+        """Stop the pinger (the relay is over, whether or not its end was sent)."""
+        if self._pinger is not None:
+            self._pinger.cancel()
 
     async def relay(self, events: AsyncIterator[str | Event]) -> None:
         """Send every event, then the end (usage, ``[DONE]``).
@@ -74,6 +126,7 @@ class EventStream:
                 # The hot path: one text piece, one send.
                 data = content(item) if type(item) is str and item else encode(item)
                 if data:
+                    self._sent += 1
                     await send({"type": "http.response.body", "body": data, "more_body": True})
             elif (type(item) is str and item) or isinstance(item, COMMITTING):
                 await self._commit(encoder.start() + encode(item))
@@ -81,9 +134,13 @@ class EventStream:
                 encode(item)  # Meta or Usage: remembered, nothing to send yet
         if not self.committed:
             await self._commit(encoder.start())  # an empty reply is still a reply
-        await self._end(encoder.end())
+        last = encoder.end()
+        if self._before_end is not None:
+            await self._before_end()
+        await self._end(last)
 
-    async def fail(self, envelope: dict[str, Any]) -> None:
-        """End a committed stream with an in-band error and no ``[DONE]``."""
+    async def fail(self, error: GatewayError) -> None:
+        """End a committed stream with the wire's in-band error (never a clean end)."""
         if not self.ended:
-            await self._end(self._encoder.error(envelope))
+            self.failed = True
+            await self._end(self._encoder.failure(error))

@@ -51,6 +51,7 @@ from ..errors import (
     StreamInterruptedError,
 )
 from ..events import EVENT_TYPES, Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..hooks import INJECTED_ARGUMENTS
 from .pytest_plugin import TEST_API_KEY, registry_for
 from .server import ScriptedServer
 
@@ -66,7 +67,7 @@ TEXT = "Conformance reply: héllo wörld ✓ 🎉"
 PIECES = ["Hello", ",", " wörld", " ✓", " 🎉"]
 #: Seconds any single call of the suite may take; nothing here waits longer.
 CALL_TIMEOUT = 10.0
-_INJECTED = frozenset({"url", "api_key", "http"})
+_INJECTED = INJECTED_ARGUMENTS
 _CORE = ("model", "messages", "stream")
 
 #: Scripted faults: name -> (script fields, streamed?, expected error, status code).

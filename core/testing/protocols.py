@@ -9,7 +9,11 @@
   ``eval_count``); reasoning as ``message.thinking``, tool calls with the
   arguments as an object; errors as ``{"error": "text"}``.
 
-Both share the pacing (delays, holds, split writes) and the faults (dropped or
+- Anthropic's Messages API (``POST /v1/messages``): see :mod:`.anthropic`.
+- Google's Gemini API (``POST .../models/{model}:generateContent`` and
+  ``:streamGenerateContent?alt=sse``): see :mod:`.gemini`.
+
+All share the pacing (delays, holds, split writes) and the faults (dropped or
 reset connections, error objects in the stream), so a scripted fault means the
 same thing whatever the protocol.
 """
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 
+from . import anthropic, gemini
 from .script import Script
 
 __all__ = ["ProtocolHandler"]
@@ -114,6 +119,83 @@ class ProtocolHandler(BaseHTTPRequestHandler):
         if script.done:
             self._write(script, f"data: [DONE]{script.newline}{script.newline}".encode())
         self._end_stream(script)
+
+    # -- Anthropic /v1/messages ------------------------------------------------------
+
+    def send_anthropic(self, script: Script, request: dict[str, Any]) -> None:
+        model = script.model or str(request.get("model", "test-model"))
+        if script.body is not None:
+            self.send_raw(script)
+        elif script.status >= 400:
+            kind = anthropic.ERROR_TYPES.get(script.status, "api_error")
+            self.send_json(script.status, {"type": "error", "error": {
+                "type": kind, "message": self.error_text(script.text, script.echo_key)}},
+                {"request-id": "req_test", **script.headers})
+        elif script.stream if script.stream is not None else bool(request.get("stream")):
+            self._send_anthropic_events(script, model)
+        else:
+            self.send_json(200, anthropic.message(script, model), script.headers)
+
+    def _send_anthropic_events(self, script: Script, model: str) -> None:
+        self._start_stream(script, "text/event-stream; charset=utf-8")
+        nl = script.newline
+
+        def event(item: tuple[str, dict[str, Any]]) -> None:
+            prefix = f"event: ping{nl}data: {{\"type\": \"ping\"}}{nl}{nl}" \
+                if script.comments else ""
+            data = json.dumps(item[1], ensure_ascii=False)
+            self._write(script, f"{prefix}event: {item[0]}{nl}data: {data}{nl}{nl}".encode())
+
+        def group(items: list[tuple[str, dict[str, Any]]]) -> None:
+            for item in items:
+                event(item)
+
+        opening, pieces, closing = anthropic.events(script, model)
+        group(opening)
+        if not self._send_pieces(script, pieces, group):
+            return
+        if script.error_event is not None:
+            error = dict(script.error_event)
+            if "message" in error:
+                error["message"] = self.error_text(str(error["message"]), script.echo_key)
+            event(("error", {"type": "error", "error": error}))
+        else:
+            group(closing)
+        self._end_stream(script)
+
+    # -- Gemini generateContent ------------------------------------------------------
+
+    def send_gemini(self, script: Script, model: str, stream: bool) -> None:
+        model = script.model or model
+        if script.body is not None:
+            self.send_raw(script)
+        elif script.status >= 400:
+            self.send_json(script.status, {"error": {
+                "code": script.status,
+                "message": self.error_text(script.text, script.echo_key),
+                "status": gemini.STATUSES.get(script.status, "UNKNOWN")}}, script.headers)
+        elif script.stream if script.stream is not None else stream:
+            self._start_stream(script, "text/event-stream")
+            nl = script.newline
+
+            def event(payload: dict[str, Any]) -> None:
+                prefix = f": keep-alive{nl}" if script.comments else ""
+                data = json.dumps(payload, ensure_ascii=False)
+                self._write(script, f"{prefix}data: {data}{nl}{nl}".encode())
+
+            chunks, last = gemini.pieces(script, model)
+            if not self._send_pieces(script, chunks, event):
+                return
+            if script.error_event is not None:
+                error = dict(script.error_event)
+                if "message" in error:
+                    error["message"] = self.error_text(str(error["message"]), script.echo_key)
+                event({"error": error})
+            elif script.finish:
+                event(last)
+            self._end_stream(script)
+        else:
+            self.send_json(200, gemini.response(script, model), script.headers)
 
     # -- Ollama /api/chat ------------------------------------------------------------
 

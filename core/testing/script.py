@@ -71,6 +71,10 @@ class Script:
         ``message.thinking``.
     :ivar id: the response id the reply carries.
     :ivar model: the model the reply says it used (``None``: the requested one).
+    :ivar signature: Anthropic: the signature of the thinking block (``reasoning``);
+        Gemini: the ``thoughtSignature`` of a reply with ``reasoning``.
+    :ivar redacted: Anthropic: ``redacted_thinking`` blocks' data, after the thinking.
+    :ivar stop_sequence: Anthropic: the stop sequence the reply names.
 
     When streaming, reasoning pieces, text pieces and tool-call fragments are sent in
     that order, each as one event (or line); ``drop_after``, ``hold_after`` and
@@ -106,6 +110,9 @@ class Script:
     reasoning: str | None = None
     id: str = "chatcmpl-test"
     model: str | None = None
+    signature: str = "c2lnbmF0dXJlLXRlc3Q="
+    redacted: list[str] | None = None
+    stop_sequence: str | None = None
 
     def reply_pieces(self) -> list[str]:
         return list(self.pieces) if self.pieces is not None else split_words(self.text)
@@ -156,4 +163,14 @@ def echo_text(request: dict[str, Any]) -> str:
     messages = request.get("messages") or []
     last = next((m.get("content") for m in reversed(messages)
                  if isinstance(m, dict) and m.get("role") == "user"), None)
+    if last is None:  # Gemini: contents of parts
+        contents = request.get("contents") or []
+        turn = next((c for c in reversed(contents)
+                     if isinstance(c, dict) and c.get("role") == "user"), None)
+        if turn is not None:
+            last = turn.get("parts")
+    if isinstance(last, list):  # parts (OpenAI, Gemini) or blocks (Anthropic): their text
+        texts = [part.get("text") for part in last
+                 if isinstance(part, dict) and part.get("type", "text") == "text"]
+        last = " ".join(text for text in texts if isinstance(text, str)) or None
     return f"You said: {last}" if isinstance(last, str) else "Hello from the chatplug test server."

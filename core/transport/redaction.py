@@ -6,7 +6,9 @@ form-encoded (a redirect's ``Location``), HTML-escaped, ``repr()``-escaped (an
 exception's text), with its inner whitespace collapsed or re-encoded.  A key
 shorter than :data:`SHORT_KEY` characters (a NextChat access code) is masked
 where it stands as a token of its own, so that a short key does not blank every
-word containing its letters.  The values of authorization headers, and the
+word containing its letters.  Of a longer key, any prefix of :data:`SHORT_KEY`
+characters or more is masked too: servers echo a key shortened
+(``Incorrect API key provided: sk-proj-AbCd1234...``).  The values of authorization headers, and the
 ``user:password@`` part of any URL, are masked too.
 
 :func:`install_log_redaction` wraps the logging record factory, so every record
@@ -40,7 +42,7 @@ _SHORT_ESCAPES = {"/": "\\/", '"': '\\"', "'": "\\'", "\\": "\\\\", "\t": "\\t",
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
 
 _known: set[str] = set()
-_combined: re.Pattern[str] | None = None
+_combined: _Masker | None = None
 _lock = threading.Lock()
 
 
@@ -52,6 +54,11 @@ def _hex(number: int, width: int) -> str:
 
 def _char(c: str) -> str:
     """Every form one character of a key may take in an echoed text."""
+    return "(?:" + "|".join(_forms(c)) + ")"
+
+
+def _forms(c: str) -> list[str]:
+    """The forms of :func:`_char`, the character itself first."""
     code = ord(c)
     forms = [re.escape(c), "".join("%" + _hex(b, 2) for b in c.encode("utf-8"))]
     if code < 0x10000:
@@ -68,11 +75,11 @@ def _char(c: str) -> str:
         forms.append(re.escape(_SHORT_ESCAPES[c]))
     if c in _HTML:
         forms.append(re.escape(_HTML[c]))
-    return "(?:" + "|".join(forms) + ")"
+    return forms
 
 
-@functools.lru_cache(maxsize=256)
-def _pattern(secret: str) -> str:
+def _body(secret: str) -> str:
+    """A regular expression of ``secret`` in every form it may take."""
     parts: list[str] = []
     for c in secret:
         if c.isspace():
@@ -80,15 +87,86 @@ def _pattern(secret: str) -> str:
                 parts.append(_SPACE)
         else:
             parts.append(_char(c))
-    body = "".join(parts)
+    return "".join(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(secret: str) -> str:
+    """What a search looks for: a short key as a token of its own; of a longer key its
+    first :data:`SHORT_KEY` characters (:func:`_extent` finds how much more follows)."""
     if len(secret) < SHORT_KEY:
-        return rf"(?<![0-9A-Za-z])(?:{body})(?![0-9A-Za-z])"
-    return f"(?:{body})"
+        return rf"(?<![0-9A-Za-z])(?:{_body(secret)})(?![0-9A-Za-z])"
+    return f"(?:{_body(secret[:SHORT_KEY])})"
 
 
 @functools.lru_cache(maxsize=256)
 def _compiled(secret: str) -> re.Pattern[str]:
+    return re.compile(f"(?:{_body(secret)})")
+
+
+@functools.lru_cache(maxsize=256)
+def _head(secret: str) -> re.Pattern[str]:
     return re.compile(_pattern(secret))
+
+
+@functools.lru_cache(maxsize=1024)
+def _one(c: str) -> re.Pattern[str]:
+    """One character of a key in any form, the escaped forms tried before the character
+    itself (``\\\\`` is one escaped backslash, not two)."""
+    if c.isspace():
+        return re.compile(f"(?:{_SPACE})?")
+    forms = _forms(c)
+    return re.compile("(?:" + "|".join(forms[1:] + forms[:1]) + ")")
+
+
+def _extent(secret: str, text: str, start: int, end: int) -> int:
+    """Where the key, or the longest prefix of it, that begins at ``start`` ends
+    (its first :data:`SHORT_KEY` characters end at ``end``)."""
+    whole = _compiled(secret).match(text, start)
+    if whole is not None:
+        return whole.end()
+    for c in secret[SHORT_KEY:]:
+        found = _one(c).match(text, end)
+        if found is None:
+            break
+        end = found.end()
+    return end
+
+
+@functools.lru_cache(maxsize=64)
+def _masker(secrets: tuple[str, ...]) -> _Masker:
+    return _Masker(set(secrets))
+
+
+class _Masker:
+    """Masks every key of a set, each whole or as a prefix, in one search of a text."""
+
+    __slots__ = ("long", "pattern")
+
+    def __init__(self, secrets: set[str]) -> None:
+        # Longest first: a key containing another is masked whole.
+        ordered = sorted(secrets, key=len, reverse=True)
+        self.pattern = re.compile("|".join(_pattern(secret) for secret in ordered))
+        self.long = [secret for secret in ordered if len(secret) >= SHORT_KEY]
+
+    def mask(self, text: str) -> str:
+        found = self.pattern.search(text)
+        if found is None:
+            return text
+        pieces: list[str] = []
+        done = 0
+        while found is not None:
+            start, end = found.span()
+            for secret in self.long:  # keys sharing a head: the one that goes furthest
+                head = _head(secret).match(text, start)
+                if head is not None:
+                    end = max(end, _extent(secret, text, start, head.end()))
+            pieces.append(text[done:start])
+            pieces.append(MASK)
+            done = end
+            found = self.pattern.search(text, end)
+        pieces.append(text[done:])
+        return "".join(pieces)
 
 
 def strip_userinfo(text: str) -> str:
@@ -101,10 +179,10 @@ def redact(text: str, secret: str | None = None) -> str:
     (in any of the forms a server or library re-encodes it), the values of
     authorization headers masked, and URLs' ``user:password@`` removed."""
     if secret and secret.strip() and secret not in _known:
-        text = _compiled(secret).sub(MASK, text)
+        text = _masker((secret,)).mask(text)
     combined = _combined
     if combined is not None:
-        text = combined.sub(MASK, text)
+        text = combined.mask(text)
     return strip_userinfo(_HEADER.sub(lambda m: m.group(1) + MASK, text))
 
 
@@ -115,9 +193,7 @@ def remember(secret: str | None) -> None:
         return
     with _lock:
         _known.add(secret)
-        # Longest first: a key containing another is masked whole.
-        ordered = sorted(_known, key=len, reverse=True)
-        _combined = re.compile("|".join(_pattern(known) for known in ordered))
+        _combined = _Masker(_known)
 
 
 def _clean(record: logging.LogRecord) -> None:

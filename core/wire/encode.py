@@ -18,11 +18,19 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..events import (
+    Finish,
+    Meta,
+    Reasoning,
+    ReasoningSignature,
+    RedactedReasoning,
+    ToolCallDelta,
+    Usage,
+)
 
-__all__ = ["DONE", "ChunkEncoder", "sse_event"]
+__all__ = ["DONE", "ChunkEncoder", "InBandError", "sse_event"]
 
 #: The last event of a stream that ended well.
 DONE = b"data: [DONE]\n\n"
@@ -118,6 +126,8 @@ class ChunkEncoder:
                 self.id = item.id or self.id
                 self.model = item.model or self.model
             return b""
+        if isinstance(item, (ReasoningSignature, RedactedReasoning)):
+            return b""  # chat completions' chunks have no place for them
         raise TypeError(f"not a text piece or a chatplug event: {type(item).__name__}")
 
     def end(self) -> bytes:
@@ -138,3 +148,21 @@ class ChunkEncoder:
     def error(envelope: Mapping[str, Any]) -> bytes:
         """An in-band error event (``data: {"error": {...}}``); the stream ends after it."""
         return sse_event(envelope)
+
+    def failure(self, error: InBandError) -> bytes:
+        """The in-band form of a failure after the stream began (no ``[DONE]`` follows)."""
+        return self.error(error.body)
+
+
+class InBandError(Protocol):
+    """A failure a committed stream reports in its own wire's form (the gateway's
+    ``GatewayError``): OpenAI's envelope, Anthropic's, and the code and message."""
+
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+    @property
+    def anthropic_body(self) -> dict[str, Any]: ...
+
+    code: str
+    message: str

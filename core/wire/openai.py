@@ -6,10 +6,11 @@ A provider for an OpenAI-compatible service is its metadata plus one call::
     from chatplug.wire import openai
 
     @hookimpl
-    def create_completion(model, messages, stream, url, api_key, http, temperature: float = 1.0):
+    def create_completion(model, messages, stream, url, api_key, http, params,
+                          temperature: float = 1.0):
         yield from openai.chat(http, f"{url}/chat/completions", model=model,
                                messages=messages, stream=stream, api_key=api_key,
-                               events=True, temperature=temperature)
+                               events=True, **params)
 
 :func:`chat` yields the reply's text (``str``) and, with ``events=True``, the events of
 :mod:`chatplug.events` as the server reports them: :class:`~chatplug.Meta`
@@ -62,10 +63,30 @@ _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 def request_body(
     model: str, messages: Sequence[Mapping[str, Any]], stream: bool, **options: Any
 ) -> dict[str, Any]:
-    """The JSON body of a chat-completions request; ``None`` options are left out."""
-    body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": stream}
+    """The JSON body of a chat-completions request; ``None`` options are left out.
+
+    What other wires need and this one refuses is left out of the messages:
+    ``thinking_blocks`` (signed reasoning for Anthropic and Gemini) and parts'
+    ``cache_control`` (Anthropic's prompt caching).
+    """
+    body: dict[str, Any] = {"model": model, "messages": [_plain_message(message)
+                                                         for message in messages],
+                            "stream": stream}
     body.update((key, value) for key, value in options.items() if value is not None)
     return body
+
+
+def _plain_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``message`` without what only other wires take (the same object when it has none)."""
+    content = message.get("content")
+    cached = type(content) is list and any("cache_control" in part for part in content)
+    if "thinking_blocks" not in message and not cached:
+        return message
+    plain = {key: value for key, value in message.items() if key != "thinking_blocks"}
+    if cached:
+        plain["content"] = [{key: value for key, value in part.items()
+                             if key != "cache_control"} for part in content or ()]
+    return plain
 
 
 def _excerpt(data: Any, secret: str | None) -> str:
@@ -76,13 +97,22 @@ def _excerpt(data: Any, secret: str | None) -> str:
 
 
 def usage_of(usage: Any) -> Usage | None:
-    """:class:`Usage` from OpenAI's ``usage`` object; ``None`` if it holds no count."""
+    """:class:`Usage` from OpenAI's ``usage`` object, with the cached and reasoning counts
+    of its ``*_tokens_details`` when present; ``None`` if it holds no count."""
     if not isinstance(usage, Mapping):
         return None
     counts = [token_count(usage.get(name)) for name in _COUNTS]
     if counts == [None, None, None]:
         return None
-    return Usage(*counts)
+    prompt = usage.get("prompt_tokens_details")
+    completion = usage.get("completion_tokens_details")
+    if not prompt and not completion:
+        return Usage(*counts)
+    cached = token_count(prompt.get("cached_tokens")) if isinstance(prompt, Mapping) else None
+    reasoning = token_count(completion.get("reasoning_tokens")) \
+        if isinstance(completion, Mapping) else None
+    return Usage(counts[0], counts[1], counts[2], cached_tokens=cached,
+                 reasoning_tokens=reasoning)
 
 
 def _meta(payload: Mapping[str, Any]) -> Meta | None:
@@ -131,6 +161,15 @@ def _tool_calls(calls: Any, data: Any, secret: str | None) -> list[ToolCallDelta
     return [_tool_call(call, position, data, secret) for position, call in enumerate(calls)]
 
 
+def _several_choices(where: str) -> ProviderResponseError:
+    # Merging choices would garble the text (a stream) or hide all but one (a JSON
+    # reply); until chatplug reads n > 1, such a reply is refused, never merged.
+    return ProviderResponseError(
+        f"{where} has more than one choice (n > 1, sent through extra_body?); chatplug "
+        "does not support n > 1 yet: send n=1 or leave n out, and make one call per reply."
+    )
+
+
 def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
     # ChatGPT-Next-Web answers 200 with a JSON string (its caught exception, such as
     # ECONNREFUSED) when the upstream behind it fails: worth showing and retrying.
@@ -173,6 +212,8 @@ def reply_events(payload: Any, *, secret: str | None = None,
             f"the reply has no choices (keys: {', '.join(sorted(map(str, payload))) or 'none'}); "
             "the server may not be OpenAI-compatible."
         )
+    if len(choices) > 1:
+        raise _several_choices("the reply")
     choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, Mapping):
@@ -249,6 +290,8 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
             raise ProviderResponseError(
                 f"a stream chunk's choice is not an object: {_excerpt(data, secret)}"
             )
+        if len(choices) > 1 or choice.get("index") not in (0, None):
+            raise _several_choices("the stream")
         part = choice.get("delta")
         if not isinstance(part, dict) or not part:
             # Some servers put the whole message in the last chunk instead of a delta.
@@ -335,10 +378,13 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
             if fast:
                 # The shape nearly every chunk has, checked cheaply; anything else goes below.
                 try:
-                    choice = payload["choices"][0]
+                    choices = payload["choices"]
+                    choice = choices[0]
                     delta = choice["delta"]
                     text = delta["content"]
+                    # A second choice (n > 1) is refused below, never merged into the text.
                     if (type(text) is str and choice.get("finish_reason") is None
+                            and len(choices) == 1 and not choice.get("index")
                             and (len(delta) == 1 or _plain(delta)) and "error" not in payload
                             and ("usage" not in payload or payload["usage"] is None)):
                         if text:

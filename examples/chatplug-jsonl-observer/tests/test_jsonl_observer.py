@@ -25,7 +25,9 @@ def events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def read(path: Path) -> list[dict[str, Any]]:
+def read(path: Path, registry: Registry) -> list[dict[str, Any]]:
+    # Observers are notified after the call returns: wait until they heard everything.
+    assert registry.flush_observers(5)
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -42,7 +44,7 @@ def test_each_completion_writes_a_request_and_a_response(
     assert provider.create(messages=MESSAGES) == "You said: hello"
     chatplug_server.add(text="a b c")
     assert list(provider.create(messages=MESSAGES, stream=True)) == ["a", " b", " c"]
-    lines = read(events)
+    lines = read(events, chatplug_registry)
     assert [line["event"] for line in lines] == ["request", "response", "request", "response"]
     request, response = lines[2], lines[3]
     assert request["request_id"] == response["request_id"] != lines[0]["request_id"]
@@ -59,7 +61,7 @@ def test_a_stream_closed_early_is_reported_as_closed(
     chatplug_server.add(text="a b c d", piece_delay=0.2)
     with chatplug_registry.get("GravityEngine").create(messages=MESSAGES, stream=True) as stream:
         assert next(stream) == "a"
-    assert [(line["event"], line.get("outcome")) for line in read(events)] == [
+    assert [(line["event"], line.get("outcome")) for line in read(events, chatplug_registry)] == [
         ("request", None), ("response", "closed")]
 
 
@@ -70,8 +72,8 @@ def test_an_error_is_written_and_the_key_never_is(
     chatplug_server.add(status=401, text="Incorrect API key provided", echo_key=True)
     with pytest.raises(AuthenticationError):
         registry.get("OpenAI").create(messages=MESSAGES, model="m", max_retries=0)
+    request, error = read(events, registry)
     registry.close()
-    request, error = read(events)
     assert (request["event"], error["event"]) == ("request", "error")
     assert (error["error"], error["status_code"], error["attempts"]) == (
         "AuthenticationError", 401, 1)
@@ -94,7 +96,7 @@ def test_concurrent_completions_write_whole_lines(
     for thread in threads:
         thread.join(15)
     assert results == ["You said: hello"] * 8
-    lines = read(events)  # every line parses: none was interleaved with another
+    lines = read(events, chatplug_registry)  # every line parses: none was interleaved with another
     assert sorted(line["event"] for line in lines) == ["request"] * 8 + ["response"] * 8
     assert len({line["request_id"] for line in lines}) == 8
 
@@ -105,6 +107,7 @@ def test_an_unwritable_file_never_breaks_a_completion(
 ) -> None:
     monkeypatch.setenv(observer.ENV_PATH, str(tmp_path / "no-such-dir" / "events.jsonl"))
     assert chatplug_registry.get("GravityEngine").create(messages=MESSAGES) == "You said: hello"
+    assert chatplug_registry.flush_observers(5)
     assert "cannot write chatplug events" in caplog.text
 
 
@@ -114,6 +117,7 @@ def test_nothing_is_written_unless_a_path_is_configured(
     # conftest made tmp_path the working directory and unset CHATPLUG_JSONL_PATH.
     observer.chatplug_on_request(provider="P", model="m", stream=False, request_id="r1")
     assert chatplug_registry.get("GravityEngine").create(messages=MESSAGES) == "You said: hello"
+    assert chatplug_registry.flush_observers(5)
     assert observer.events_path() is None
     assert list(tmp_path.iterdir()) == []
 
@@ -123,5 +127,6 @@ def test_it_can_be_disabled_by_name(chatplug_server: ScriptedServer, events: Pat
     assert registry.observers() == []
     assert registry.disabled == {"jsonl": "chatplug-jsonl-observer"}
     registry.get("GravityEngine").create(messages=MESSAGES)
+    assert registry.flush_observers(5)
     registry.close()
     assert not events.exists()

@@ -10,7 +10,7 @@ sent.  Point it elsewhere with CHATPLUG_LLAMACPP_URL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chatplug import hookimpl
@@ -34,14 +34,13 @@ def create_completion(
     url: str,
     api_key: str | None,
     http: Any,
+    params: Mapping[str, Any],
     temperature: float = 0.8,
     top_k: int = 40,
     repeat_penalty: float = 1.1,
 ) -> Iterator[str | Event]:
     from chatplug.wire import openai
 
-    return openai.chat(
-        http, f"{url}/chat/completions", model=model, messages=messages, stream=stream,
-        api_key=api_key, events=True, temperature=temperature, top_k=top_k,
-        repeat_penalty=repeat_penalty,
-    )
+    # The parameters above, validated, arrive together in params.
+    return openai.chat(http, f"{url}/chat/completions", model=model, messages=messages,
+                       stream=stream, api_key=api_key, events=True, **params)

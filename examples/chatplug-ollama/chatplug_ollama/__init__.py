@@ -22,7 +22,7 @@ a bearer token.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chatplug import hookimpl
@@ -95,6 +95,8 @@ def create_completion(
     url: str,
     api_key: str | None,
     http: HTTPClient,
+    params: Mapping[str, Any],
+    # Sampling options (validated, and received together in params) and tools.
     temperature: float | None = None,
     top_p: float | None = None,
     top_k: int | None = None,
@@ -105,8 +107,7 @@ def create_completion(
 ) -> Iterator[str | Event]:
     from chatplug.wire import ndjson
 
-    body = request_body(model, messages, stream, tools, temperature=temperature, top_p=top_p,
-                        top_k=top_k, num_ctx=num_ctx, num_predict=num_predict, seed=seed)
+    body = request_body(model, messages, stream, **params)
     reply = ndjson.OllamaReply()
     yield from ndjson.chat(http, url + CHAT_PATH, body, text=reply.text, is_last=reply.is_last,
                            events=reply.events, api_key=api_key)

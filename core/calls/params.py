@@ -159,8 +159,14 @@ class ParameterSet:
         self.user: dict[str, Parameter] = {
             p.name: p for p in parameters if p.name not in CORE_ARGUMENTS
         }
+        self._defaults = {p.name: p.default for p in self.user.values() if not p.required}
         self._model: Any = None
         self._lock = threading.Lock()
+
+    def values(self, checked: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Every user parameter by name: the ``checked`` (validated) value, else the
+        declared default; read-only (what a function naming ``params`` receives)."""
+        return types.MappingProxyType({**self._defaults, **checked})
 
     def params_string(self, module_name: str) -> str:
         """The seed's ``params`` string: ``<module> supports: (name: type, ...)``."""

@@ -1,0 +1,271 @@
+"""What every completion endpoint of the gateway does, whatever wire it speaks.
+
+An :class:`Endpoint` reads and checks the request (its wire's :meth:`~Endpoint.parse`),
+resolves ``model`` in the registry (``Provider``, ``Provider/model`` or a route) and
+has the library prepare the call (messages, parameters, capabilities, key) before any
+status is committed, so a bad request is a 400 naming what is wrong.  The call then
+runs on chatplug's async API (nothing here talks HTTP upstream), while
+:class:`~.shutdown.Interruption` watches for the client going away and for the end of
+a shutdown's grace.  A whole reply is the wire's :meth:`~Endpoint.whole` body; a
+stream goes through :class:`~.streaming.EventStream` with the wire's encoder.
+
+The wires (:mod:`.chat`, :mod:`.messages`, :mod:`.responses`) say only what differs:
+how a request reads, how a reply and an error are written.  A pure ASGI endpoint: it
+reads the body and writes the response itself, so each piece leaves as it arrives and
+a disconnect is seen at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..calls.aio import acomplete, acreate
+from ..errors import ChatplugError
+from .access import note
+from .errors import GatewayError, from_chatplug
+from .limits import Disconnected, read_body
+from .request import ChatRequest
+from .shutdown import SHUTDOWN, Interruption
+from .streaming import EventStream
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from ..calls.aio import AsyncStream
+    from ..calls.completion import Completion
+    from ..calls.prepared import PreparedCall
+    from ..routes.route import PreparedRoute
+    from .app import Gateway
+    from .streaming import Encoder
+
+__all__ = ["Endpoint", "Upstream"]
+
+_JSON = (b"content-type", b"application/json")
+
+
+def _shutting_down() -> GatewayError:
+    return GatewayError(503, "the gateway is shutting down and ended this reply; retry, "
+                             "another replica will answer.", code="server_shutting_down")
+
+
+class Upstream:
+    """One request's target: a provider's prepared call, or a route (which prepares
+    each of its entries itself)."""
+
+    __slots__ = ("model", "prepared", "request", "target")
+
+    def __init__(self, target: Any, model: str | None, request: ChatRequest) -> None:
+        self.target = target
+        self.model = model
+        self.request = request
+        prepare = getattr(target, "prepare", None)
+        self.prepared: PreparedCall | PreparedRoute | None = None
+        if prepare is not None:
+            self.prepared = prepare(request.messages, model, request.stream,
+                                    extra_body=request.extra_body, **request.params)
+
+    @property
+    def name(self) -> str:
+        # A provider's prepared call names it; a route's names the route.
+        provider = getattr(self.prepared, "provider", None)
+        return str(provider or self.target.name)
+
+    @property
+    def served_model(self) -> str:
+        model = getattr(self.prepared, "model", None)
+        return str(model or self.model or self.target.name)
+
+    def _options(self) -> dict[str, Any]:
+        return {"extra_body": self.request.extra_body, **self.request.params}
+
+    async def complete(self) -> Completion:
+        if self.prepared is not None:
+            return await acomplete(self.target, self.prepared)
+        completion: Completion = await self.target.acomplete(
+            self.request.messages, self.model, **self._options())
+        return completion
+
+    async def stream(self) -> AsyncStream:
+        if self.prepared is not None:
+            # The relay passes each piece on and keeps none of the text.
+            stream: Any = await acreate(self.target, self.prepared, keep_text=False)
+        else:
+            stream = await self.target.acreate(self.request.messages, self.model, stream=True,
+                                               **self._options())
+        return stream  # type: ignore[no-any-return]
+
+
+def _ms(seconds: float) -> bytes:
+    return f"{seconds * 1000:.2f}".encode()
+
+
+class Endpoint:
+    """One wire's completion endpoint; one instance per app.  Subclasses say how their
+    wire reads a request (:meth:`parse`, :meth:`request_for`) and writes a reply
+    (:meth:`whole`, :meth:`encoder`); :attr:`anthropic` picks the error envelope."""
+
+    #: Errors in Anthropic's envelope and statuses (``/v1/messages``), else OpenAI's.
+    anthropic = False
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    # -- what a wire says ----------------------------------------------------------------
+
+    def parse(self, body: bytes) -> Any:
+        """The wire's request, checked.
+
+        :raises GatewayError: 400 naming what is wrong.
+        """
+        raise NotImplementedError
+
+    def request_for(self, parsed: Any, target: Any) -> ChatRequest:
+        """The chat request to run against ``target`` (the parsed one, by default)."""
+        request: ChatRequest = parsed
+        return request
+
+    def headers(self, parsed: Any, request: ChatRequest) -> list[tuple[bytes, bytes]]:
+        """Extra response headers of this wire (e.g. the fields it dropped)."""
+        return []
+
+    def whole(self, completion: Completion, upstream: Upstream, parsed: Any) -> dict[str, Any]:
+        """A whole reply's body."""
+        raise NotImplementedError
+
+    def encoder(self, upstream: Upstream, parsed: Any) -> Encoder:
+        """The encoder of a stream."""
+        raise NotImplementedError
+
+    async def before(self, parsed: Any) -> None:
+        """Runs after parsing, before the model is resolved (a stored conversation is
+        loaded here).
+
+        :raises GatewayError: the request cannot go on.
+        """
+
+    async def after(self, parsed: Any, reply: Any) -> None:
+        """Runs once a reply is whole, before its last bytes go out (a response is stored
+        here): ``reply`` is the whole body, or the stream's encoder."""
+
+    # -- the path ------------------------------------------------------------------------
+
+    async def _fail(self, send: Send, error: GatewayError,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await error.send(send, headers, anthropic=self.anthropic)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        gateway = self.gateway
+        try:
+            parsed = self.parse(await read_body(scope, receive, gateway.settings.max_body_bytes))
+            note(scope, model=parsed.model)
+            await self.before(parsed)
+            gateway.inflight.enter()
+        except Disconnected:
+            return
+        except GatewayError as error:
+            await self._fail(send, error)
+            return
+        try:
+            try:
+                target, model = gateway.registry.resolve(parsed.model)
+                request = self.request_for(parsed, target)
+                upstream = Upstream(target, model, request)
+            except ChatplugError as error:
+                await self._fail(send, from_chatplug(error))
+                return
+            note(scope, provider=upstream.name)
+            extra = self.headers(parsed, request)
+            if request.stream:
+                await self._stream(scope, receive, send, upstream, parsed, extra, started)
+            else:
+                await self._complete(scope, receive, send, upstream, parsed, extra, started)
+        finally:
+            gateway.inflight.leave()
+
+    async def _complete(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream,
+                        parsed: Any, extra: list[tuple[bytes, bytes]], started: float) -> None:
+        error: ChatplugError | None = None
+        completion: Completion | None = None
+        async with Interruption(receive, self.gateway.drain) as interruption:
+            called = time.perf_counter()
+            try:
+                completion = await upstream.complete()
+            except ChatplugError as exc:
+                error = exc
+            upstream_s = time.perf_counter() - called
+            interruption.settled()
+        if interruption.reason is not None:
+            if interruption.reason == SHUTDOWN:
+                await self._fail(send, _shutting_down())
+            return  # the client is gone: nobody to answer
+        if error is not None or completion is None:
+            await self._fail(send, from_chatplug(error or _no_completion()), extra)
+            return
+        if completion.provider:
+            note(scope, provider=completion.provider)
+        reply = self.whole(completion, upstream, parsed)
+        await self.after(parsed, reply)
+        body = json.dumps(reply, ensure_ascii=False).encode()
+        overhead = time.perf_counter() - started - upstream_s
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            _JSON,
+            (b"x-chatplug-provider", (completion.provider or upstream.name).encode()),
+            (b"x-chatplug-attempts", str(completion.attempts).encode()),
+            (b"x-chatplug-overhead-ms", _ms(overhead)),
+            *extra,
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream,
+                      parsed: Any, extra: list[tuple[bytes, bytes]], started: float) -> None:
+        relay: EventStream | None = None
+        async with Interruption(receive, self.gateway.drain) as interruption:
+            try:
+                stream = await upstream.stream()
+            except ChatplugError as error:
+                interruption.settled()
+                await self._fail(send, from_chatplug(error), extra)
+                return
+            setup = time.perf_counter() - started
+
+            def headers() -> list[tuple[bytes, bytes]]:
+                completion = stream.completion
+                provider = completion.provider or upstream.name
+                note(scope, provider=provider)
+                return [(b"x-chatplug-provider", provider.encode()),
+                        (b"x-chatplug-attempts", str(completion.attempts).encode()),
+                        (b"x-chatplug-overhead-ms", _ms(setup)), *extra]
+
+            encoder = self.encoder(upstream, parsed)
+
+            async def before_end() -> None:
+                await self.after(parsed, encoder)
+
+            relay = EventStream(send, encoder, headers, before_end)
+            events = stream.events()
+            try:
+                await relay.relay(events)
+            except ChatplugError as error:
+                if relay.committed:
+                    await relay.fail(from_chatplug(error))
+                else:
+                    await self._fail(send, from_chatplug(error), extra)
+            finally:
+                relay.close()
+                interruption.settled()
+                close = getattr(events, "aclose", None)  # an async generator's: close it now
+                if close is not None:
+                    await close()
+        if interruption.reason == SHUTDOWN:
+            if relay is not None and relay.committed:
+                await relay.fail(_shutting_down())
+            else:
+                await self._fail(send, _shutting_down())
+
+
+def _no_completion() -> ChatplugError:
+    return ChatplugError("the call ended without a reply or an error; this is a bug in "
+                         "chatplug's gateway, please report it.")

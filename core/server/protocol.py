@@ -1,0 +1,223 @@
+"""The gateway's HTTP/1.1 connections: uvicorn's httptools protocol, bounded.
+
+uvicorn bounds neither the request head a client sends nor the time it takes
+to send it, nor the number of connections: one connection sending endless
+headers grows memory without bound, and a thousand that dribble their
+headers hold every file the process may open.  :class:`GatewayProtocol` adds,
+per worker (:class:`Limits`, from the gateway's settings):
+
+- **the head**: at most ``max_header_bytes`` (request line and headers) and
+  ``max_headers`` header lines; beyond, 431.  Bytes are counted as they
+  arrive, so an unfinished head is refused as soon as it is too long;
+- **the time**: a request (head and body) must arrive within
+  ``request_timeout`` seconds of its first byte (of the connection, for the
+  first request); then 408.  An idle connection between requests is
+  uvicorn's keep-alive timeout's;
+- **connections**: at most ``max_connections`` open; the next one is answered
+  503 at once, before its request is read.
+
+Each refusal is written here, in OpenAI's error envelope with
+``Connection: close``; then the connection is half-closed and whatever the
+client still sends is read and dropped for up to :data:`LINGER` seconds, so
+that the client reads the answer rather than a reset.
+
+``chatplug serve`` runs it (``http="chatplug.server.protocol:GatewayProtocol"``,
+limits from ``CHATPLUG_SERVER_*``); :func:`protocol_for` makes one with the
+limits of given settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from .errors import GatewayError
+
+if TYPE_CHECKING:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from ..gateway_settings import ServerSettings
+
+__all__ = ["LINGER", "GatewayProtocol", "Limits", "protocol_for"]
+
+#: Seconds a refused connection is read and drained before it is closed.
+LINGER = 1.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold of a worker."""
+
+    max_connections: int
+    max_header_bytes: int
+    max_headers: int
+    request_timeout: float
+
+    @classmethod
+    def of(cls, settings: ServerSettings) -> Limits:
+        return cls(max_connections=settings.max_connections,
+                   max_header_bytes=settings.max_header_bytes,
+                   max_headers=settings.max_headers,
+                   request_timeout=settings.request_timeout)
+
+
+def _process_limits() -> Limits:
+    from ..gateway_settings import load_server_settings
+
+    return Limits.of(load_server_settings())
+
+
+def _response(error: GatewayError) -> bytes:
+    body = error.encoded()
+    lines = [STATUS_LINE[error.status]]
+    lines.extend(name + b": " + value + b"\r\n" for name, value in error.headers)
+    lines.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+    lines.append(body)
+    return b"".join(lines)
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with :class:`Limits` on head size, time and connections."""
+
+    #: This class's limits; ``None``: read from the environment once per process.
+    limits: ClassVar[Limits | None] = None
+    _from_environment: ClassVar[Limits | None] = None
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limits = self.limits
+        if limits is None:
+            limits = GatewayProtocol._from_environment
+            if limits is None:
+                limits = GatewayProtocol._from_environment = _process_limits()
+        self._limits = limits
+        #: Bytes received since the current request's head began (counted while in it).
+        self._received = 0
+        self._in_head = True
+        self._refused = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- the connection ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._limits.max_connections:
+            self._refuse(GatewayError(
+                503, f"the gateway is at its limit of {self._limits.max_connections} open "
+                     "connections (CHATPLUG_SERVER_MAX_CONNECTIONS); retry shortly.",
+                code="too_many_connections", retry_after=1))
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the answer is out: what still comes is dropped
+        if self._in_head:
+            self._received += len(data)
+        super().data_received(data)
+        if self._in_head and self._received > self._limits.max_header_bytes:
+            self._head_too_large()
+
+    # -- parser callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_head = False
+        limits = self._limits
+        if len(self.headers) > limits.max_headers:
+            self._head_too_large()
+            return
+        if self._received > limits.max_header_bytes:
+            # The count included body bytes that came in the same read: measure the head.
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > limits.max_header_bytes:
+                self._head_too_large()
+                return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        super().on_message_complete()
+        self._disarm()
+        self._in_head = True
+        self._received = 0
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a parse error after a refusal has been answered already
+            super().send_400_response(msg)
+
+    # -- limits ------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            self._timer = self.loop.call_later(self._limits.request_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing() or self._refused:
+            return
+        cycle = self.cycle
+        if not self._in_head and cycle is not None and cycle.response_started:
+            self.transport.close()  # the app answered already: nothing more can be said
+            return
+        self._refuse(GatewayError(
+            408, f"the request did not arrive in full within "
+                 f"{self._limits.request_timeout:g} seconds "
+                 "(CHATPLUG_SERVER_REQUEST_TIMEOUT); send it at once.",
+            code="request_timeout", type="invalid_request_error", retry=False))
+
+    def _head_too_large(self) -> None:
+        limits = self._limits
+        self._refuse(GatewayError(
+            431, f"the request head is larger than the gateway's limit of "
+                 f"{limits.max_header_bytes} bytes and {limits.max_headers} header lines "
+                 "(CHATPLUG_SERVER_MAX_HEADER_BYTES, CHATPLUG_SERVER_MAX_HEADERS).",
+            code="request_header_too_large", type="invalid_request_error", retry=False))
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer ``error``, stop serving this connection, drain it, then close it."""
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        self._disarm()
+        self.pipeline.clear()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # The app still reading this request hears a disconnect and answers nothing.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        transport = self.transport
+        transport.write(_response(error))
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER, transport.close)
+
+
+def protocol_for(settings: ServerSettings) -> type[GatewayProtocol]:
+    """A :class:`GatewayProtocol` with the limits of ``settings``, for ``uvicorn.Config(http=)``."""
+    return type("GatewayProtocol", (GatewayProtocol,), {"limits": Limits.of(settings)})
