@@ -9,6 +9,7 @@ settings module so that the registry can use it without importing pydantic.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["CONVENTIONAL", "ENVIRONMENT_ONLY", "PREFIX", "TRUST_DOTENV", "env_name",
@@ -32,6 +33,7 @@ TRUST_DOTENV = "CHATPLUG_TRUST_DOTENV"
 ENVIRONMENT_ONLY = ("CHATPLUG_HOME", "CHATPLUG_LOG", TRUST_DOTENV)
 
 
+@functools.lru_cache(maxsize=1024)  # every call looks its provider's settings up by it
 def provider_slug(provider: str) -> str:
     """The settings key of a provider name: lower case, runs of other characters as `_`."""
     return re.sub(r"[^0-9a-z]+", "_", provider.lower()).strip("_")

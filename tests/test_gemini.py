@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from chatplug import (
     ContentFilteredError,
     InvalidRequestError,
     ProviderHTTPError,
+    RateLimitError,
     Registry,
     StreamInterruptedError,
     Usage,
@@ -359,3 +361,39 @@ class TestGeminiConformance(ProviderConformance):
     provider_name = "Gemini"
     model = MODEL
     reports = ALL_EVENTS
+
+
+def test_a_refused_key_is_an_authentication_error_though_gemini_says_400(
+        chatplug_server: ScriptedServer) -> None:
+    from chatplug.settings import Settings
+
+    chatplug_server.api_key = "the-right-key-000000"
+    registry = Registry(settings=Settings(provider_urls={"gemini": chatplug_server.url},
+                                          provider_api_keys={"gemini": "a-wrong-key-0000000"}))
+    try:
+        with pytest.raises(AuthenticationError, match="GOOGLE_API_KEY") as info:
+            registry.get("Gemini").complete(USER, model=MODEL, max_retries=2)
+        assert info.value.status_code == 400
+        assert len(chatplug_server.requests) == 1, "a refused key is not retried"
+    finally:
+        registry.close()
+
+
+def test_retry_info_is_honoured_on_429(registry: Registry,
+                                       chatplug_server: ScriptedServer) -> None:
+    exhausted = {"error": {"code": 429, "message": "Quota exceeded.",
+                           "status": "RESOURCE_EXHAUSTED", "details": [
+                               {"@type": "type.googleapis.com/google.rpc.QuotaFailure"},
+                               {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                "retryDelay": "0.3s"}]}}
+    chatplug_server.add(status=429, body=json.dumps(exhausted).encode())
+    chatplug_server.add(text="after the quota's wait")
+    started = time.monotonic()
+    completion = registry.get("Gemini").complete(USER, model=MODEL, max_retries=1)
+    waited = time.monotonic() - started
+    assert completion.text == "after the quota's wait"
+    assert waited >= 0.3, "the RetryInfo delay was waited"
+    chatplug_server.add(status=429, body=json.dumps(exhausted).encode())
+    with pytest.raises(RateLimitError) as info:
+        registry.get("Gemini").complete(USER, model=MODEL, max_retries=0)
+    assert info.value.retry_after == 0.3

@@ -21,12 +21,13 @@ RULES: dict[str, frozenset[str]] = {
     "calls": frozenset({"plugins", "routes", "server", "cli", "batch"}),
     "routes": frozenset({"plugins", "server", "cli", "batch"}),
     "wire": frozenset({"calls", "routes", "plugins", "server", "cli", "batch"}),
-    # Two more rules of issue 18 hold once the transport and gateway work lands; add them
-    # to the entries below then: transport/ does not import wire/ (error bodies are parsed
-    # above it, or the parser is passed in), settings does not import server/.
     # Only the command line talks to the terminal; nothing in the library imports it.
     **{layer: frozenset({"cli"}) for layer in
-       ("plugins", "server", "batch", "logs", "transport", "settings", "keys", "hooks")},
+       ("plugins", "server", "batch", "logs", "keys", "hooks")},
+    # The settings are read by the gateway, never the other way round.
+    "settings": frozenset({"cli", "server"}),
+    # Error bodies are parsed at the transport's own level (transport/bodies.py).
+    "transport": frozenset({"cli", "wire"}),
 }
 
 

@@ -148,6 +148,20 @@ def test_errors_name_the_fault_like_the_sync_transport(raw: RawServer) -> None:
         registry.close()
 
 
+def test_tls_at_a_plain_port_and_an_unknown_host_read_like_the_sync_transport(
+        server: ScriptedServer) -> None:
+    for url, words in ((server.url.replace("http://", "https://"), "does not speak TLS"),
+                       ("http://chatplug-nowhere.invalid", "could not resolve the host")):
+        registry = _registry(url)
+        try:
+            sync, native = _both(registry, stream=False)
+        finally:
+            registry.close()
+        assert sync == native
+        assert native[0] == "ProviderConnectionError", native
+        assert words in native[1], native
+
+
 def test_connection_refused(server: ScriptedServer) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     registry = _registry(closed)
@@ -496,26 +510,67 @@ with ScriptedServer(lifetime=30) as server:
 """
 
 
-def test_a_native_call_takes_no_worker_and_never_loads_requests() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATPLUG_", "HTTP"))}
+def _probe(script: str) -> list[str]:
+    """What ``script`` prints, run in a fresh interpreter without chatplug or proxy
+    variables."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHATPLUG_") and k.lower() not in (
+               "http_proxy", "https_proxy", "no_proxy", "all_proxy")}
     env["PYTHONPATH"] = ROOT
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60, env=env, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_a_native_call_takes_no_worker_and_never_loads_requests() -> None:
+    lines = _probe(PROBE)
     assert lines[0] == "('You said: hi', ['You', ' said:', ' hi', ' there'], 'You said: x')"
     assert lines[1] == "False []"
 
 
-def test_a_proxy_sends_async_calls_to_worker_threads(server: ScriptedServer,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # only https goes through it
+PROXIED = """
+import asyncio, os, sys, threading
+from chatplug.testing import ScriptedServer
+from chatplug.testing.pytest_plugin import registry_for
+
+with ScriptedServer(lifetime=30) as proxy:
+    os.environ["HTTP_PROXY"] = proxy.url  # the scripted server plays a forward proxy
+    registry = registry_for(proxy, urls={"GravityEngine": "http://chatplug-proxied.invalid"},
+                            plugins="")
+    async def main():
+        provider = registry.provider("GravityEngine")
+        text = await provider.acreate([{"role": "user", "content": "hi"}])
+        stream = await provider.acreate([{"role": "user", "content": "hi there"}], stream=True)
+        return text, [piece async for piece in stream]
+    print(asyncio.run(main()))
+    print([request.path for request in proxy.requests])
+    workers = [t.name for t in threading.enumerate() if t.name.startswith("chatplug-async")]
+    print("requests" in sys.modules, workers)
+"""
+
+
+def test_proxies_are_used_on_the_loop_and_no_proxy_alone_changes_nothing(
+        server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _probe(PROXIED)
+    assert lines[0] == "('You said: hi', ['You', ' said:', ' hi', ' there'])"
+    assert lines[1] == str(["http://chatplug-proxied.invalid/api/openai/v1/chat/completions"] * 2)
+    assert lines[2] == "False []"  # on the loop: no worker, no requests
+    # NO_PROXY alone (or one that covers the host) keeps calls on the loop, direct.
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     registry = _registry(server.url)
     try:
-        assert registry.runtime.transport.native is False
+        assert registry.runtime.transport.native
         assert asyncio.run(registry.provider("GravityEngine").acreate(MESSAGES)) == \
             "You said: hello"
-        assert registry.runtime.async_pool.max_workers > 0
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # NO_PROXY covers the server
+        registry.runtime.transport._loop_proxies.clear()
+        assert asyncio.run(registry.provider("GravityEngine").acreate(MESSAGES)) == \
+            "You said: hello"
+        assert [request.path for request in server.requests] == [
+            "/api/openai/v1/chat/completions"] * 2
     finally:
         registry.close()
 

@@ -149,3 +149,38 @@ def test_property_fields_in_any_split_give_what_one_read_gives(
 def test_property_any_bytes_decode_without_raising(chunks: list[bytes]) -> None:
     for event in events_of(chunks):
         assert isinstance(event.data, str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(field_lines, max_size=30), cut=st.sampled_from(["", "data: {\"cut", "da"]),
+       sizes=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=20))
+def test_property_bulk_reads_with_a_cut_end_give_what_feed_gives(
+    lines: list[str], cut: str, sizes: list[int]
+) -> None:
+    # Reads that end anywhere inside an event (as bulk reads do), and a last line cut in
+    # transit: the data, the cut and what a clean end dispatches are those of feed().
+    data = ("".join(line + "\n" for line in lines) + cut).encode()
+    reference = SSEDecoder()
+    expected = [event.data for event in reference.feed(data)]
+    expected_cut = reference.cut_line
+    if not expected_cut:
+        expected += [event.data for event in reference.end()]
+    decoder = SSEDecoder()
+    found, position = [], 0
+    for size in [*sizes, len(data)]:
+        found += decoder.feed_data(data[position:position + size])
+        position += size
+    assert decoder.cut_line == expected_cut
+    if not decoder.cut_line:
+        found += [event.data for event in decoder.end()]
+    assert found == expected
+
+
+def test_an_event_longer_than_the_kept_bytes_goes_to_the_line_decoder() -> None:
+    decoder = SSEDecoder()
+    text = "x" * (200 * 1024)
+    data = f"data: {text}\n\ndata: next\n\n".encode()
+    found = []
+    for start in range(0, len(data), 16 * 1024):
+        found += decoder.feed_data(data[start:start + 16 * 1024])
+    assert found == [text, "next"]

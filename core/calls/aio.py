@@ -3,12 +3,13 @@
 Providers are sync generators.  A provider that declares ``native_async = True``
 (its IO goes only through :mod:`chatplug.wire`) is driven *on the loop*: the
 same :class:`~chatplug.calls.run.Call` generator, whose transport reads
-(:mod:`chatplug.transport.native`) yield a
+(:mod:`chatplug.transport.native`, aiohttp) yield a
 :class:`~chatplug.transport.pending.Pending` where they would block; the loop
-awaits it and goes on.  No thread, no hand-over per piece.
+awaits it and goes on.  No thread, no hand-over per piece.  Proxies
+(``HTTP(S)_PROXY``, ``NO_PROXY``) are honoured on the loop too.
 
-Any other call (a provider without the flag, an observer installed, a proxy,
-``CHATPLUG_NATIVE_ASYNC=0``, no httptools) runs on the runtime's
+Any other call (a provider without the flag, an observer installed,
+``CHATPLUG_NATIVE_ASYNC=0``, aiohttp not installed) runs on the runtime's
 :class:`~chatplug.calls.workers.WorkerPool` (``CHATPLUG_ASYNC_WORKERS`` threads,
 never the loop's default executor).  A stream's worker pushes what the
 provider yields into a bounded buffer (:data:`BUFFER_LIMIT` items: a slow

@@ -327,8 +327,10 @@ class Provider(Caller):
     def _check_capabilities(self, messages: list[dict[str, Any]],
                             values: Mapping[str, Any]) -> None:
         needed = set(required_capabilities(messages))
-        if any(values.get(name) is not None for name in _TOOL_PARAMETERS):
+        if values and any(values.get(name) is not None for name in _TOOL_PARAMETERS):
             needed.add(TOOLS)
+        if not needed:
+            return
         missing = [what for what, has in ((TOOLS, self.supports_tools),
                                           (VISION, self.supports_vision))
                    if what in needed and not has]

@@ -115,6 +115,7 @@ def create_app(registry: Registry | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        registry.runtime.transport.prepare_loop()  # no import stalls the first request
         gateway.drain.install()
         try:
             yield

@@ -67,6 +67,9 @@ TEXT = "Conformance reply: héllo wörld ✓ 🎉"
 PIECES = ["Hello", ",", " wörld", " ✓", " 🎉"]
 #: Seconds any single call of the suite may take; nothing here waits longer.
 CALL_TIMEOUT = 10.0
+#: Pieces of the long stream: many socket reads, so every wait the transport yields
+#: must reach the loop (a plugin that drops one would freeze it).
+LONG_PIECES = 3000
 _INJECTED = INJECTED_ARGUMENTS
 _CORE = ("model", "messages", "stream")
 
@@ -397,6 +400,47 @@ class ProviderConformance:
         expected = _outcome(sync)
         script()
         assert _outcome(lambda: asyncio.run(run_async())) == expected
+
+    def test_a_long_async_stream_keeps_the_loop_running(
+        self, provider: Provider, chatplug_server: ScriptedServer
+    ) -> None:
+        """A reply that needs many socket reads, streamed through ``acreate``, arrives
+        whole, and the event loop is never frozen meanwhile (a ``native_async`` plugin
+        that drops the transport's waits would spin it).  The loop runs on a thread the
+        kit waits for a bounded time, so the kit itself never hangs."""
+        if not provider.supports_stream:
+            pytest.skip("the provider does not stream")
+        import asyncio
+        import threading
+
+        pieces = [f" p{index}" for index in range(LONG_PIECES)]
+        chatplug_server.add(pieces=pieces)
+        options = {"model": self.model, "timeout": CALL_TIMEOUT, "max_retries": 0,
+                   **self.options}
+        outcome: list[Any] = []
+
+        async def run() -> str:
+            stream = await provider.acreate(MESSAGES, stream=True, **options)
+            assert not isinstance(stream, str)
+            async with stream:
+                return "".join([piece async for piece in stream])
+
+        def loop() -> None:
+            outcome.append(_outcome(lambda: asyncio.run(run())))
+
+        thread = threading.Thread(target=loop, name="conformance-loop", daemon=True)
+        thread.start()
+        thread.join(CALL_TIMEOUT + 5)
+        if thread.is_alive():
+            pytest.fail(f"{self.provider_name}: acreate's event loop was still busy "
+                        f"{CALL_TIMEOUT + 5:g} s after a streamed call with a "
+                        f"{CALL_TIMEOUT:g} s timeout began: the plugin froze it (a "
+                        "native_async plugin must pass the transport's waits through; "
+                        "see docs/writing-a-provider.md)")
+        if outcome != [("ok", "".join(pieces))]:
+            kind, said = outcome[0]
+            pytest.fail(f"{self.provider_name}: a long stream through acreate did not "
+                        f"arrive whole: {kind}: {str(said)[:300]}")
 
     # -- events ----------------------------------------------------------------------
 

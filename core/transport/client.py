@@ -66,6 +66,7 @@ class Transport:
         self.verify: str | bool = ca_bundle or True
         self._session: requests.Session | None = None
         self._proxies: dict[str, dict[str, str]] = {}
+        self._loop_proxies: dict[str, str | None] = {}
         self._native: bool | None = None
         self._lock = threading.Lock()
         install_log_redaction()
@@ -135,18 +136,46 @@ class Transport:
             proxies = self._proxies[origin] = dict(get_environ_proxies(origin))
         return proxies
 
+    def loop_proxy(self, url: str) -> str | None:
+        """The proxy for ``url`` on the event-loop path (:mod:`.native`), from
+        ``HTTP(S)_PROXY``/``NO_PROXY`` as they were when its host was first used.
+
+        Read with the standard library (``urllib.request.getproxies``/``proxy_bypass``),
+        so that an event loop never imports ``requests``.
+        """
+        origin = "/".join(url.split("/", 3)[:3])
+        try:
+            return self._loop_proxies[origin]
+        except KeyError:
+            pass
+        import urllib.request
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(origin)
+        proxy = urllib.request.getproxies().get(parts.scheme.lower())
+        if proxy is not None and urllib.request.proxy_bypass(parts.netloc):
+            proxy = None
+        self._loop_proxies[origin] = proxy
+        return proxy
+
     @property
     def native(self) -> bool:
         """Whether calls an event loop drives can do their IO on it (:mod:`.native`):
-        the parser is installed and no proxy is configured (the native transport
-        speaks to servers directly; with a proxy, async calls use worker threads)."""
+        aiohttp is installed (``chatplug[async]``)."""
         if self._native is None:
-            import urllib.request
-
             from .native import available
 
-            self._native = available() and not urllib.request.getproxies()
+            self._native = available()
         return self._native
+
+    def prepare_loop(self) -> None:
+        """Import what calls on an event loop need (aiohttp) now: a server calls this
+        before it serves, so that its first call does not stall the loop for the import
+        (a quarter of a second on a busy machine).  Nothing happens without aiohttp."""
+        if self.native:
+            from .native import prepare
+
+            prepare()
 
     def client(
         self,
@@ -170,9 +199,9 @@ class Transport:
             session, self._session = self._session, None
         if session is not None:
             session.close()
-        from .native import close_pools
+        from .native import close_sessions
 
-        close_pools(self)
+        close_sessions(self)
 
 
 class HTTPClient:

@@ -12,18 +12,27 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 
-__all__ = ["ACCEPT_ENCODING", "PIECE", "ContentDecoder", "UnsupportedEncoding"]
+__all__ = ["ACCEPT_ENCODING", "MAX_CODINGS", "PIECE", "ContentDecoder", "TooManyEncodings",
+           "UnsupportedEncoding"]
 
 #: What chatplug asks servers for: exactly what it can decode incrementally.
 ACCEPT_ENCODING = "gzip, deflate"
 #: The most bytes one decoding step produces.
 PIECE = 64 * 1024
+#: The most codings one reply may chain (``gzip, deflate``): each layer holds a zlib
+#: window and a generator, so a chain of hundreds would hold megabytes per call (and a
+#: thousand would overflow the stack); no server needs more than two.
+MAX_CODINGS = 2
 #: Compressed bytes kept to retry a "deflate" body as raw deflate (servers differ).
 _REPLAY_LIMIT = 64 * 1024
 
 
 class UnsupportedEncoding(ValueError):
     """The reply uses a content encoding chatplug does not decode."""
+
+
+class TooManyEncodings(ValueError):
+    """The reply chains more than :data:`MAX_CODINGS` content encodings."""
 
 
 class _Inflate:
@@ -83,20 +92,21 @@ class ContentDecoder:
     """Undoes a ``Content-Encoding`` header's chain of encodings, incrementally.
 
     :raises UnsupportedEncoding: an encoding other than gzip, deflate or identity.
+    :raises TooManyEncodings: more than :data:`MAX_CODINGS` of them.
     """
 
     __slots__ = ("_layers",)
 
     def __init__(self, content_encoding: str) -> None:
-        layers = []
         # Listed in the order they were applied; undone in reverse.
-        for name in reversed([e.strip().lower() for e in content_encoding.split(",")]):
-            if name in ("", "identity"):
-                continue
+        names = [name for name in (e.strip().lower() for e in content_encoding.split(","))
+                 if name not in ("", "identity")]
+        if len(names) > MAX_CODINGS:
+            raise TooManyEncodings(len(names))
+        for name in names:
             if name not in ("gzip", "x-gzip", "deflate"):
                 raise UnsupportedEncoding(name)
-            layers.append(_Inflate(gzip=name != "deflate"))
-        self._layers = layers
+        self._layers = [_Inflate(gzip=name != "deflate") for name in reversed(names)]
 
     @property
     def identity(self) -> bool:

@@ -7,14 +7,16 @@ server said before it becomes part of a message.
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import http.client
 import math
-import socket
+import os
+import re
 import ssl
 import sys
 import time
-import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .client import HTTPClient, Reply
 
 __all__ = [
+    "ConnectCut",
     "ConnectFailed",
     "ConnectTimeout",
     "IncompleteBody",
@@ -51,6 +54,11 @@ __all__ = [
 
 class ConnectFailed(ConnectionError):
     """chatplug's own transport could not reach the server (or it closed without answering)."""
+
+
+class ConnectCut(ConnectionError):
+    """chatplug's loop transport: the call's deadline or a cancel cut a request before its
+    answer came (reported as that cut)."""
 
 
 class ConnectTimeout(TimeoutError):
@@ -80,7 +88,7 @@ EXCERPT_LENGTH = 200
 
 def excerpt(body: bytes | str, secret: str | None) -> str:
     """A short excerpt of a body for a message, the key masked before it is cut."""
-    from ..wire.errors import excerpt as cut
+    from .bodies import excerpt as cut
 
     return cut(body, secret, EXCERPT_LENGTH)
 
@@ -144,7 +152,7 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
     a 403 that says the model is not allowed (NextChat's ``CUSTOM_MODELS``): that is
     a :class:`ProviderHTTPError` about the model.
     """
-    from ..wire.errors import body_error, model_refused, sentence
+    from .bodies import body_error, model_refused, sentence
 
     body = reply.read(limit=ERROR_BODY_LIMIT, fail=False)
     error = body_error(body)
@@ -160,7 +168,9 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
             "the key was not refused.",
             status_code=status, body=said_text, **context,
         )
-    if status in (401, 403):
+    if status in (401, 403) or (status == 400 and error is not None and error.reason
+                                and error.refused_key):
+        # Google answers a key it refuses with 400 and the reason API_KEY_INVALID.
         what = "refused the API key" if client.api_key else "requires an API key"
         return AuthenticationError(
             f"the server {what} ({label}){sentence(said) if said else '.'} "
@@ -170,6 +180,8 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
         )
     if status == 429:
         after = retry_after(reply.headers)
+        if after is None and error is not None:
+            after = error.retry_after  # Google's RetryInfo.retryDelay
         wait = f" The server asks to wait {after:g} s." if after is not None else ""
         return RateLimitError(
             f"rate limited ({label}){sentence(said) if said else '.'}{wait} "
@@ -192,16 +204,17 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
 
 def _key_hint(client: HTTPClient) -> str:
     """What to do about a refused key: the variable that holds it, by name."""
-    from ..naming import env_name
+    from ..naming import variables_for
 
-    variable = env_name(client.provider) if client.provider else "the provider's API key"
+    variable = variables_for(client.provider) if client.provider else "the provider's API key"
     if client.api_key:
         return f"Check {variable} (or the api_key= passed to the call)."
     return f"No key was sent: set {variable}, or pass api_key=."
 
 
 def is_transport_error(exc: BaseException) -> bool:
-    """Whether ``exc`` comes from the HTTP stack (requests, urllib3, http.client, sockets, TLS).
+    """Whether ``exc`` comes from the HTTP stack (requests, urllib3, aiohttp, http.client,
+    sockets, TLS).
 
     Modules are looked up, not imported: if requests was never imported, nothing
     raised one of its exceptions.
@@ -209,134 +222,250 @@ def is_transport_error(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
     bases: list[type[BaseException]] = []
-    requests = sys.modules.get("requests")
-    if requests is not None:
-        bases.append(requests.RequestException)
-    urllib3 = sys.modules.get("urllib3.exceptions")
-    if urllib3 is not None:
-        bases.append(urllib3.HTTPError)
-    client = sys.modules.get("http.client")
-    if client is not None:
-        bases.append(client.HTTPException)
+    for module, name in (("requests", "RequestException"), ("urllib3.exceptions", "HTTPError"),
+                         ("aiohttp", "ClientError"), ("http.client", "HTTPException")):
+        loaded = sys.modules.get(module)
+        base = getattr(loaded, name, None) if loaded is not None else None
+        if base is not None:
+            bases.append(base)
     return isinstance(exc, tuple(bases))
 
 
+class _Failure:
+    """What :func:`translate` knows of one failure while it builds the error."""
+
+    __slots__ = ("chain", "client", "context", "decisive", "exc", "where")
+
+    def __init__(self, client: HTTPClient, exc: BaseException, url: str | None) -> None:
+        self.client = client
+        self.exc = exc
+        self.chain = _chain(exc)
+        #: The exception of the chain whose entry decided.
+        self.decisive = exc
+        self.where = f" {url}" if url else ""
+        self.context: dict[str, Any] = {"provider": client.provider, "model": client.model}
+
+    @property
+    def detail(self) -> str:
+        return redact(str(self.exc), self.client.api_key)
+
+    @property
+    def cause(self) -> str:
+        return redact(_root_cause(self.exc), self.client.api_key)
+
+
+
+Builder = Callable[[_Failure], ChatplugError]
+
+
+def _connect_timeout(f: _Failure) -> ChatplugError:
+    return ProviderTimeoutError(
+        f"could not connect to{f.where} within {f.client.transport.connect_timeout:g} s. "
+        "Check the URL and your network, or raise CHATPLUG_CONNECT_TIMEOUT.", **f.context)
+
+
+def _read_timeout(f: _Failure) -> ChatplugError:
+    return ProviderTimeoutError(
+        f"the server{f.where} sent nothing for {f.client.read_timeout:g} s. "
+        "Try again later, or raise CHATPLUG_READ_TIMEOUT.", **f.context)
+
+
+def _tls(f: _Failure) -> ChatplugError:
+    tls: Any = f.decisive
+    if not isinstance(tls, ssl.SSLError):  # aiohttp keeps the ssl error beside it
+        tls = getattr(tls, "certificate_error", None) or getattr(tls, "os_error", None)
+    return _tls_error(tls if isinstance(tls, ssl.SSLError) else None, f.where, f.context,
+                      f.client.api_key)
+
+
+def _invalid_url(f: _Failure) -> ChatplugError:
+    return _final(ProviderConnectionError(
+        f"invalid URL{f.where}: {f.detail}. Fix the provider's URL setting.", **f.context))
+
+
+def _unreadable(f: _Failure) -> ChatplugError:
+    return ProviderResponseError(
+        f"{f.where.strip() or 'the server'} answered with a response chatplug cannot read "
+        f"({f.detail}). Check that the URL setting points at the API itself, not a "
+        "proxy or a page in front of it.", **f.context)
+
+
+def _bad_header(f: _Failure) -> ChatplugError:
+    # Nothing was sent: a header (the key, or one passed in headers=) cannot be.
+    return InvalidRequestError(
+        f"a request header cannot be sent ({f.detail}). Check the provider's key and "
+        "the headers passed to create().", **f.context)
+
+
+def _not_http(f: _Failure) -> ChatplugError:
+    said = redact(" ".join(_status_line(f.decisive).split())[:60], f.client.api_key)
+    return _final(ProviderConnectionError(
+        f"{f.where.strip() or 'the server'} answered {said!r}: this is not an HTTP server. "
+        "Check the host and port in the provider's URL setting.", **f.context))
+
+
+def _unresolved(f: _Failure) -> ChatplugError:
+    return ProviderConnectionError(
+        f"could not resolve the host of{f.where}. Check the spelling of the provider's "
+        "URL setting and your DNS.", **f.context)
+
+
+def _unreachable(f: _Failure, cause: str | None = None) -> ChatplugError:
+    return ProviderConnectionError(
+        f"could not reach{f.where}: {cause or f.cause}. "
+        "Check the URL setting and that the server is running.", **f.context)
+
+
+def _head_refused(f: _Failure) -> ChatplugError:
+    # aiohttp's refusal of a response head, in http.client's words as the sync transport
+    # says them (the limits are the same: :mod:`.native`).
+    if "Too many headers" in str(f.decisive):
+        return _unreachable(f, "got more than 100 headers")
+    if type(f.decisive).__name__ == "LineTooLong":
+        return _unreachable(f, "got more than 65536 bytes when reading header line")
+    return _unreadable(f)
+
+
+def _unanswered(f: _Failure) -> ChatplugError:
+    # aiohttp's "Server disconnected", in http.client's words as the sync transport says it.
+    return _unreachable(f, "Remote end closed connection without response")
+
+
+def _refused(f: _Failure) -> ChatplugError:
+    # aiohttp's ClientConnectorError keeps the socket's error: its own words, as the sync
+    # transport says them ("[Errno 111] Connection refused").
+    error = getattr(f.exc, "os_error", None)
+    errno = getattr(error, "errno", None)
+    return _unreachable(f, f"[Errno {errno}] {os.strerror(errno)}" if errno else None)
+
+
+def _interrupted(f: _Failure) -> ChatplugError:
+    return StreamInterruptedError(
+        "the server closed the connection before the reply ended. "
+        "The reply is incomplete; try again.", **f.context)
+
+
+def _broken(f: _Failure) -> ChatplugError:
+    return StreamInterruptedError(
+        f"the connection broke while reading the reply ({f.cause}). "
+        "The reply is incomplete; try again.", **f.context)
+
+
+def _bad_encoding(f: _Failure) -> ChatplugError:
+    return ProviderResponseError(
+        f"the reply's content encoding is broken ({f.detail}).", **f.context)
+
+
+def _never_awaited(f: _Failure) -> ChatplugError:
+    return ProviderResponseError(
+        f"the plugin {f.client.provider!r} dropped a wait of the transport (a "
+        "chatplug.transport.pending.Pending it got from chatplug.wire) instead of passing "
+        "it on, which would freeze the event loop running the call. A plugin that "
+        "declares native_async = True passes every item it does not handle through, or "
+        "filters text with chatplug.transport.pending.text_only. This is a bug in the "
+        "plugin; report it, or set CHATPLUG_NATIVE_ASYNC=0 meanwhile.", **f.context)
+
+
+#: Exception class (by module and name, so nothing is imported to look) -> the error for
+#: it, most telling first: the exception chain's entry that comes first here decides
+#: (a TLS failure wrapped in a connection error is a TLS failure).  requests/urllib3
+#: (the sync transport), aiohttp (the loop's), the standard library's, chatplug's own.
+TABLE: dict[str, Builder] = {
+    "chatplug.transport.pending.NeverAwaited": _never_awaited,
+    "requests.exceptions.ConnectTimeout": _connect_timeout,
+    "urllib3.exceptions.ConnectTimeoutError": _connect_timeout,
+    "aiohttp.client_exceptions.ConnectionTimeoutError": _connect_timeout,
+    "chatplug.transport.failures.ConnectTimeout": _connect_timeout,
+    "requests.exceptions.Timeout": _read_timeout,
+    "urllib3.exceptions.TimeoutError": _read_timeout,
+    "aiohttp.client_exceptions.ServerTimeoutError": _read_timeout,
+    "builtins.TimeoutError": _read_timeout,
+    "ssl.SSLError": _tls,
+    "requests.exceptions.SSLError": _tls,
+    "aiohttp.client_exceptions.ClientSSLError": _tls,
+    "requests.exceptions.InvalidURL": _invalid_url,
+    "requests.exceptions.MissingSchema": _invalid_url,
+    "requests.exceptions.InvalidSchema": _invalid_url,
+    "aiohttp.client_exceptions.InvalidURL": _invalid_url,
+    "chatplug.transport.failures.InvalidURL": _invalid_url,
+    "http.client.RemoteDisconnected": _unreachable,
+    "http.client.BadStatusLine": _not_http,
+    "http.client.UnknownProtocol": _not_http,
+    "aiohttp.http_exceptions.BadStatusLine": _not_http,
+    "urllib3.exceptions.InvalidHeader": _unreadable,
+    # A body cut short (a subclass of the parser's BadHttpMessage): not a bad head.
+    "aiohttp.http_exceptions.PayloadEncodingError": _interrupted,
+    "aiohttp.http_exceptions.LineTooLong": _head_refused,
+    "aiohttp.http_exceptions.BadHttpMessage": _head_refused,
+    "chatplug.transport.failures.MalformedReply": _unreadable,
+    "requests.exceptions.InvalidHeader": _bad_header,
+    "builtins.UnicodeEncodeError": _bad_header,
+    "chatplug.transport.failures.InvalidHeader": _bad_header,
+    "socket.gaierror": _unresolved,
+    "urllib3.exceptions.NameResolutionError": _unresolved,
+    # A subclass of ConnectTimeoutError (for urllib3 1.x's sake), but a refusal.
+    "urllib3.exceptions.NewConnectionError": _unreachable,
+    "aiohttp.client_exceptions.ClientConnectorDNSError": _unresolved,
+    "aiohttp.client_exceptions.ServerDisconnectedError": _unanswered,
+    "aiohttp.client_exceptions.ClientConnectorError": _refused,
+    "aiohttp.client_exceptions.ClientProxyConnectionError": _refused,
+    "requests.exceptions.ConnectionError": _unreachable,
+    "chatplug.transport.failures.ConnectFailed": _unreachable,
+    "chatplug.transport.failures.ConnectCut": _unreachable,
+    "requests.exceptions.ChunkedEncodingError": _interrupted,
+    "urllib3.exceptions.ProtocolError": _interrupted,
+    "aiohttp.client_exceptions.ClientPayloadError": _interrupted,
+    "chatplug.transport.failures.IncompleteBody": _interrupted,
+    "builtins.OSError": _broken,
+    "requests.exceptions.ContentDecodingError": _bad_encoding,
+    "urllib3.exceptions.DecodeError": _bad_encoding,
+    "zlib.error": _bad_encoding,
+}
+_RANK = {name: rank for rank, name in enumerate(TABLE)}
+_BUILDERS = list(TABLE.values())
+_NO_ENTRY = len(TABLE)
+
+
+def _rank(exc: BaseException) -> int:
+    """The table's place of ``exc``'s most specific class that has an entry."""
+    for cls in type(exc).__mro__:
+        rank = _RANK.get(f"{cls.__module__}.{cls.__qualname__}")
+        if rank is not None:
+            return rank
+    return _NO_ENTRY
+
+
 def translate(client: HTTPClient, exc: BaseException, *, url: str | None = None) -> ChatplugError:
-    """Map a requests/urllib3/socket exception to chatplug's error for it: the one
-    place that does.  A read the call itself cut (its deadline passed, it was
-    cancelled) is reported as that, whatever exception the cut socket raised."""
+    """Map a requests/urllib3/aiohttp/socket exception to chatplug's error for it (the one
+    place that does, through :data:`TABLE`).  A read the call itself cut (its deadline
+    passed, it was cancelled) is reported as that, whatever exception the cut socket
+    raised."""
     if isinstance(exc, ChatplugError):
         return exc
-    requests: Any
-    u3: Any
-    if "requests" not in sys.modules:
-        # Only chatplug's native transport ran: requests' classes cannot match, and
-        # importing it here would stall the event loop that transport runs on.
-        requests = u3 = _NOT_LOADED
-    else:
-        import requests
-        import urllib3.exceptions as u3
-
-    context: dict[str, Any] = {"provider": client.provider, "model": client.model}
-    where = f" {url}" if url else ""
-    detail = redact(str(exc), client.api_key)
     cut = client.context.failure(slack=0.01)
     if cut is not None:
         return cut
-    chain = _chain(exc)
-    if isinstance(exc, (requests.ConnectTimeout, u3.ConnectTimeoutError, ConnectTimeout)):
-        return ProviderTimeoutError(
-            f"could not connect to{where} within {client.transport.connect_timeout:g} s. "
-            "Check the URL and your network, or raise CHATPLUG_CONNECT_TIMEOUT.",
-            **context,
-        )
-    if isinstance(exc, (requests.Timeout, u3.TimeoutError, TimeoutError)):
-        return ProviderTimeoutError(
-            f"the server{where} sent nothing for {client.read_timeout:g} s. "
-            "Try again later, or raise CHATPLUG_READ_TIMEOUT.",
-            **context,
-        )
-    tls = next((cause for cause in chain if isinstance(cause, ssl.SSLError)), None)
-    if tls is not None or isinstance(exc, requests.exceptions.SSLError):
-        return _tls_error(tls, where, context, client.api_key)
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema, InvalidURL)):
-        return _final(ProviderConnectionError(
-            f"invalid URL{where}: {detail}. Fix the provider's URL setting.", **context))
-    if isinstance(exc, MalformedReply) or any(
-            isinstance(cause, u3.InvalidHeader) for cause in chain):
-        # urllib3's InvalidHeader is about the response (two Content-Lengths, say).
+    failure = _Failure(client, exc, url)
+    rank, failure.decisive = min(((_rank(cause), cause) for cause in failure.chain),
+                                 key=lambda ranked: ranked[0])
+    if rank == _NO_ENTRY:
         return ProviderResponseError(
-            f"{where.strip() or 'the server'} answered with a response chatplug cannot read "
-            f"({detail}). Check that the URL setting points at the API itself, not a "
-            "proxy or a page in front of it.", **context)
-    if isinstance(exc, (requests.exceptions.InvalidHeader, UnicodeEncodeError, InvalidHeader)):
-        # Nothing was sent: a header (the key, or one passed in headers=) cannot be.
-        return InvalidRequestError(
-            f"a request header cannot be sent ({detail}). Check the provider's key and "
-            "the headers passed to create().", **context)
-    banner = next((cause for cause in chain if isinstance(cause, _NOT_HTTP)
-                   and not isinstance(cause, http.client.RemoteDisconnected)), None)
-    if banner is not None:
-        said = redact(" ".join(str(banner.args[0] if banner.args else "").split())[:60],
-                      client.api_key)
-        return _final(ProviderConnectionError(
-            f"{where.strip() or 'the server'} answered {said!r}: this is not an HTTP server. "
-            "Check the host and port in the provider's URL setting.", **context))
-    if isinstance(exc, (requests.ConnectionError, ConnectFailed)) and any(
-        isinstance(cause, (u3.NameResolutionError, socket.gaierror)) for cause in chain
-    ):
-        return ProviderConnectionError(
-            f"could not resolve the host of{where}. Check the spelling of the provider's "
-            "URL setting and your DNS.",
-            **context,
-        )
-    if isinstance(exc, (requests.ConnectionError, ConnectFailed)):
-        return ProviderConnectionError(
-            f"could not reach{where}: {redact(_root_cause(exc), client.api_key)}. "
-            "Check the URL setting and that the server is running.",
-            **context,
-        )
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, u3.ProtocolError,
-                        IncompleteBody)):
-        return StreamInterruptedError(
-            "the server closed the connection before the reply ended. "
-            "The reply is incomplete; try again.",
-            **context,
-        )
-    if isinstance(exc, (ConnectionError, OSError)):
-        return StreamInterruptedError(
-            f"the connection broke while reading the reply "
-            f"({redact(_root_cause(exc), client.api_key)}). "
-            "The reply is incomplete; try again.",
-            **context,
-        )
-    if isinstance(exc, (requests.exceptions.ContentDecodingError, u3.DecodeError, zlib.error)):
-        return ProviderResponseError(
-            f"the reply's content encoding is broken ({detail}).", **context
-        )
-    return ProviderResponseError(
-        f"unexpected transport failure: {type(exc).__name__}: {detail}", **context
-    )
+            f"unexpected transport failure: {type(exc).__name__}: {failure.detail}",
+            **failure.context)
+    return _BUILDERS[rank](failure)
 
 
-class _Never(Exception):
-    """Matches nothing: stands in for requests' exception classes when it is not loaded."""
-
-
-class _NotLoaded:
-    """requests and urllib3.exceptions as :func:`translate` sees them when never imported:
-    every exception class asked for is one nothing raises."""
-
-    def __getattr__(self, name: str) -> Any:
-        return self if name == "exceptions" else _Never
-
-
-_NOT_LOADED = _NotLoaded()
-
-
-#: Errors of a status line that is not HTTP (an SSH banner, a database's greeting).
-_NOT_HTTP = (http.client.BadStatusLine, http.client.UnknownProtocol)
+def _status_line(exc: BaseException) -> str:
+    """The status line a server sent instead of HTTP's (an SSH banner, a database's
+    greeting): http.client's first argument, the ``b'...'`` in aiohttp's text."""
+    if isinstance(exc, http.client.HTTPException):
+        return str(exc.args[0] if exc.args else "")
+    quoted = re.search(r"b(['\"])(.*?)\1", str(exc))
+    if quoted is None:
+        return ""
+    with contextlib.suppress(ValueError, SyntaxError):
+        return bytes(ast.literal_eval(quoted.group(0))).decode("latin-1")
+    return quoted.group(2)
 #: OpenSSL's reasons for "the other side does not speak TLS at all".
 _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
                       "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST"})
@@ -374,7 +503,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
     for _ in range(10):
         nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
         reason = getattr(exc, "reason", None)
-        inner = reason if isinstance(reason, BaseException) else nested or exc.__context__
+        inner = reason if isinstance(reason, BaseException) else (
+            nested or exc.__cause__ or exc.__context__)
         if inner is None or inner in chain:
             break
         chain.append(inner)

@@ -13,15 +13,22 @@ kind of IO it does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Pending", "Sleeper", "wait"]
+__all__ = ["NeverAwaited", "Pending", "Sleeper", "text_only", "wait"]
 
 T = TypeVar("T")
+
+
+class NeverAwaited(RuntimeError):
+    """A generator was resumed past a :class:`Pending` nobody awaited: some layer between
+    it and the driver dropped the wait (a text filter keeping only ``str``).  Going on
+    would start the next read without yielding to the loop, forever; the transport
+    reports it as the plugin's bug instead (:mod:`.failures`)."""
 
 
 class Pending(Generic[T]):
@@ -32,28 +39,52 @@ class Pending(Generic[T]):
     of the driving task is not: it ends the driver, which closes the generators.
     """
 
-    __slots__ = ("_error", "_value", "awaitable")
+    __slots__ = ("_error", "_ran", "_value", "awaitable")
 
     def __init__(self, awaitable: Awaitable[T]) -> None:
         self.awaitable = awaitable
         self._value: Any = None
         self._error: Exception | None = None
+        self._ran = False
 
     async def run(self) -> None:
         """Await the awaitable (the driver calls this)."""
+        self._ran = True
         try:
             self._value = await self.awaitable
         except Exception as exc:  # asyncio.CancelledError is not an Exception: it propagates
             self._error = exc
 
     def result(self) -> T:
-        """The awaitable's result; raises what it raised."""
+        """The awaitable's result; raises what it raised.
+
+        :raises NeverAwaited: :meth:`run` was never called: a layer above dropped this.
+        """
+        if not self._ran:
+            close = getattr(self.awaitable, "close", None)
+            if close is not None:
+                close()  # a coroutine nobody will await: no "never awaited" warning
+            raise NeverAwaited("a wait of the transport (chatplug.transport.pending.Pending) "
+                               "was dropped before the event loop awaited it")
         error = self._error
         if error is not None:
             self._error = None
             raise error
         value: T = self._value
         return value
+
+
+def text_only(items: Iterable[Any]) -> Iterator[Any]:
+    """The text pieces of ``items`` and the transport's waits among them, in order;
+    everything else (the :mod:`chatplug.events`) is left out.
+
+    The one text filter of the call path: a filter that kept only ``str`` would drop
+    the :class:`Pending` waits of a call an event loop drives (:class:`NeverAwaited`).
+    """
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is Pending:
+            yield item
 
 
 def wait(awaitable: Awaitable[T]) -> Generator[Pending[T], None, T]:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ChatplugError, ProviderResponseError
 from . import failures
-from .decoding import ContentDecoder, UnsupportedEncoding
+from .chunked import bulk_reader, payload
+from .decoding import MAX_CODINGS, ContentDecoder, TooManyEncodings, UnsupportedEncoding
 from .pending import Pending
 
 if TYPE_CHECKING:
@@ -112,12 +113,22 @@ class Reply:
                 "decode (it asks for gzip or deflate).",
                 provider=self._client.provider, model=self._client.model,
             ) from None
+        except TooManyEncodings as exc:
+            raise ProviderResponseError(
+                f"the reply's Content-Encoding chains {exc} codings; chatplug undoes at most "
+                f"{MAX_CODINGS} (no server needs more), so the reply was refused.",
+                provider=self._client.provider, model=self._client.model,
+            ) from None
         raw = self._raw_chunks()
         return raw if decoder.identity else decoder.decode(raw)
 
     def _raw_chunks(self) -> Iterator[bytes]:
         raw = self._response.raw
         if raw.chunked and raw.supports_chunked_reads():
+            fp = bulk_reader(raw)
+            if fp is not None:
+                # Whatever has arrived, framing removed (one event per chunk is common).
+                return payload(raw, fp, STREAM_READ_SIZE)
             # A network chunk at a time, the moment it is complete; a chunk larger than
             # a read is handed on a read at a time.
             chunks = raw.read_chunked(STREAM_READ_SIZE, decode_content=False)

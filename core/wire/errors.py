@@ -1,28 +1,14 @@
-"""What a server says went wrong, read once for the transport and every wire format.
+"""What a server says went wrong, as the wire formats report it.
 
-Servers put their error in a body in one of a few shapes:
-
-- ``{"error": {"message": ..., "type": ..., "code": ...}}``: OpenAI, and the servers
-  that copy it (vLLM, llama.cpp, LiteLLM);
-- ``{"error": "text"}``: Ollama;
-- ``{"error": true, "msg": ...}`` / ``{"error": true, "message": ...}``:
-  ChatGPT-Next-Web (NextChat);
-- ``{"detail": "text"}`` or ``{"detail": [{"msg": ...}]}``: FastAPI-based servers.
-
-:func:`error_of` reads any of them into a :class:`ServerError`;
-:func:`reported_error` turns one that arrived inside a ``200`` reply into
-chatplug's typed error; the transport uses :func:`body_error` for the body of an
-HTTP error status.  :func:`excerpt` makes the short text an error message
-quotes, and it masks keys *before* it cuts, so a key echoed near the cut point
-never leaves a part of itself behind.
+The parser of error bodies (:class:`ServerError`, :func:`error_of`, :func:`excerpt`...)
+is :mod:`chatplug.transport.bodies`, shared with the transport, which reads error
+statuses first; it is re-exported here.  :func:`reported_error` turns an error a
+server sent inside a ``200`` reply into chatplug's typed error.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import (
@@ -32,132 +18,18 @@ from ..errors import (
     RateLimitError,
     StreamInterruptedError,
 )
-from ..transport.redaction import redact
+from ..transport import bodies
+from ..transport.bodies import EXCERPT_LENGTH as EXCERPT_LENGTH
+from ..transport.bodies import MARGIN as MARGIN
+from ..transport.bodies import WINDOW as WINDOW
+from ..transport.bodies import ServerError as ServerError
+from ..transport.bodies import body_error as body_error
+from ..transport.bodies import error_of as error_of
+from ..transport.bodies import excerpt as excerpt
+from ..transport.bodies import model_refused as model_refused
+from ..transport.bodies import sentence as sentence
 
-__all__ = [
-    "EXCERPT_LENGTH",
-    "ServerError",
-    "body_error",
-    "error_of",
-    "excerpt",
-    "model_refused",
-    "reported_error",
-    "sentence",
-]
-
-#: The longest excerpt of a server's text quoted in a message.
-EXCERPT_LENGTH = 200
-#: Characters of a (possibly huge) text looked at to make an excerpt.
-WINDOW = 16 * 1024
-#: Dropped from the end of a clipped window after masking: a key cut by the window
-#: itself lies within its last characters, and no key is longer than this.
-MARGIN = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ServerError:
-    """An error a server reported: its message (whitespace collapsed, neither
-    masked nor cut; ``""`` when it gave none), and its ``type`` and ``code`` if any."""
-
-    message: str
-    type: str = ""
-    code: str = ""
-
-    @property
-    def rate_limited(self) -> bool:
-        marks = f"{self.type} {self.code}".lower()
-        return "rate_limit" in marks or "quota" in marks or self.code == "429"
-
-    @property
-    def refused_key(self) -> bool:
-        marks = f"{self.type} {self.code}".lower()
-        return "api_key" in marks or "auth" in marks or self.code == "401"
-
-
-def _text(value: Any) -> str:
-    return " ".join(value.split()) if isinstance(value, str) else ""
-
-
-def _detail(detail: Any) -> str:
-    if isinstance(detail, Mapping):
-        return _text(detail.get("message") or detail.get("msg"))
-    if isinstance(detail, list):
-        return "; ".join(_text(item.get("msg")) if isinstance(item, Mapping) else _text(item)
-                         for item in detail[:5])
-    return _text(detail)
-
-
-def error_of(payload: Any) -> ServerError | None:
-    """The error ``payload`` reports, in any of the shapes above; ``None`` if it reports none.
-
-    ``{"detail": ...}`` counts only in an object without ``choices`` (a chat reply that
-    happens to carry such a key is not an error).
-    """
-    if not isinstance(payload, Mapping):
-        return None
-    error = payload.get("error")
-    if isinstance(error, Mapping):
-        code, kind = error.get("code"), error.get("type")
-        return ServerError(
-            _text(error.get("message")) or _text(error.get("msg")),
-            type=kind if isinstance(kind, str) else "",
-            code="" if code is None or isinstance(code, bool) else str(code),
-        )
-    if error is True:  # NextChat: {"error": true, "msg" | "message": ...}
-        return ServerError(_text(payload.get("msg")) or _text(payload.get("message")))
-    if isinstance(error, str) and error.strip():
-        return ServerError(_text(error))
-    if error and not isinstance(error, bool):  # a number, a list: still an error
-        return ServerError(_text(json.dumps(error)))
-    if "detail" in payload and "choices" not in payload and payload["detail"]:
-        return ServerError(_detail(payload["detail"]))
-    return None
-
-
-_REFUSAL = re.compile(r"not allowed|no access|not have access|not permitted|forbidden|"
-                      r"not available|restricted", re.IGNORECASE)
-
-
-def model_refused(message: str, model: str | None) -> bool:
-    """Whether a 403's message says the *model* is not allowed (NextChat's
-    "you are not allowed to use gpt-4 model"), rather than the key refused."""
-    lowered = message.lower()
-    return "model" in lowered and (bool(_REFUSAL.search(message))
-                                   or (model is not None and model.lower() in lowered))
-
-
-def body_error(body: bytes) -> ServerError | None:
-    """The error in the body of an HTTP error status, if it is JSON in a known shape."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return error_of(payload)
-
-
-def excerpt(text: str | bytes, secret: str | None = None, limit: int = EXCERPT_LENGTH) -> str:
-    """``text`` made short enough to quote: keys masked first, then whitespace
-    collapsed, then cut to ``limit`` characters (ending in ``…`` when cut).
-
-    Bytes are decoded as UTF-8, bad bytes replaced.  ``secret`` is masked, and so is
-    every key the transport has used (see :func:`chatplug.transport.redaction.redact`).
-    """
-    clipped = len(text) > WINDOW
-    window = text[:WINDOW]
-    shown = window.decode("utf-8", "replace") if isinstance(window, bytes) else window
-    shown = redact(shown, secret)
-    if clipped:
-        shown = shown[:-MARGIN]
-    shown = " ".join(shown.split())
-    if len(shown) > limit:
-        shown = shown[: limit - 1] + "…"
-    return shown
-
-
-def sentence(text: str) -> str:
-    """``text`` ending as a sentence: a full stop added unless it already ends in one
-    (so that "key." never becomes "key.." in a message)."""
-    return text if text.endswith((".", "!", "?")) else text + "."
+__all__ = [*bodies.__all__, "reported_error", "said"]
 
 
 def said(error: ServerError, payload: Any, secret: str | None) -> str:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ProviderResponseError, StreamInterruptedError
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
-from ..transport.pending import Pending
+from ..transport.pending import Pending, text_only
 from . import request_headers, token_count
 from .sse import LineSplitter
 
@@ -308,9 +308,7 @@ def stream_text(
     secret: str | None = None,
 ) -> Iterator[str]:
     """The text pieces of an NDJSON stream (:func:`stream_events` without events)."""
-    for item in stream_events(chunks, text=text, is_last=is_last, secret=secret):
-        if type(item) is str:
-            yield item
+    return text_only(stream_events(chunks, text=text, is_last=is_last, secret=secret))
 
 
 def read_reply(reply: Reply, *, text: TextOf, is_last: IsLast, events: EventsOf | None = None,

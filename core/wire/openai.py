@@ -29,11 +29,12 @@ after content had arrived.  Error objects are read by :mod:`chatplug.wire.errors
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderResponseError, StreamInterruptedError
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..transport.pending import text_only
 from . import request_headers, token_count
 from .sse import SSEDecoder
 
@@ -58,6 +59,10 @@ DONE = "[DONE]"
 #: How much of a chunk that breaks the format is quoted.
 _CHUNK_EXCERPT = 120
 _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+#: json.loads without its checks and whitespace skipping, for the usual event: one JSON
+#: value from the first character to the last (anything else goes to json.loads).
+_SCAN: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once)  # type: ignore[attr-defined]  # set in __init__, untyped
 
 
 def request_body(
@@ -362,6 +367,7 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
     progress = _Progress()
     feed = decoder.feed_data
     loads = json.loads
+    scan = _SCAN
     received = 0  # kept here on the hot path, in progress on the slow one
     fast = False  # the first chunk, which names the id and model, is read in full
     for chunk in chunks:
@@ -372,7 +378,12 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
             if data == DONE:
                 return
             try:
-                payload = loads(data)
+                try:
+                    payload, stop = scan(data, 0)
+                except StopIteration:  # no value at 0 (whitespace, a mark): loads decides
+                    stop = -1
+                if stop != len(data):
+                    payload = loads(data)
             except (ValueError, RecursionError):
                 raise _not_json(data, secret) from None
             if fast:
@@ -424,9 +435,7 @@ def _plain(delta: dict[str, Any]) -> bool:
 def stream_text(chunks: Iterable[bytes], *, secret: str | None = None) -> Iterator[str]:
     """The text pieces of an SSE chat-completions stream (:func:`stream_events`
     without the events, with the same checks and errors)."""
-    for item in stream_events(chunks, secret=secret):
-        if type(item) is str:
-            yield item
+    return text_only(stream_events(chunks, secret=secret))
 
 
 def chat(
@@ -467,12 +476,7 @@ def chat(
         else:
             payload = yield from reply.load_json()  # type: ignore[misc]
             items = reply_events(payload, secret=secret, provider=http.provider)
-        if events:
-            yield from items
-        else:
-            for item in items:
-                if type(item) is str:
-                    yield item
+        yield from items if events else text_only(items)
         reply.drain()  # complete: read the last bytes so the connection is reused
 
 

@@ -20,6 +20,9 @@ BOM = b"\xef\xbb\xbf"
 #: ``data:`` lines of one event kept apart before they are joined into one string:
 #: a million short lines must not cost a million string objects.
 _DATA_RUN = 4096
+#: Bytes of an incomplete event :meth:`SSEDecoder.feed_data` keeps aside at most; a longer
+#: event goes to the line decoder.
+_PENDING_LIMIT = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -109,7 +112,8 @@ class LineSplitter:
 class SSEDecoder:
     """Incremental event-stream decoder: feed bytes, get :class:`ServerSentEvent` objects."""
 
-    __slots__ = ("_data", "_event", "_id", "_last_id", "_lines", "_loose", "_retry")
+    __slots__ = ("_data", "_event", "_id", "_last_id", "_lines", "_loose", "_pending",
+                 "_retry")
 
     def __init__(self) -> None:
         self._lines = LineSplitter()
@@ -119,39 +123,63 @@ class SSEDecoder:
         self._id: str | None = None
         self._last_id: str | None = None
         self._retry: int | None = None
+        #: feed_data's bytes of an incomplete event, not yet given to the line decoder.
+        self._pending = b""
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """The events completed by ``chunk``."""
+        self._settle()
         return self._feed_lines(chunk)
 
     def feed_data(self, chunk: bytes) -> list[str]:
         """The ``data`` of each event completed by ``chunk``: all most wire formats need.
 
-        The common case takes a fast path: the chunk ends exactly at an event
-        boundary, the decoder holds no partial state, and an event is one
-        ``data: `` line.  Anything else goes through the full decoder, so the
-        result is always what :meth:`feed` would give.
+        The common case takes a fast path: the decoder holds no partial line or
+        field, the chunk has no CR, and an event is one ``data: `` line.  Bytes
+        after the chunk's last event are kept as they are until the event is
+        complete (a bulk read rarely ends at an event boundary); they cannot
+        complete an event on their own.  Anything else goes through the full
+        decoder, so the result is always what :meth:`feed` would give.
         """
-        if (
-            chunk.endswith(b"\n\n")
-            and not self._data
-            and not self._event
-            and self._lines.idle
-            and b"\r" not in chunk
-        ):
-            end = len(chunk) - 2
-            if chunk.startswith(b"data: ") and chunk.find(b"\n", 6) == end:
-                self._promote_id()
-                return [chunk[6:end].decode("utf-8", "replace")]
-            found: list[str] = []
-            for block in chunk[:end].split(b"\n\n"):
-                if block.startswith(b"data: ") and b"\n" not in block:
-                    self._promote_id()
-                    found.append(block[6:].decode("utf-8", "replace"))
-                else:
-                    found.extend(event.data for event in self._feed_lines(block + b"\n\n"))
-            return found
-        return [event.data for event in self._feed_lines(chunk)]
+        pending = self._pending
+        if pending:
+            chunk = pending + chunk
+            self._pending = b""
+        if b"\r" in chunk or self._data or self._event or not self._lines.idle:
+            return [event.data for event in self._feed_lines(chunk)]
+        end = chunk.rfind(b"\n\n")
+        if end < 0:
+            if len(chunk) > _PENDING_LIMIT:
+                # A long event: the line decoder joins its reads once, not at every read.
+                return [event.data for event in self._feed_lines(chunk)]
+            self._pending = chunk
+            return []
+        if end + 2 < len(chunk):
+            self._pending = chunk[end + 2:]
+        if self._id is not None:
+            self._promote_id()
+        # UTF-8 never puts a LF inside a character: decoding the events at once gives
+        # what decoding them line by line gives.
+        text = chunk[:end].decode("utf-8", "replace")
+        if text.startswith("data: "):
+            found = text[6:].split("\n\ndata: ")
+            if text.count("\n") == 2 * len(found) - 2:
+                # Every LF is in a separator: each event is one "data: " line.
+                return found
+        found = []
+        for block in text.split("\n\n"):
+            if block.startswith("data: ") and "\n" not in block:
+                found.append(block[6:])
+            else:
+                found.extend(event.data for event in self._feed_lines(
+                    block.encode("utf-8") + b"\n\n"))
+        return found
+
+    def _settle(self) -> None:
+        """Hand the kept bytes of an incomplete event to the full decoder (at the end)."""
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            self._feed_lines(pending)  # they complete no event (see feed_data)
 
     def _promote_id(self) -> None:
         if self._id is not None:
@@ -174,6 +202,7 @@ class SSEDecoder:
         line).  An unterminated last line was cut in transit and is dropped, so
         a truncated JSON chunk never reaches the parser.
         """
+        self._settle()
         if self._data:
             event = self._process_line("")
             return [event] if event is not None else []
@@ -182,6 +211,7 @@ class SSEDecoder:
     @property
     def cut_line(self) -> bool:
         """True when bytes of an unterminated line are buffered."""
+        self._settle()
         return bool(self._lines.pending)
 
     def _process_line(self, line: str) -> ServerSentEvent | None:
