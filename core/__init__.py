@@ -37,6 +37,7 @@ from .errors import (
     RouteFailedError,
     StorageError,
     StreamInterruptedError,
+    UntrustedDotenvError,
 )
 from .events import (
     Finish,
@@ -97,6 +98,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Transport",
+    "UntrustedDotenvError",
     "Usage",
     "__version__",
     "hookimpl",

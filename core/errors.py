@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .calls.completion import Completion
 
 __all__ = [
+    "ADVICE",
     "AuthenticationError",
     "ChatplugError",
     "ConfigurationError",
@@ -32,7 +33,18 @@ __all__ = [
     "RouteFailedError",
     "StorageError",
     "StreamInterruptedError",
+    "UntrustedDotenvError",
 ]
+
+
+#: What to do, in the library's terms, by kind: the exact words messages end their advice
+#: with, so that a front end finds the kind (:attr:`ChatplugError.hint`) and says it in its
+#: own terms (the CLI: ``--timeout``, ``chatplug keys set PROVIDER``).
+ADVICE = {
+    "timeout": "Raise CHATPLUG_TIMEOUT or pass a larger timeout=.",
+    "api_key": "or pass api_key=.",
+    "api_key_sent": "(or the api_key= passed to the call).",
+}
 
 
 class ChatplugError(Exception):
@@ -66,6 +78,13 @@ class ChatplugError(Exception):
     @message.setter
     def message(self, text: str) -> None:
         self.args = (text,)
+
+    @property
+    def hint(self) -> str | None:
+        """The kind of advice the message gives (a key of :data:`ADVICE`: ``"timeout"``,
+        ``"api_key"``, ``"api_key_sent"``), or ``None``."""
+        message = self.message
+        return next((kind for kind, words in ADVICE.items() if words in message), None)
 
     @property
     def reason(self) -> str:
@@ -103,6 +122,15 @@ class ConfigurationError(ChatplugError):
     """A setting (environment variable or ``.env`` entry) has an invalid value."""
 
     code = "configuration_error"
+
+
+class UntrustedDotenvError(ConfigurationError):
+    """The ``.env`` file of the working directory (a checkout anyone may have written)
+    points a provider away from its default URL, and the key that would be sent there
+    is the user's own (the environment, the keys file).  Nothing was sent; set
+    ``CHATPLUG_TRUST_DOTENV=1`` in the environment to trust that ``.env``."""
+
+    code = "untrusted_dotenv"
 
 
 class PluginLoadError(ChatplugError):

@@ -10,12 +10,15 @@ Names are matched as settings match them (:func:`chatplug.naming.provider_slug`)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ConfigurationError, InvalidRequestError, StorageError
+from .filelock import locked
 from .naming import provider_slug
 from .paths import config_dir, private_dir
 
@@ -85,7 +88,8 @@ def save_key(provider: str, key: str, path: Path | None = None) -> Path:
 
     :raises InvalidRequestError: an empty key or one with a control character.
     :raises ConfigurationError: the existing file is damaged.
-    :raises StorageError: the file cannot be written.
+    :raises StorageError: the file cannot be written, or another process kept it locked
+        (:mod:`chatplug.filelock`).
     """
     try:
         key = check_key(key)
@@ -93,10 +97,11 @@ def save_key(provider: str, key: str, path: Path | None = None) -> Path:
         exc.provider = provider
         raise
     path = path or keys_path()
-    keys = {name: value for name, value in load_keys(path).items()
-            if provider_slug(name) != provider_slug(provider)}
-    keys[provider] = key
-    _write(path, keys)
+    with _locked(path):
+        keys = {name: value for name, value in load_keys(path).items()
+                if provider_slug(name) != provider_slug(provider)}
+        keys[provider] = key
+        _write(path, keys)
     return path
 
 
@@ -107,12 +112,13 @@ def remove_key(provider: str, path: Path | None = None) -> bool:
     :raises StorageError: the file cannot be written.
     """
     path = path or keys_path()
-    keys = load_keys(path)
-    kept = {name: value for name, value in keys.items()
-            if provider_slug(name) != provider_slug(provider)}
-    if len(kept) == len(keys):
-        return False
-    _write(path, kept)
+    with _locked(path):
+        keys = load_keys(path)
+        kept = {name: value for name, value in keys.items()
+                if provider_slug(name) != provider_slug(provider)}
+        if len(kept) == len(keys):
+            return False
+        _write(path, kept)
     return True
 
 
@@ -122,6 +128,23 @@ def key_names(path: Path | None = None) -> list[str]:
     :raises ConfigurationError: the file is damaged.
     """
     return sorted(load_keys(path), key=str.lower)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One read-modify-write of the keys file at a time: two ``chatplug keys set`` at
+    once would otherwise each write the file they read, and one key would be lost."""
+    try:
+        private_dir(path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    with locked(path):
+        yield
+
+
+def _unwritable(path: Path, exc: OSError) -> StorageError:
+    return StorageError(f"cannot write the keys file {path}: {exc}. Check that its "
+                        "directory is writable, or set CHATPLUG_HOME elsewhere.")
 
 
 def _write(path: Path, keys: dict[str, str]) -> None:
@@ -142,5 +165,4 @@ def _write(path: Path, keys: dict[str, str]) -> None:
             os.unlink(temporary)
             raise
     except OSError as exc:
-        raise StorageError(f"cannot write the keys file {path}: {exc}. Check that its "
-                           "directory is writable, or set CHATPLUG_HOME elsewhere.") from None
+        raise _unwritable(path, exc) from None

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["CONVENTIONAL", "PREFIX", "env_name", "provider_slug", "variables_for"]
+__all__ = ["CONVENTIONAL", "ENVIRONMENT_ONLY", "PREFIX", "TRUST_DOTENV", "env_name",
+           "provider_slug", "variables_for"]
 
 PREFIX = "CHATPLUG_"
 #: Conventional variables other tools (the vendors' own SDKs) use, honoured as fallbacks
@@ -23,6 +24,13 @@ CONVENTIONAL: dict[str, dict[str, tuple[str, ...]]] = {
     # google-genai's own order: GOOGLE_API_KEY first.
     "gemini": {"api_key": ("GOOGLE_API_KEY", "GEMINI_API_KEY")},
 }
+#: Trusts the working directory's ``.env`` to point a provider at another URL while the
+#: key comes from the environment or the keys file (``Settings.check_destination``).
+TRUST_DOTENV = "CHATPLUG_TRUST_DOTENV"
+#: chatplug's variables read outside the settings model, from the environment only: where
+#: its files are (``chatplug.paths``), the CLI's log switch and the ``.env`` trust (a
+#: ``.env`` must not vouch for itself).  They are not misspellings.
+ENVIRONMENT_ONLY = ("CHATPLUG_HOME", "CHATPLUG_LOG", TRUST_DOTENV)
 
 
 @functools.lru_cache(maxsize=1024)  # every call looks its provider's settings up by it

@@ -23,7 +23,8 @@ never a failed job.  See docs/scaling.md for sizing actors and for what Ray's
 restarts mean for requests in flight.
 
 This module never imports Ray: Ray imports it, in each actor (and its name
-does not shadow Ray's, imports being absolute).  Install ``chatplug[ray]``.
+does not shadow Ray's, imports being absolute).  Install it from the chatplug
+checkout: ``pip install ".[ray]"``.
 """
 
 from __future__ import annotations

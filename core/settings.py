@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -30,8 +30,16 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from .errors import ConfigurationError
-from .naming import CONVENTIONAL, PREFIX, env_name, provider_slug, variables_for
+from .errors import ConfigurationError, UntrustedDotenvError
+from .naming import (
+    CONVENTIONAL,
+    ENVIRONMENT_ONLY,
+    PREFIX,
+    TRUST_DOTENV,
+    env_name,
+    provider_slug,
+    variables_for,
+)
 
 __all__ = ["OTHER_VARIABLES", "Settings", "env_name", "known_variables", "load_settings",
            "provider_slug", "unknown_variables", "value_origin", "warn_unknown_variables"]
@@ -39,9 +47,9 @@ __all__ = ["OTHER_VARIABLES", "Settings", "env_name", "known_variables", "load_s
 logger = logging.getLogger("chatplug.settings")
 
 CA_BUNDLE_FALLBACKS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-#: chatplug's variables read outside this model, from the environment only: where its
-#: files are (``chatplug.paths``) and the CLI's log switch.  They are not misspellings.
-OTHER_VARIABLES = ("CHATPLUG_HOME", "CHATPLUG_LOG")
+#: chatplug's variables read from the environment only (not misspellings).
+OTHER_VARIABLES = ENVIRONMENT_ONLY
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 class _ProviderEntries(PydanticBaseSettingsSource):
@@ -137,6 +145,8 @@ class Settings(BaseSettings):
     )
     provider_urls: dict[str, str] = Field(default_factory=dict)
     provider_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    #: check_destination's verdict per provider slug ("" when the call may go).
+    _destinations: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -230,6 +240,29 @@ class Settings(BaseSettings):
     def api_key_for(self, provider: str) -> SecretStr | None:
         """The configured API key of ``provider``, or ``None``."""
         return self.provider_api_keys.get(provider_slug(provider))
+
+    def check_destination(self, provider: str, default_url: str) -> None:
+        """Refuse to send ``provider``'s configured key to a URL that only the working
+        directory's ``.env`` chose: a checkout anyone may have written could otherwise
+        collect the key the user saved with ``chatplug keys set`` (or exported).  A URL
+        or a key from the same ``.env``, the environment's URL, the default URL and
+        values set in code all pass; so does everything with ``CHATPLUG_TRUST_DOTENV=1``
+        in the environment.  Decided once per provider for these settings.
+
+        :raises UntrustedDotenvError: such a combination; nothing is to be sent.
+        :raises ConfigurationError: the ``.env`` file or the keys file cannot be read.
+        """
+        url = self.url_for(provider)
+        if url is None or url == default_url.rstrip("/") or self.api_key_for(provider) is None:
+            return
+        if os.environ.get(TRUST_DOTENV, "").strip().lower() in _TRUE:
+            return
+        slug = provider_slug(provider)
+        verdict = self._destinations.get(slug)
+        if verdict is None:
+            verdict = self._destinations[slug] = _untrusted(self, provider, url, default_url)
+        if verdict:
+            raise UntrustedDotenvError(verdict, provider=provider)
 
 
 def key_problem(key: str) -> str | None:
@@ -348,6 +381,20 @@ def value_origin(settings: Settings, provider: str, what: str) -> str | None:
         if saved.get(provider_slug(provider)) == current:
             return f"the keys file {path}"
     return "set in code"
+
+
+def _untrusted(settings: Settings, provider: str, url: str, default_url: str) -> str:
+    """Why ``provider``'s key must not go to ``url``, or ``""``."""
+    url_origin = value_origin(settings, provider, "url") or ""
+    key_origin = value_origin(settings, provider, "api_key") or ""
+    if not url_origin.endswith(" in .env") or key_origin.endswith(" in .env") \
+            or key_origin == "set in code":
+        return ""
+    variable = url_origin.removesuffix(" in .env")
+    return (f"the .env file in {os.getcwd()} sets {variable} to {_without_userinfo(url)} "
+            f"(the default is {default_url}), and the API key from {key_origin} would be "
+            f"sent there; nothing was sent. If you trust this .env, set {TRUST_DOTENV}=1 in "
+            f"the environment; otherwise remove {variable} from it.")
 
 
 def _same(value: str, current: str, what: str) -> bool:

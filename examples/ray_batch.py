@@ -1,6 +1,6 @@
 """Run an OpenAI Batch file on Ray Data with chatplug: one JSON line per result.
 
-    pip install "chatplug[ray]"
+    pip install ".[ray]"        # in the chatplug checkout
     python examples/ray_batch.py requests.jsonl results/ --actors 4 --concurrency 16 --qps 5
 
 On a cluster, submit it as a job (the providers' settings travel as environment

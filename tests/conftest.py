@@ -4,6 +4,7 @@ pytest plugin (``chatplug.testing.pytest_plugin``, registered through ``pytest11
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +28,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(autouse=True)
 def _isolated(chatplug_isolated: None) -> None:
     """Every test runs without the developer's settings (chatplug's own fixture)."""
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child a test sends SIGINT (Ctrl-C): pytest started with SIGINT
+    ignored (``python -m pytest &`` from a script) passes SIG_IGN on to its children, and
+    Python leaves an ignored SIGINT ignored; the child gets the default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

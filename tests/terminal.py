@@ -39,6 +39,8 @@ class Terminal:
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once, nothing else runs after fork
             try:
+                # Ctrl-C must interrupt it even under a pytest started with SIGINT ignored.
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if stdout is not None:
                     os.dup2(os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
                 os.execve(argv[0], list(argv), dict(env))

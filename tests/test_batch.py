@@ -36,7 +36,7 @@ from chatplug.batch import (
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 
-from .conftest import BIN, PLANTED_KEY, ROOT, free_port, run_cli
+from .conftest import BIN, PLANTED_KEY, ROOT, default_sigint, free_port, run_cli
 
 PROMPT = "question {}"
 
@@ -85,7 +85,7 @@ def popen_batch(*args: str | Path, server: ScriptedServer, **env: str) -> subpro
     full.update(env_for(server, **env))
     return subprocess.Popen([str(BIN / "chatplug"), "batch", *map(str, args)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=full)
+                            stderr=subprocess.PIPE, env=full, preexec_fn=default_sigint)
 
 
 def wait_for_lines(path: Path, count: int, process: subprocess.Popen[bytes],
@@ -289,15 +289,41 @@ def test_skip_invalid_writes_invalid_lines_as_errors_and_runs_the_rest(
                                  json.dumps(request_line(2))]) + "\n")
     output = tmp_path / "out.jsonl"
     result = batch(source, "-o", output, "--skip-invalid", server=chatplug_server)
-    assert result.returncode == 1  # line 2 has no custom_id to carry a result
+    assert result.returncode == 0, result.stderr  # every line has a result
     assert "line 2: the line is JSON but not an object (list)" in result.stderr
-    assert "(not written)" in result.stderr
+    assert "(written as an error, custom_id null)" in result.stderr
     assert "line 3:" in result.stderr
     assert "(written as an error)" in result.stderr
     records = {r["custom_id"]: r for r in results(output)}
-    assert set(records) == {"req-0", "req-1", "req-2"}
+    assert set(records) == {"req-0", "req-1", "req-2", None}
     assert records["req-1"]["error"]["code"] == "invalid_request"
     assert "temperature=7" in records["req-1"]["error"]["message"]
+    assert records[None]["error"]["line"] == 2
+    assert len(posts(chatplug_server)) == 2
+
+
+def test_skip_invalid_writes_a_torn_line_as_an_error_with_its_number_once(
+        chatplug_server: ScriptedServer, tmp_path: Path) -> None:
+    source = tmp_path / "requests.jsonl"
+    torn = json.dumps(request_line(1))[:25]
+    source.write_text("\n".join([json.dumps(request_line(0)), torn,
+                                 json.dumps(request_line(2))]) + "\n")
+    output = tmp_path / "out.jsonl"
+    result = batch(source, "-o", output, "--skip-invalid", server=chatplug_server)
+    assert result.returncode == 0, result.stderr
+    assert "line 2: the line is not valid JSON" in result.stderr
+    errors = [r for r in results(output) if r["custom_id"] is None]
+    assert len(errors) == 1
+    assert errors[0]["response"] is None
+    assert errors[0]["error"]["line"] == 2
+    assert errors[0]["error"]["code"] == "invalid_request"
+    assert "not valid JSON" in errors[0]["error"]["message"]
+    # Resumed: nothing is sent again, and the torn line still has exactly one error line.
+    again = batch(source, "-o", output, "--skip-invalid", server=chatplug_server)
+    assert again.returncode == 0, again.stderr
+    assert "discarded" not in again.stderr
+    assert [r["custom_id"] for r in results(output)].count(None) == 1
+    assert len(results(output)) == 3
     assert len(posts(chatplug_server)) == 2
 
 

@@ -12,7 +12,7 @@ import time
 
 from chatplug.testing import ScriptedServer
 
-from .conftest import BIN, PLANTED_KEY, run_cli
+from .conftest import BIN, PLANTED_KEY, default_sigint, run_cli
 
 
 def env_for(server: ScriptedServer, **extra: str) -> dict[str, str]:
@@ -149,7 +149,8 @@ def test_ctrl_c_exits_130_and_closes_the_stream(chatplug_server: ScriptedServer)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
     env.update(env_for(chatplug_server))
     process = subprocess.Popen([str(BIN / "chatplug"), "chat", "hi"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+                               preexec_fn=default_sigint)
     try:
         assert process.stdout is not None
         assert process.stdout.read(5) == b"first"  # streaming has begun

@@ -179,6 +179,10 @@ def test_shell_commands_run_or_are_checked(
         if variable == "CHATPLUG_ACME_URL":  # the test server stands in for the deployment
             assert value.startswith("https://")
         return
+    if tokens == ["pip", "install", "./chatplug", "pytest"]:
+        # chatplug from its checkout; test_the_guide_installs_in_a_fresh_environment runs it.
+        assert 'name = "chatplug"' in (ROOT / "pyproject.toml").read_text()
+        return
     if tokens == ["cd", PACKAGE_DIR] or tokens == ["pip", "install", "-e", "."]:
         assert (installed.site / "chatplug_acme" / "__init__.py").is_file()
         return
@@ -212,3 +216,26 @@ def test_shell_commands_run_or_are_checked(
             assert "chatplug-acme 0.1.0" in result.stdout
         return
     pytest.fail(f"docs/writing-a-provider.md line {line}: no test knows the command {command!r}")
+
+
+@pytest.mark.slow
+def test_the_guide_installs_in_a_fresh_environment(installed: Installed, tmp_path: Path) -> None:
+    """The guide's install lines, as written, in a fresh venv beside a copy of the chatplug
+    checkout: chatplug from the checkout, then the package, which then is discovered."""
+    import shutil
+
+    from .test_readme import copy_checkout, fresh_venv
+
+    work = tmp_path / "work"
+    if not copy_checkout(work / "chatplug"):
+        pytest.skip("needs the git checkout (its tracked files are what a clone holds)")
+    shutil.copytree(installed.source, work / PACKAGE_DIR)
+    env = fresh_venv(tmp_path)
+    [block] = [b for b in of_kind("shell") if "pip install" in b.text]
+    lines = block.text.splitlines()
+    install = lines[: lines.index("pip install -e .") + 1]
+    assert install[0] == "pip install ./chatplug pytest"
+    result = subprocess.run(["bash", "-ec", "\n".join([*install, "chatplug providers Acme"])],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "chatplug-acme 0.1.0" in result.stdout

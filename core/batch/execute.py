@@ -33,12 +33,13 @@ def error_object(error: ChatplugError) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The result of one request: a completion, or an error object ``{"code", "message"}``."""
+    """The result of one request: a completion, or an error object ``{"code", "message"}``
+    (with ``"line"`` for an input line that has no usable ``custom_id``, which is ``None``)."""
 
-    custom_id: str
+    custom_id: str | None
     request_id: str
     completion: Completion | None = None
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
     provider: str | None = None
 
     @property

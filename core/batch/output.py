@@ -54,8 +54,13 @@ def result_line(outcome: Outcome) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def _answered(raw: bytes) -> tuple[str, bool] | None:
-    """``(custom_id, succeeded)`` of one output line; ``None`` if it is not a result."""
+def _answered(raw: bytes) -> tuple[str | None, bool] | None:
+    """``(custom_id, succeeded)`` of one output line; ``None`` if it is not a result.
+
+    A ``custom_id`` of ``None`` is the error line of an input line that had no usable
+    one (torn JSON...): each run writes it again from the input, so a resumed run drops
+    the old one.
+    """
     try:
         record = json.loads(raw.decode())  # decoded here: json.loads would guess the encoding
     except (ValueError, RecursionError):
@@ -63,6 +68,9 @@ def _answered(raw: bytes) -> tuple[str, bool] | None:
     if not isinstance(record, dict):
         return None
     custom_id = record.get("custom_id")
+    if custom_id is None and isinstance(record.get("error"), dict) \
+            and isinstance(record["error"].get("line"), int):
+        return None, False
     if not isinstance(custom_id, str) or not custom_id:
         return None
     return custom_id, record.get("error") is None and record.get("response") is not None
@@ -79,6 +87,8 @@ class ResumeState:
     :ivar unterminated: the last line is whole but lacks its newline.
     :ivar discarded: lines that are not results (unreadable, no ``custom_id``).
     :ivar duplicates: lines repeating a ``custom_id`` of an earlier line.
+    :ivar invalid_lines: error lines of input lines without a usable ``custom_id``
+        (written again by each run, so dropped on resume).
     """
 
     succeeded: set[str] = field(default_factory=set)
@@ -89,6 +99,7 @@ class ResumeState:
     unterminated: bool = False
     discarded: int = 0
     duplicates: int = 0
+    invalid_lines: int = 0
 
     def answered(self, retry_errors: bool) -> set[str]:
         """The ids a run skips: all answered ones, or only the successes with ``retry_errors``."""
@@ -177,8 +188,11 @@ class OutputFile:
                     if answered is None:
                         state.discarded += 1 if raw.strip() else 0
                         continue
-                    state.lines += 1
                     custom_id, succeeded = answered
+                    if custom_id is None:
+                        state.invalid_lines += 1
+                        continue
+                    state.lines += 1
                     if custom_id in state.succeeded or custom_id in state.failed:
                         state.duplicates += 1
                         if succeeded:  # a response beats an earlier error line
@@ -199,7 +213,7 @@ class OutputFile:
         requests are sent again).  Returns how many error lines were removed.
         """
         dropped = {custom_id for custom_id in state.failed if custom_id in retry}
-        if dropped or state.discarded or state.duplicates:
+        if dropped or state.discarded or state.duplicates or state.invalid_lines:
             self._rewrite(state, dropped)
             state.failed -= dropped
         elif state.torn:
@@ -210,7 +224,7 @@ class OutputFile:
         if state.unterminated:
             self.append(b"\n")
         state.torn = state.unterminated = False
-        state.discarded = state.duplicates = 0
+        state.discarded = state.duplicates = state.invalid_lines = 0
         return len(dropped)
 
     def _rewrite(self, state: ResumeState, dropped: set[str]) -> None:
@@ -228,6 +242,8 @@ class OutputFile:
                     if answered is None:
                         continue
                     custom_id, succeeded = answered
+                    if custom_id is None:
+                        continue
                     keep = succeeded or (custom_id not in state.succeeded
                                          and custom_id not in dropped)
                     if keep and custom_id not in written:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatplugError
 from .errors import BatchFileError, BatchInterrupted, BatchProblem, BatchValidationError
@@ -58,8 +58,9 @@ class BatchSummary:
     :ivar failed: requests answered with an error in this run (invalid lines
         written as errors under ``skip_invalid`` included).
     :ivar skipped: lines already answered in the output by an earlier run.
-    :ivar invalid: invalid lines that could not be written as results (no usable
-        or a duplicate ``custom_id``); reported, never sent.
+    :ivar invalid: invalid lines without a usable ``custom_id`` (torn JSON, none, a
+        duplicate), written as error lines with ``custom_id`` null and the ``line``
+        number in the error; reported, never sent.
     :ivar pending: requests not answered because the run was interrupted.
     :ivar total_tokens: tokens used, from the usage the servers reported.
     :ivar duration_s: seconds the run took, checking the input included.
@@ -67,7 +68,7 @@ class BatchSummary:
     :ivar discarded: lines of the output that were not whole results (a line torn
         by a crash, unreadable or repeated lines), removed on resume.
     :ivar problems: the invalid lines ``skip_invalid`` let through, with their line
-        numbers (those with a ``custom_id`` were written as errors).
+        numbers (each written as an error line).
     """
 
     succeeded: int = 0
@@ -85,13 +86,13 @@ class BatchSummary:
     @property
     def complete(self) -> bool:
         """Every line of the input has a result in the output (errors count as results)."""
-        return not self.interrupted and not self.invalid and not self.pending
+        return not self.interrupted and not self.pending
 
     def __str__(self) -> str:
         parts = [f"{self.succeeded:,} succeeded", f"{self.failed:,} failed",
                  f"{self.skipped:,} skipped (already answered)"]
         if self.invalid:
-            parts.append(f"{self.invalid:,} invalid lines not written")
+            parts.append(f"{self.invalid:,} invalid lines written with custom_id null")
         if self.pending:
             parts.append(f"{self.pending:,} not sent")
         parts.append(f"{self.total_tokens:,} tokens")
@@ -177,9 +178,7 @@ def run_batch(
             done = Progress(done=0, failed=0, total=0, skipped=skipped, elapsed_s=0.0)
             reporter.update(done)
             reporter.close(done)
-            summary = BatchSummary(skipped=skipped,
-                                   invalid=sum(p.custom_id is None for p in problems),
-                                   duration_s=time.monotonic() - started)
+            summary = BatchSummary(skipped=skipped, duration_s=time.monotonic() - started)
         return replace(summary, retried=retried, discarded=discarded, problems=tuple(problems))
     finally:
         output.close()
@@ -200,7 +199,7 @@ def _validate(source: Path, resolver: Resolver, answered: set[str],
                 problems.append(BatchProblem(entry.line, entry.custom_id, exc.code, str(exc)))
         elif isinstance(entry, BatchProblem):
             problems.append(entry)
-            to_send += entry.custom_id is not None
+            to_send += 1  # written as an error, with or without its custom_id
         else:
             skipped += 1
     return problems, to_send, skipped
@@ -260,7 +259,7 @@ class _Run:
             raise BatchFileError(f"the batch stopped: {type(self._failure).__name__}: "
                                  f"{self._failure}") from self._failure
         with self._count:
-            done = self.succeeded + self.failed
+            done = self.succeeded + self.failed + self.invalid
             summary = BatchSummary(
                 succeeded=self.succeeded, failed=self.failed, skipped=self._skipped,
                 invalid=self.invalid, pending=max(self._total - done, 0) if interrupted else 0,
@@ -272,7 +271,8 @@ class _Run:
         return summary
 
     def _progress(self) -> Progress:
-        return Progress(done=self.succeeded + self.failed, failed=self.failed,
+        return Progress(done=self.succeeded + self.failed + self.invalid,
+                        failed=self.failed + self.invalid,
                         total=self._total, skipped=self._skipped,
                         elapsed_s=time.monotonic() - self._sending_since)
 
@@ -304,13 +304,10 @@ class _Run:
                         return  # cancelled: not written, sent again by the next run
                     self._record(outcome)
                 elif isinstance(entry, BatchProblem):
+                    error: dict[str, Any] = {"code": entry.code, "message": entry.message}
                     if entry.custom_id is None:
-                        with self._count:
-                            self.invalid += 1
-                    else:
-                        self._record(Outcome(entry.custom_id, new_request_id(),
-                                             error={"code": entry.code,
-                                                    "message": entry.message}))
+                        error["line"] = entry.line  # what finds it in the input
+                    self._record(Outcome(entry.custom_id, new_request_id(), error=error))
         except BaseException as exc:  # a full disk, a bug: stop the run and report it
             self._failure = exc
             self._stop.set()
@@ -327,6 +324,8 @@ class _Run:
             if outcome.error is None:
                 self.succeeded += 1
                 self.tokens += outcome.total_tokens
+            elif outcome.custom_id is None:
+                self.invalid += 1
             else:
                 self.failed += 1
 

@@ -185,6 +185,7 @@ class Provider(Caller):
         :raises InvalidRequestError: ``timeout`` is not a number of seconds.
         :raises AuthenticationError: the provider needs a key and none is configured
             (nothing is sent), or the server refused it.
+        :raises UntrustedDotenvError: see :meth:`Settings.check_destination`.
         :raises ProviderError: (subclasses) asking the server failed; a
             :class:`ProviderResponseError` too for a hook that returns something other
             than a list of model names.
@@ -195,8 +196,7 @@ class Provider(Caller):
         settings = self._runtime.settings
         options = check_call_options(timeout=timeout, provider=self.name)
         bound = options.timeout or min(MODELS_TIMEOUT, settings.timeout)
-        secret = settings.api_key_for(self.name)
-        key = secret.get_secret_value() if secret is not None else None
+        key = self._configured_key(checked_url=True)
         if self.needs_auth and not key:
             raise AuthenticationError(self._missing_key(), provider=self.name)
         import time
@@ -257,6 +257,8 @@ class Provider(Caller):
             options; tools or images sent to a provider without that capability.
         :raises ModelNotSupportedError: a model the provider does not list.
         :raises AuthenticationError: the provider needs a key and none is configured.
+        :raises UntrustedDotenvError: the working directory's ``.env`` points the provider
+            at another URL and the key is the user's own (see ``CHATPLUG_TRUST_DOTENV``).
         """
         if not isinstance(stream, bool):
             raise InvalidRequestError(
@@ -267,8 +269,7 @@ class Provider(Caller):
                                      extra_body=extra_body, provider=self.name)
         key = options.api_key
         if key is None:
-            secret = self._runtime.settings.api_key_for(self.name)
-            key = secret.get_secret_value() if secret is not None else None
+            key = self._configured_key(checked_url=options.url is None)
         try:
             checked = validate_messages(messages)
             try:
@@ -303,6 +304,21 @@ class Provider(Caller):
             all_params=(self._parameter_set.values(values)
                         if "params" in self._parameter_set.injected else {}),
         )
+
+    def _configured_key(self, *, checked_url: bool) -> str | None:
+        """The key the settings hold for this provider; with ``checked_url`` (it goes to
+        the configured URL), refused when only the working directory's ``.env`` chose
+        that URL.
+
+        :raises UntrustedDotenvError: see :meth:`Settings.check_destination`.
+        """
+        settings = self._runtime.settings
+        secret = settings.api_key_for(self.name)
+        if secret is None:
+            return None
+        if checked_url:
+            settings.check_destination(self.name, self.default_url)
+        return secret.get_secret_value()
 
     def _missing_key(self) -> str:
         return (f"no API key is configured. Set {variables_for(self.name)}"

@@ -15,6 +15,8 @@ import math
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from .output import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, error_line
+
 if TYPE_CHECKING:
     from ..batch.errors import BatchProblem
     from ..batch.runner import BatchSummary
@@ -22,9 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["add_arguments", "run"]
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 HELP = "run an OpenAI Batch file (JSONL) of chat completions; results to another JSONL"
 DESCRIPTION = (
@@ -103,10 +102,11 @@ def run(args: argparse.Namespace) -> int:
         err.write("chatplug batch: interrupted; run the same command again to resume.\n")
         return EXIT_INTERRUPTED
     except ChatplugError as exc:
-        err.write(f"chatplug: error: {str(exc).splitlines()[0]}\n")
+        err.write(f"chatplug: error: {error_line(exc)}\n")
         return EXIT_FAILURE
     for problem in summary.problems:
-        _problem(problem, err, "written as an error" if problem.custom_id else "not written")
+        _problem(problem, err, "written as an error" if problem.custom_id
+                 else "written as an error, custom_id null")
     _summary(summary, err)
     return EXIT_OK if summary.complete else EXIT_FAILURE
 

@@ -9,10 +9,12 @@ make an ad-hoc route (tried in order) where the registry can build one.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from ..hooks import RESERVED_NAMES
+from ..naming import env_name
 from .output import EXIT_INTERRUPTED, Output, UsageError, seconds
 from .session import Conversation, Logbook, Session, logging_enabled
 from .terminal import RetryAnnouncer, is_terminal
@@ -20,9 +22,11 @@ from .terminal import RetryAnnouncer, is_terminal
 if TYPE_CHECKING:
     from ..plugins.registry import Registry
 
-__all__ = ["DEFAULT_PROVIDER", "add_arguments", "run"]
+__all__ = ["DEFAULT_PROVIDER", "add_arguments", "default_provider", "run"]
 
 DEFAULT_PROVIDER = "GravityEngine"
+#: The provider ``chat`` prefers among those with a key, when GravityEngine is not chosen.
+KEYED_DEFAULT = "OpenAI"
 
 #: What to use instead of ``-o NAME=...`` for chatplug's own names.
 OPTION_HINTS = {
@@ -41,8 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the prompt; '-' or nothing reads standard input (on a terminal, "
                              "nothing starts an interactive chat)")
     parser.add_argument("-p", "--provider", action="append", metavar="PROVIDER",
-                        help=f"provider name, or Provider/model (default {DEFAULT_PROVIDER}); "
-                             "repeated: an ad-hoc route, tried in order")
+                        help=f"provider name, or Provider/model (default {DEFAULT_PROVIDER} "
+                             f"when its URL is set or no other provider has a key, else "
+                             f"the one with a key, {KEYED_DEFAULT} first); repeated: an "
+                             "ad-hoc route, tried in order")
     parser.add_argument("-m", "--model", help="model name (default: the provider's first)")
     parser.add_argument("-s", "--system", help="a system message sent before the prompt")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -103,6 +109,23 @@ def resolve_target(registry: Registry, names: list[str], model: str | None
     return target, model, str(getattr(target, "name", "+".join(names)))
 
 
+def default_provider(registry: Registry) -> str:
+    """Who answers ``chat`` without ``-p``: GravityEngine (a public service) only when its
+    URL is configured or no other provider has a key; else the provider that has one,
+    OpenAI first.  (Until a default model can be configured.)"""
+    if os.environ.get(env_name(DEFAULT_PROVIDER, "URL"), "").strip():
+        return DEFAULT_PROVIDER  # the environment wins: no need to read the settings
+    providers = {provider.name: provider for provider in registry.providers()}
+    gravity = providers.get(DEFAULT_PROVIDER)
+    if gravity is not None and gravity.url != gravity.default_url:
+        return DEFAULT_PROVIDER
+    keyed = [name for name, provider in providers.items()
+             if name != DEFAULT_PROVIDER and provider.api_key_configured]
+    if not keyed:
+        return DEFAULT_PROVIDER
+    return KEYED_DEFAULT if KEYED_DEFAULT in keyed else keyed[0]
+
+
 def _converted(target: Any, options: dict[str, str]) -> dict[str, Any]:
     if not options:
         return {}
@@ -161,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     names = args.provider
     model = args.model
     if not names:
-        names = [conversation.provider or DEFAULT_PROVIDER]
+        names = [conversation.provider or default_provider(registry)]
         model = model or conversation.model  # going on with whoever answered last
     target, model, route = resolve_target(registry, names, model)
     if route is not None:
@@ -169,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
     session = Session(target, conversation, logbook, model=model,
                       params=_converted(target, options), timeout=args.timeout,
                       stream=not (args.no_stream or args.json), as_json=args.json,
-                      usage=args.usage, route=route, out=Output())
+                      usage=args.usage, route=route, out=Output(),
+                      announce=not args.provider and is_terminal(sys.stderr))
     if is_terminal(sys.stderr):
         session.announcer = _announcer(registry)
     if interactive:

@@ -5,8 +5,9 @@ named once in :data:`COMMANDS`; only the module of the command being run is
 imported, so ``chatplug providers`` never pays for the chat or the logs.  A
 command whose module is not installed (an optional part) is left out.
 
-Expected failures print one line on stderr and exit 1 (2 for usage errors);
-Ctrl-C exits 130 after closing the stream.
+Expected failures print one line on stderr and exit 1 (2 for usage errors; ``chatplug``
+alone prints the help and exits 2); Ctrl-C exits 130 after closing the stream.  Every
+command first reports misspelled ``CHATPLUG_*`` variables on stderr.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .output import (
     EXIT_USAGE,
     OutputError,
     UsageError,
+    error_line,
+    note,
 )
 
 __all__ = ["COMMANDS", "Command", "main"]
@@ -119,18 +122,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser, module = _parser(_requested(arguments))
+    if not arguments:
+        # A first try: what there is to do, on stdout; exit 2 as a command is needed.
+        parser.print_help()
+        return EXIT_USAGE
     args = parser.parse_args(arguments)
     assert module is not None  # argparse refused any other command
     try:
+        from .environment import report_unknown_variables
+
+        report_unknown_variables()
         status: int = module.run(args)
         _flush_stdout()
         return status
     except UsageError as exc:
-        print(f"chatplug: error: {exc}", file=sys.stderr)
+        note(f"error: {exc}")
         return EXIT_USAGE
     except ChatplugError as exc:
         # One line: the headline says what happened, how often it was tried, what to do.
-        print(f"chatplug: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        note(f"error: {error_line(exc)}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -140,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_FAILURE
     except OutputError as exc:
-        print(f"chatplug: error: {exc}", file=sys.stderr)
+        note(f"error: {exc}")
         _silence_stdout()
         return EXIT_FAILURE
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from .output import EXIT_INTERRUPTED, UsageError, note
+from .output import EXIT_INTERRUPTED, UsageError, error_line, note
 from .session import Session
 from .terminal import is_terminal
 
@@ -101,4 +101,4 @@ def _send(session: Session, prompt: str) -> None:
         return
     outcome = session.turn(prompt)
     if outcome.error is not None:
-        note(f"error: {str(outcome.error).splitlines()[0]}")
+        note(f"error: {error_line(outcome.error)}")

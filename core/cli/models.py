@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatplugError
-from .output import Output, note, print_json, table
+from .output import Output, in_cli_terms, note, print_json, table
 from .providers import providers_of
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def _ask(provider: Provider) -> tuple[list[str] | None, str | None]:
     try:
         return provider.list_models(), None
     except ChatplugError as exc:
-        return None, exc.message.splitlines()[0]
+        return None, in_cli_terms(exc, exc.message.splitlines()[0])
 
 
 def run(args: argparse.Namespace) -> int:

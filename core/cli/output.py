@@ -9,12 +9,38 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Output", "OutputError",
-           "UsageError", "note", "print_json", "seconds", "table", "warn"]
+from ..errors import ADVICE, ChatplugError
+from .terminal import is_terminal
+
+__all__ = ["CLI_ADVICE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Output",
+           "OutputError", "UsageError", "error_line", "in_cli_terms", "note", "print_json",
+           "printable", "seconds", "table", "warn"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+def _visible(code: int) -> str:
+    """``cat -v``'s spelling of a control character: ``^[`` for ESC, ``M-^[`` for CSI."""
+    if code >= 0x80:
+        return "M-" + _visible(code - 0x80)
+    return "^?" if code == 0x7F else "^" + chr(code + 0x40)
+
+
+#: Every control character (C0, DEL, C1) but newline and tab, made visible; a carriage
+#: return is dropped (it would let a reply overwrite what was printed before it, and a
+#: reply with CRLF line ends reads the same without it).
+_CONTROLS = {code: _visible(code) for code in (*range(0x20), *range(0x7F, 0xA0))
+             if code not in (0x09, 0x0A)}
+_CONTROLS[0x0D] = ""
+
+
+def printable(text: str) -> str:
+    """``text`` with no control character a terminal would obey (OSC 52 clipboard
+    writes, cursor moves, title changes): each is replaced on its own, so an escape
+    sequence split across two streamed pieces is neutralised all the same."""
+    return text.translate(_CONTROLS)
 
 
 class UsageError(Exception):
@@ -34,8 +60,12 @@ class Output:
         self.stream = stream or sys.stdout
         #: The last character written, to end a reply on a new line.
         self.last = "\n"
+        #: Text from servers and the logs reaches a terminal only :func:`printable`.
+        self.terminal = self.isatty()
 
     def write(self, text: str) -> None:
+        if self.terminal:
+            text = printable(text)
         if not text:
             return
         try:
@@ -53,23 +83,57 @@ class Output:
             self.write("\n")
 
     def isatty(self) -> bool:
-        try:
-            return self.stream.isatty()
-        except (AttributeError, ValueError):
-            return False
+        return is_terminal(self.stream)
+
+
+#: What to do, as the command line says it, by :attr:`ChatplugError.hint` (the library's
+#: words, :data:`chatplug.errors.ADVICE`, name its API: ``timeout=``, ``api_key=``).
+CLI_ADVICE = {
+    "timeout": "Allow more time with --timeout SECONDS (or CHATPLUG_TIMEOUT).",
+    "api_key": "or save it with `chatplug keys set {provider}`.",
+    "api_key_sent": "(or the key saved with `chatplug keys set {provider}`).",
+}
+
+
+def in_cli_terms(error: ChatplugError, text: str) -> str:
+    """``text`` (from ``error``'s message) with its advice said for the command line."""
+    kind = error.hint
+    if kind is None or kind not in CLI_ADVICE:
+        return text
+    advice = CLI_ADVICE[kind].format(provider=error.provider or "PROVIDER")
+    return text.replace(ADVICE[kind], advice)
+
+
+def error_line(error: ChatplugError) -> str:
+    """The one line the CLI prints for ``error``: the headline (what happened, how often
+    it was tried, what to do), the advice in the command line's terms."""
+    lines = str(error).splitlines()
+    return in_cli_terms(error, lines[0] if lines else type(error).__name__)
 
 
 def note(text: str) -> None:
-    """One line on stderr, for the person at the terminal (never on stdout)."""
-    print(f"chatplug: {text}", file=sys.stderr, flush=True)
+    """One line on stderr, for the person at the terminal (never on stdout); an error
+    may quote a server, so a terminal sees it :func:`printable`."""
+    line = f"chatplug: {text}"
+    print(printable(line) if is_terminal(sys.stderr) else line, file=sys.stderr, flush=True)
+
+
 
 
 def warn(text: str) -> None:
     note(f"warning: {text}")
 
 
+#: JSON leaves DEL and the C1 controls unescaped (CSI, U+009B, is one); they only occur
+#: inside strings, where ``\u00XX`` is the same value.
+_JSON_CONTROLS = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
 def print_json(data: Any, out: Output) -> None:
-    out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    """``data`` as JSON, with every control character escaped (so it is the same JSON
+    on a terminal and in a pipe)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str).translate(_JSON_CONTROLS)
+    out.write(text + "\n")
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

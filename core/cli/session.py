@@ -136,6 +136,20 @@ class Session:
     route: str | None = None
     out: Output = field(default_factory=Output)
     announcer: RetryAnnouncer | None = None
+    #: Say where the prompt goes, once per conversation (the provider was not named, and
+    #: a person reads stderr, the status's terminal: a script's log keeps its one line
+    #: per failure).
+    announce: bool = False
+    _announced: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def destination(self) -> str:
+        """``GravityEngine at gpt4.xunika.uk``: the provider and the host a prompt goes to."""
+        from urllib.parse import urlsplit
+
+        url = getattr(self.target, "url", None)
+        host = urlsplit(url).netloc if isinstance(url, str) else ""
+        return f"{self.target.name} at {host}" if host else str(self.target.name)
 
     @property
     def label(self) -> str:
@@ -151,6 +165,11 @@ class Session:
         """
         messages = self.conversation.messages(prompt)
         status = Status(self.label, enabled=is_terminal(sys.stderr))
+        if self.announce and self._announced != self.conversation.id:
+            self._announced = self.conversation.id
+            # Said by the status, already waiting: the URL may take reading the settings.
+            status.start().announce(f"sending to {self.destination} (choose another "
+                                    "provider with -p)")
         if self.announcer is not None:
             self.announcer.status = status
         try:

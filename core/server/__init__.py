@@ -1,4 +1,4 @@
-"""chatplug's OpenAI-compatible gateway (``pip install "chatplug[server]"``).
+"""chatplug's OpenAI-compatible gateway (from the chatplug checkout: ``pip install ".[server]"``).
 
 Every installed provider and route behind ``/v1/chat/completions`` and
 ``/v1/models``, for any OpenAI client::

@@ -61,6 +61,9 @@ class _Handler(ProtocolHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go in separate writes: with Nagle's algorithm the body would
+        # wait for the client's delayed ACK, ~40 ms per call on a reused connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.owner._track(self.connection)
 
     def finish(self) -> None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ChatplugError, ProviderTimeoutError, StreamInterruptedError
+from ..errors import ADVICE, ChatplugError, ProviderTimeoutError, StreamInterruptedError
 from . import watchdog
 
 if TYPE_CHECKING:
@@ -39,8 +39,7 @@ CURRENT_CALL: contextvars.ContextVar[CallContext | None] = contextvars.ContextVa
     "chatplug_current_call", default=None
 )
 
-DEADLINE_MESSAGE = ("the call's deadline passed before the reply was complete. "
-                    "Raise CHATPLUG_TIMEOUT or pass a larger timeout= to create().")
+DEADLINE_MESSAGE = f"the call's deadline passed before the reply was complete. {ADVICE['timeout']}"
 CANCELLED_MESSAGE = "the call was cancelled (closed from another thread) before the reply ended."
 
 
