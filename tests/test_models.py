@@ -165,8 +165,14 @@ def test_the_models_command_for_every_provider(chatplug_server: ScriptedServer,
     assert ["GravityEngine", "gpt-3.5-turbo-16k", "declared, server"] in rows
     assert ["OpenAI", "(any;", "name one with -m)  -"] in rows
     assert ["Ollama", "llama3.2:latest", "server"] in rows
-    [note] = result.stderr.splitlines()
+    notes = result.stderr.splitlines()
+    [note] = [line for line in notes if "OpenAI" in line]
     assert "could not ask OpenAI's server" in note
+    # Anthropic and Gemini have no key here: their servers are not asked, and that is said.
+    for name in ("Anthropic", "Gemini"):
+        [said] = [line for line in notes if name in line]
+        assert "key" in said.lower()
+    assert len(notes) == 3
     assert PLANTED_KEY not in result.stdout + result.stderr
 
 

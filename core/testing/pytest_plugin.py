@@ -38,7 +38,7 @@ __all__ = ["SERVER_LIFETIME", "TEST_API_KEY", "chatplug_isolated", "chatplug_reg
 DEVELOPER_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
 
 #: A placeholder key for tests; it looks like no real provider's key.
-TEST_API_KEY = "chatplug-test-key-0000"
+TEST_API_KEY = "tk-test0-key-0000-chatplug"
 SERVER_LIFETIME = 120.0
 
 
