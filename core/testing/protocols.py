@@ -75,6 +75,13 @@ class ProtocolHandler(BaseHTTPRequestHandler):
                     return f"{text} (you sent {name}: {value})"
         return text
 
+    def error_event(self, script: Script) -> dict[str, Any]:
+        """The script's in-stream error object, its message echoing the key if asked."""
+        error = dict(script.error_event or {})
+        if "message" in error:
+            error["message"] = self.error_text(str(error["message"]), script.echo_key)
+        return error
+
     # -- OpenAI chat completions -----------------------------------------------------
 
     def send_openai(self, script: Script, request: dict[str, Any]) -> None:
@@ -108,9 +115,7 @@ class ProtocolHandler(BaseHTTPRequestHandler):
                                  lambda delta: event(_chunk(script, model, delta))):
             return
         if script.error_event is not None:
-            error = dict(script.error_event)
-            if "message" in error:
-                error["message"] = self.error_text(str(error["message"]), script.echo_key)
+            error = self.error_event(script)
             event({"error": error})
         if script.finish:
             event(_chunk(script, model, {}, script.reason()))
@@ -155,9 +160,7 @@ class ProtocolHandler(BaseHTTPRequestHandler):
         if not self._send_pieces(script, pieces, group):
             return
         if script.error_event is not None:
-            error = dict(script.error_event)
-            if "message" in error:
-                error["message"] = self.error_text(str(error["message"]), script.echo_key)
+            error = self.error_event(script)
             event(("error", {"type": "error", "error": error}))
         else:
             group(closing)
@@ -187,9 +190,7 @@ class ProtocolHandler(BaseHTTPRequestHandler):
             if not self._send_pieces(script, chunks, event):
                 return
             if script.error_event is not None:
-                error = dict(script.error_event)
-                if "message" in error:
-                    error["message"] = self.error_text(str(error["message"]), script.echo_key)
+                error = self.error_event(script)
                 event({"error": error})
             elif script.finish:
                 event(last)

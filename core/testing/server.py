@@ -144,15 +144,9 @@ class _Handler(ProtocolHandler):
                 "message": "Incorrect API key provided.", "type": "invalid_request_error",
                 "code": "invalid_api_key"}})
             return
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
-        if not isinstance(request, dict):
-            self.send_json(400, {"error": {"message": "body is not a JSON object"}})
+        request, script = self._scripted(body, {"error": {"message": "body is not a JSON object"}})
+        if script is None:
             return
-        script = owner._next_script(request, "POST")
-        assert script is not None
         if script.delay:
             time.sleep(script.delay)
         if ollama:
@@ -161,22 +155,29 @@ class _Handler(ProtocolHandler):
             self.send_openai(script, request)
 
 
+    def _scripted(self, body: bytes, refusal: dict[str, Any]
+                  ) -> tuple[dict[str, Any], Script | None]:
+        """The request (a JSON object) and the script that answers it; ``None`` after
+        answering ``refusal`` (400) to a body that is not one."""
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            self.send_json(400, refusal)
+            return {}, None
+        return request, self.server.owner._next_script(request, "POST")
+
     def _messages(self, body: bytes) -> None:
         owner = self.server.owner
         if owner.api_key is not None and self.headers.get("x-api-key") != owner.api_key:
             self.send_json(401, {"type": "error", "error": {
                 "type": "authentication_error", "message": "invalid x-api-key"}})
             return
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
-        if not isinstance(request, dict):
-            self.send_json(400, {"type": "error", "error": {
-                "type": "invalid_request_error", "message": "body is not a JSON object"}})
+        request, script = self._scripted(body, {"type": "error", "error": {
+            "type": "invalid_request_error", "message": "body is not a JSON object"}})
+        if script is None:
             return
-        script = owner._next_script(request, "POST")
-        assert script is not None
         if script.delay:
             time.sleep(script.delay)
         self.send_anthropic(script, request)
@@ -191,17 +192,11 @@ class _Handler(ProtocolHandler):
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                     "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}})
             return
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
-        if not isinstance(request, dict):
-            self.send_json(400, {"error": {"code": 400, "message": "body is not JSON",
-                                           "status": "INVALID_ARGUMENT"}})
+        _, script = self._scripted(body, {"error": {
+            "code": 400, "message": "body is not JSON", "status": "INVALID_ARGUMENT"}})
+        if script is None:
             return
         model, _, method = path.rsplit("/", 1)[-1].partition(":")
-        script = owner._next_script(request, "POST")
-        assert script is not None
         if script.delay:
             time.sleep(script.delay)
         self.send_gemini(script, model, method == "streamGenerateContent")

@@ -50,6 +50,7 @@ from ..events import (
     Usage,
 )
 from . import token_count
+from .exchange import exchange, json_events
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -519,38 +520,35 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
         error event arrives after content did.
     :raises ProviderResponseError: an event that breaks the format.
     """
-    decoder = SSEDecoder()
     state = _StreamState()
-    feed = decoder.feed_data
-    loads = json.loads
-    for chunk in chunks:
-        if type(chunk) is not bytes:  # a loop-driven reply's wait, for the call's driver
-            yield chunk  # type: ignore[misc]
+
+    def not_json(data: str) -> ProviderResponseError:
+        return ProviderResponseError(
+            f"a stream event is not JSON: {_excerpt(data, secret)}; the server may not speak "
+            "Anthropic's Messages API.")
+
+    for item in json_events(chunks, SSEDecoder(), not_json):
+        if type(item) is not tuple:  # a loop-driven reply's wait, for the call's driver
+            yield item
             continue
-        for data in feed(chunk):
-            try:
-                payload = loads(data)
-            except (ValueError, RecursionError):
-                raise ProviderResponseError(
-                    f"a stream event is not JSON: {_excerpt(data, secret)}; the server may "
-                    "not speak Anthropic's Messages API.") from None
-            if type(payload) is dict:
-                kind = payload.get("type")
-                if kind == "content_block_delta":
-                    # The shape nearly every event has, read cheaply; others go below.
-                    delta = payload.get("delta")
-                    if type(delta) is dict and delta.get("type") == "text_delta":
-                        text = delta.get("text")
-                        if type(text) is str:
-                            if text:
-                                state.received += len(text)
-                                yield text
-                            continue
-                elif kind == "message_stop":
-                    if not state.finished:
-                        break
-                    return
-            yield from _event_items(payload, data, state, secret, provider)
+        data, payload = item
+        if type(payload) is dict:
+            kind = payload.get("type")
+            if kind == "content_block_delta":
+                # The shape nearly every event has, read cheaply; others go below.
+                delta = payload.get("delta")
+                if type(delta) is dict and delta.get("type") == "text_delta":
+                    text = delta.get("text")
+                    if type(text) is str:
+                        if text:
+                            state.received += len(text)
+                            yield text
+                        continue
+            elif kind == "message_stop":
+                if not state.finished:
+                    break
+                return
+        yield from _event_items(payload, data, state, secret, provider)
     if not state.finished:
         raise StreamInterruptedError(
             f"the stream ended before its stop_reason after {state.received} characters; "
@@ -578,18 +576,8 @@ def chat(
     """
     body = request_body(model, messages, stream, max_tokens=max_tokens, **options)
     accept = "text/event-stream" if stream else "application/json"
-    secret = http.api_key or api_key
-    reply = yield from http.open_json(  # type: ignore[misc]  # waits, for a loop-driven call
-        endpoint, body, headers=request_headers(api_key, accept, headers))
-    with reply:
-        items: Iterable[str | Event]
-        if reply.content_type == "text/event-stream":
-            items = stream_events(reply.iter_bytes(), secret=secret, provider=http.provider)
-        else:
-            payload = yield from reply.load_json()  # type: ignore[misc]
-            items = reply_events(payload, secret=secret, provider=http.provider)
-        yield from items
-        reply.drain()
+    yield from exchange(http, endpoint, body, request_headers(api_key, accept, headers),
+                    streamed=stream_events, whole=reply_events, secret=http.api_key or api_key)
 
 
 #: Models per page of ``GET /v1/models`` (Anthropic's maximum).

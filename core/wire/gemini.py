@@ -51,6 +51,7 @@ from ..errors import (
 )
 from ..events import Finish, Meta, Reasoning, ReasoningSignature, ToolCallDelta, Usage
 from . import token_count
+from .exchange import exchange, json_events
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -513,28 +514,24 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
         arrives after content did.
     :raises ProviderResponseError: an event that breaks the format.
     """
-    decoder = SSEDecoder()
     state = _State()
-    feed = decoder.feed_data
-    loads = json.loads
-    for chunk in chunks:
-        if type(chunk) is not bytes:  # a loop-driven reply's wait, for the call's driver
-            yield chunk  # type: ignore[misc]
+
+    def not_json(data: str) -> ProviderResponseError:
+        return ProviderResponseError(
+            f"a stream event is not JSON: {_excerpt(data, secret)}; the server may not speak "
+            "Gemini's API.")
+
+    for item in json_events(chunks, SSEDecoder(), not_json):
+        if type(item) is not tuple:  # a loop-driven reply's wait, for the call's driver
+            yield item
             continue
-        for data in feed(chunk):
-            try:
-                payload = loads(data)
-            except (ValueError, RecursionError):
-                raise ProviderResponseError(
-                    f"a stream event is not JSON: {_excerpt(data, secret)}; the server may "
-                    "not speak Gemini's API.") from None
-            if not isinstance(payload, dict):
-                raise ProviderResponseError(f"a stream event is not a JSON object: "
-                                            f"{_excerpt(data, secret)}")
-            if "error" in payload:
-                raise _error(payload, state, where="the stream", secret=secret,
-                             provider=provider)
-            yield from _candidate_items(payload, data, state, secret)
+        data, payload = item
+        if not isinstance(payload, dict):
+            raise ProviderResponseError(f"a stream event is not a JSON object: "
+                                        f"{_excerpt(data, secret)}")
+        if "error" in payload:
+            raise _error(payload, state, where="the stream", secret=secret, provider=provider)
+        yield from _candidate_items(payload, data, state, secret)
     if not state.finished:
         raise StreamInterruptedError(
             f"the stream ended before a finish reason after {state.received} characters; "
@@ -563,18 +560,9 @@ def chat(
     """
     body = request_body(messages, **options)
     accept = "text/event-stream" if stream else "application/json"
-    secret = http.api_key or api_key
-    reply = yield from http.open_json(  # type: ignore[misc]  # waits, for a loop-driven call
-        endpoint(url, model, stream), body, headers=request_headers(api_key, accept, headers))
-    with reply:
-        items: Iterable[str | Event]
-        if reply.content_type == "text/event-stream":
-            items = stream_events(reply.iter_bytes(), secret=secret, provider=http.provider)
-        else:
-            payload = yield from reply.load_json()  # type: ignore[misc]
-            items = reply_events(payload, secret=secret, provider=http.provider)
-        yield from items
-        reply.drain()
+    yield from exchange(http, endpoint(url, model, stream), body,
+                    request_headers(api_key, accept, headers), streamed=stream_events,
+                    whole=reply_events, secret=http.api_key or api_key)
 
 
 #: Pages read at most: a server that pages forever must not keep a call going.

@@ -36,6 +36,7 @@ from ..errors import ProviderResponseError, StreamInterruptedError
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
 from ..transport.pending import text_only
 from . import request_headers, token_count
+from .exchange import exchange
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -466,18 +467,10 @@ def chat(
     accept = "text/event-stream" if stream else "application/json"
     body = request_body(model, messages, stream, **options)
     # The configured key is masked in every form a provider derives from it (nk-<code>).
-    secret = http.api_key or api_key
-    reply = yield from http.open_json(  # type: ignore[misc]  # Pending, for a native call
-        endpoint, body, headers=request_headers(accept, api_key, headers))
-    with reply:
-        items: Iterable[str | Event]
-        if reply.content_type == "text/event-stream":
-            items = stream_events(reply.iter_bytes(), secret=secret, provider=http.provider)
-        else:
-            payload = yield from reply.load_json()  # type: ignore[misc]
-            items = reply_events(payload, secret=secret, provider=http.provider)
-        yield from items if events else text_only(items)
-        reply.drain()  # complete: read the last bytes so the connection is reused
+    items = exchange(http, endpoint, body, request_headers(accept, api_key, headers),
+                     streamed=stream_events, whole=reply_events,
+                     secret=http.api_key or api_key)
+    yield from items if events else text_only(items)
 
 
 def completion_body(

@@ -1,0 +1,72 @@
+"""What every chat wire does with a request and its reply, written once.
+
+:func:`exchange` posts a JSON body and yields the reply's text and events, read by
+the wire's own ``streamed`` parser (an event stream) or ``whole`` parser (one JSON
+document), whichever the server chose; :func:`json_events` is the loop of a
+streamed parser: server-sent events, each decoded as JSON, with a loop-driven
+reply's waits passed through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ProviderResponseError
+from .sse import SSEDecoder
+
+if TYPE_CHECKING:
+    from ..events import Event
+    from ..transport.client import HTTPClient
+
+__all__ = ["exchange", "json_events"]
+
+#: A wire's parser of a streamed reply: raw chunks in, text and events out.
+Streamed = Callable[..., Iterator[Any]]
+#: A wire's parser of a whole reply: the JSON document in, text and events out.
+Whole = Callable[..., Iterable[Any]]
+
+
+def exchange(http: HTTPClient, url: str, body: Mapping[str, Any], headers: Mapping[str, str],
+             *, streamed: Streamed, whole: Whole, secret: str | None
+             ) -> Iterator[str | Event]:
+    """POST ``body`` to ``url``; yield the reply's text and events as they arrive.
+
+    Closing the generator closes the response; a reply read to its end is drained so
+    that its connection is reused.
+
+    :raises ProviderError: (subclasses) the transport's, and those of the parsers.
+    """
+    reply = yield from http.open_json(  # type: ignore[misc]  # waits, for a loop-driven call
+        url, body, headers=headers)
+    with reply:
+        items: Iterable[str | Event]
+        if reply.content_type == "text/event-stream":
+            items = streamed(reply.iter_bytes(), secret=secret, provider=http.provider)
+        else:
+            payload = yield from reply.load_json()  # type: ignore[misc]
+            items = whole(payload, secret=secret, provider=http.provider)
+        yield from items
+        reply.drain()
+
+
+def json_events(chunks: Iterable[bytes], decoder: SSEDecoder,
+                not_json: Callable[[str], ProviderResponseError]) -> Iterator[Any]:
+    """Each event's ``data`` of an SSE stream as ``(data, parsed JSON)``; anything but
+    bytes among ``chunks`` (a loop-driven reply's waits) is yielded as it came.
+
+    :raises ProviderResponseError: ``not_json(data)`` for an event that is not JSON.
+    """
+    feed = decoder.feed_data
+    loads = json.loads
+    for chunk in chunks:
+        if type(chunk) is not bytes:
+            yield chunk
+            continue
+        for data in feed(chunk):
+            try:
+                payload = loads(data)
+            except (ValueError, RecursionError):
+                raise not_json(data) from None
+            yield data, payload
