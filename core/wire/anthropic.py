@@ -49,9 +49,9 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from . import token_count
+from . import base64_data_url, token_count
+from . import request_headers as wire_headers
 from .exchange import exchange, json_events
-from .sse import SSEDecoder
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -95,22 +95,13 @@ _EXCERPT = 120
 def request_headers(api_key: str | None, accept: str,
                     headers: Mapping[str, str] | None = None) -> dict[str, str]:
     """``Accept``, ``anthropic-version``, the provider's ``headers`` and ``x-api-key``."""
-    all_headers = {"Accept": accept, "anthropic-version": API_VERSION}
-    if headers:
-        all_headers.update(headers)
-    if api_key:
-        all_headers["x-api-key"] = api_key
-    return all_headers
+    return wire_headers(accept, api_key, {"anthropic-version": API_VERSION, **(headers or {})},
+                        key_header="x-api-key")
 
 
 def _image(url: str, where: str) -> dict[str, Any]:
     if url.startswith("data:"):
-        header, _, data = url[len("data:"):].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if encoding != "base64" or not data:
-            raise InvalidRequestError(
-                f"{where}: Anthropic takes base64 data URLs (data:image/png;base64,...), "
-                "not this one.")
+        media_type, data = base64_data_url(url, where, "Anthropic")
         return {"type": "image", "source": {"type": "base64", "media_type": media_type,
                                             "data": data}}
     return {"type": "image", "source": {"type": "url", "url": url}}
@@ -522,12 +513,7 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
     """
     state = _StreamState()
 
-    def not_json(data: str) -> ProviderResponseError:
-        return ProviderResponseError(
-            f"a stream event is not JSON: {_excerpt(data, secret)}; the server may not speak "
-            "Anthropic's Messages API.")
-
-    for item in json_events(chunks, SSEDecoder(), not_json):
+    for item in json_events(chunks, secret=secret, speaks="Anthropic's Messages API"):
         if type(item) is not tuple:  # a loop-driven reply's wait, for the call's driver
             yield item
             continue

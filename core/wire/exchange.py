@@ -51,14 +51,23 @@ def exchange(http: HTTPClient, url: str, body: Mapping[str, Any], headers: Mappi
         reply.drain()
 
 
-def json_events(chunks: Iterable[bytes], decoder: SSEDecoder,
-                not_json: Callable[[str], ProviderResponseError]) -> Iterator[Any]:
+def json_events(chunks: Iterable[bytes], *, secret: str | None, speaks: str
+                ) -> Iterator[Any]:
     """Each event's ``data`` of an SSE stream as ``(data, parsed JSON)``; anything but
     bytes among ``chunks`` (a loop-driven reply's waits) is yielded as it came.
 
-    :raises ProviderResponseError: ``not_json(data)`` for an event that is not JSON.
+    :param secret: a key to mask in a quoted event.
+    :param speaks: the API the server should speak, for the message of a bad event.
+    :raises ProviderResponseError: an event that is not JSON.
     """
-    feed = decoder.feed_data
+    from .errors import excerpt
+
+    def not_json(data: str) -> ProviderResponseError:
+        return ProviderResponseError(
+            f"a stream event is not JSON: {excerpt(data, secret, 120)!r}; the server may "
+            f"not speak {speaks}.")
+
+    feed = SSEDecoder().feed_data
     loads = json.loads
     for chunk in chunks:
         if type(chunk) is not bytes:

@@ -50,9 +50,9 @@ from ..errors import (
     StreamInterruptedError,
 )
 from ..events import Finish, Meta, Reasoning, ReasoningSignature, ToolCallDelta, Usage
-from . import token_count
+from . import base64_data_url, token_count
+from . import request_headers as wire_headers
 from .exchange import exchange, json_events
-from .sse import SSEDecoder
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -110,12 +110,7 @@ def endpoint(url: str, model: str, stream: bool) -> str:
 def request_headers(api_key: str | None, accept: str,
                     headers: Mapping[str, str] | None = None) -> dict[str, str]:
     """``Accept``, the provider's ``headers`` and ``x-goog-api-key``."""
-    all_headers = {"Accept": accept}
-    if headers:
-        all_headers.update(headers)
-    if api_key:
-        all_headers["x-goog-api-key"] = api_key
-    return all_headers
+    return wire_headers(accept, api_key, headers, key_header="x-goog-api-key")
 
 
 # -- the request ---------------------------------------------------------------------
@@ -123,12 +118,7 @@ def request_headers(api_key: str | None, accept: str,
 
 def _media(url: str, where: str) -> dict[str, Any]:
     if url.startswith("data:"):
-        header, _, data = url[len("data:"):].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if encoding != "base64" or not data:
-            raise InvalidRequestError(
-                f"{where}: Gemini takes base64 data URLs (data:image/png;base64,...), "
-                "not this one.")
+        media_type, data = base64_data_url(url, where, "Gemini")
         return {"inlineData": {"mimeType": media_type, "data": data}}
     if url.startswith(_FILE_URLS):
         extension = url.rsplit(".", 1)[-1].lower() if "." in url.rsplit("/", 1)[-1] else ""
@@ -516,12 +506,7 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
     """
     state = _State()
 
-    def not_json(data: str) -> ProviderResponseError:
-        return ProviderResponseError(
-            f"a stream event is not JSON: {_excerpt(data, secret)}; the server may not speak "
-            "Gemini's API.")
-
-    for item in json_events(chunks, SSEDecoder(), not_json):
+    for item in json_events(chunks, secret=secret, speaks="Gemini's API"):
         if type(item) is not tuple:  # a loop-driven reply's wait, for the call's driver
             yield item
             continue
