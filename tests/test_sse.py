@@ -184,3 +184,16 @@ def test_an_event_longer_than_the_kept_bytes_goes_to_the_line_decoder() -> None:
     for start in range(0, len(data), 16 * 1024):
         found += decoder.feed_data(data[start:start + 16 * 1024])
     assert found == [text, "next"]
+
+
+@pytest.mark.parametrize("stream", [
+    b"event: content_block_delta\ndata: {\"a\": 1}\n\nevent: ping\ndata: {}\n\n",
+    b"event: x\nid: 7\ndata: one\n\nevent: y\ndata: two\ndata: three\n\n",
+    b"event: only-a-name\n\nevent: z\ndata: \n\ndata: plain\n\n",
+])
+def test_named_events_take_the_fast_path_with_the_full_decoders_result(stream: bytes) -> None:
+    """Anthropic's grammar (a name line, then one data line) is read fast; anything else
+    about a named event (an id, several data lines, no data) goes to the full decoder."""
+    fast = SSEDecoder().feed_data(stream)
+    full = [event.data for event in SSEDecoder().feed(stream)]
+    assert fast == full

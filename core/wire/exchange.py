@@ -20,8 +20,12 @@ if TYPE_CHECKING:
     from ..events import Event
     from ..transport.client import HTTPClient
 
-__all__ = ["exchange", "json_events"]
+__all__ = ["SCAN_ONCE", "exchange", "json_events"]
 
+#: json.loads without its checks and whitespace skipping, for the usual event: one JSON
+#: value from the first character to the last (anything else goes to json.loads).
+SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once)  # type: ignore[attr-defined]  # set in __init__, untyped
 #: A wire's parser of a streamed reply: raw chunks in, text and events out.
 Streamed = Callable[..., Iterator[Any]]
 #: A wire's parser of a whole reply: the JSON document in, text and events out.
@@ -69,13 +73,19 @@ def json_events(chunks: Iterable[bytes], *, secret: str | None, speaks: str
 
     feed = SSEDecoder().feed_data
     loads = json.loads
+    scan = SCAN_ONCE
     for chunk in chunks:
         if type(chunk) is not bytes:
             yield chunk
             continue
         for data in feed(chunk):
             try:
-                payload = loads(data)
+                try:
+                    payload, stop = scan(data, 0)
+                except StopIteration:  # no value at 0 (whitespace, a mark): loads decides
+                    stop = -1
+                if stop != len(data):
+                    payload = loads(data)
             except (ValueError, RecursionError):
                 raise not_json(data) from None
             yield data, payload

@@ -511,6 +511,23 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
             yield item
             continue
         data, payload = item
+        if state.meta and type(payload) is dict:
+            # The shape nearly every chunk has (one candidate, one text part), read cheaply.
+            try:
+                candidates = payload["candidates"]
+                candidate = candidates[0]
+                parts = candidate["content"]["parts"]
+                text = parts[0]["text"]
+                if (type(text) is str and len(candidates) == 1 and len(parts) == 1
+                        and len(parts[0]) == 1 and "finishReason" not in candidate):
+                    if "usageMetadata" in payload:
+                        state.usage = usage_of(payload["usageMetadata"]) or state.usage
+                    if text:
+                        state.received += len(text)
+                        yield text
+                    continue
+            except (KeyError, IndexError, TypeError):
+                pass
         if not isinstance(payload, dict):
             raise ProviderResponseError(f"a stream event is not a JSON object: "
                                         f"{_excerpt(data, secret)}")

@@ -29,14 +29,14 @@ after content had arrived.  Error objects are read by :mod:`chatplug.wire.errors
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderResponseError, StreamInterruptedError
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
 from ..transport.pending import text_only
 from . import request_headers, token_count
-from .exchange import exchange
+from .exchange import SCAN_ONCE, exchange
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -60,10 +60,6 @@ DONE = "[DONE]"
 #: How much of a chunk that breaks the format is quoted.
 _CHUNK_EXCERPT = 120
 _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
-#: json.loads without its checks and whitespace skipping, for the usual event: one JSON
-#: value from the first character to the last (anything else goes to json.loads).
-_SCAN: Callable[[str, int], tuple[Any, int]] = (
-    json.JSONDecoder().scan_once)  # type: ignore[attr-defined]  # set in __init__, untyped
 
 
 def request_body(
@@ -368,7 +364,7 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
     progress = _Progress()
     feed = decoder.feed_data
     loads = json.loads
-    scan = _SCAN
+    scan = SCAN_ONCE
     received = 0  # kept here on the hot path, in progress on the slow one
     fast = False  # the first chunk, which names the id and model, is read in full
     for chunk in chunks:

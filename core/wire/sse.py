@@ -135,7 +135,8 @@ class SSEDecoder:
         """The ``data`` of each event completed by ``chunk``: all most wire formats need.
 
         The common case takes a fast path: the decoder holds no partial line or
-        field, the chunk has no CR, and an event is one ``data: `` line.  Bytes
+        field, the chunk has no CR, and an event is one ``data: `` line (or an
+        ``event: `` line and one ``data: `` line, Anthropic's grammar).  Bytes
         after the chunk's last event are kept as they are until the event is
         complete (a bulk read rarely ends at an event boundary); they cannot
         complete an event on their own.  Anything else goes through the full
@@ -170,9 +171,15 @@ class SSEDecoder:
         for block in text.split("\n\n"):
             if block.startswith("data: ") and "\n" not in block:
                 found.append(block[6:])
-            else:
-                found.extend(event.data for event in self._feed_lines(
-                    block.encode("utf-8") + b"\n\n"))
+                continue
+            if block.startswith("event: "):
+                # A named event (Anthropic's grammar): its name line, then one data line.
+                data = block.find("\ndata: ")
+                if data > 0 and "\n" not in block[7:data] and "\n" not in block[data + 7:]:
+                    found.append(block[data + 7:])
+                    continue
+            found.extend(event.data for event in self._feed_lines(
+                block.encode("utf-8") + b"\n\n"))
         return found
 
     def _settle(self) -> None:
