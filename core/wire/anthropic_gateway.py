@@ -33,6 +33,7 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
+from .encode import dumps
 from .translated import TranslatedRequest
 
 if TYPE_CHECKING:
@@ -394,8 +395,8 @@ class MessagesEncoder:
     whose ``input_json_delta`` fragments carry the arguments in order.
     """
 
-    __slots__ = ("_block", "_finish", "_id", "_kind", "_model", "_started", "_tools",
-                 "usage")
+    __slots__ = ("_block", "_finish", "_id", "_kind", "_model", "_started", "_text_head",
+                 "_tools", "usage")
 
     def __init__(self, model: str) -> None:
         self._model = model
@@ -406,6 +407,8 @@ class MessagesEncoder:
         self._tools: dict[int, int] = {}  # tool call index → block index
         self._finish: Finish | None = None
         self.usage: Usage | None = None
+        #: The bytes before a text delta's text in the open text block (the hot path).
+        self._text_head = b""
 
     def start(self) -> bytes:
         """``message_start`` (once)."""
@@ -445,6 +448,9 @@ class MessagesEncoder:
             out = self.start()
             if self._kind != "text":
                 out += self._open("text", {"type": "text", "text": ""})
+                self._text_head = (
+                    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                    + str(self._block).encode() + b',"delta":{"type":"text_delta","text":')
             return out + self._delta({"type": "text_delta", "text": item})
         if isinstance(item, Meta):
             self._id = self._id or item.id
@@ -498,6 +504,9 @@ class MessagesEncoder:
             "usage": usage_body(self.usage)}) + sse("message_stop", {"type": "message_stop"})
 
     def content(self, text: str) -> bytes:
+        """A text piece: in the open text block, straight from a template."""
+        if self._kind == "text" and text:
+            return self._text_head + dumps(text).encode() + b"}}\n\n"
         return self.encode(text)
 
     def failure(self, error: InBandError) -> bytes:

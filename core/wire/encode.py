@@ -30,12 +30,14 @@ from ..events import (
     Usage,
 )
 
-__all__ = ["DONE", "ChunkEncoder", "InBandError", "sse_event"]
+__all__ = ["DONE", "ChunkEncoder", "InBandError", "dumps", "sse_event"]
 
 #: The last event of a stream that ended well.
 DONE = b"data: [DONE]\n\n"
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: JSON text of a value, compact, not ASCII-escaped: what every server-side encoder writes.
+dumps = _dumps
 
 
 def sse_event(payload: Mapping[str, Any]) -> bytes:

@@ -36,6 +36,7 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
+from .encode import dumps
 from .translated import TranslatedRequest
 
 if TYPE_CHECKING:
@@ -373,6 +374,8 @@ class ResponsesEncoder:
         self._blocks: list[dict[str, Any]] = []  # signed reasoning, for encrypted_content
         self._reasoning: list[str] = []
         self._finish: Finish | None = None
+        #: The fields of a text delta between its sequence number and its text.
+        self._delta_head = b""
 
     # -- framing
 
@@ -452,10 +455,14 @@ class ResponsesEncoder:
             out = b""
             if self._open is None or self._open["type"] != "message":
                 out += self._close_tools() + self._close()
-                message = {"type": "message", "id": _id("msg"), "status": "in_progress",
-                           "role": "assistant", "content": []}
+                ident = _id("msg")
+                message: dict[str, Any] = {"type": "message", "id": ident,
+                                           "status": "in_progress", "role": "assistant",
+                                           "content": []}
                 out += self._add(message)
                 self._open = message
+                self._delta_head = (f',"item_id":"{ident}","output_index":'
+                                    f'{len(self.output) - 1},"content_index":0,"delta":').encode()
                 out += self._event("response.content_part.added", item_id=message["id"],
                                    output_index=len(self.output) - 1, content_index=0,
                                    part={"type": "output_text", "text": "",
@@ -566,6 +573,15 @@ class ResponsesEncoder:
         return out + self._event(kind, response=self.response(status))
 
     def content(self, text: str) -> bytes:
+        """A text piece: in the open message, straight from a template."""
+        item = self._open
+        if item is not None and text and item["type"] == "message":
+            self._texts.append(text)
+            number = self._sequence
+            self._sequence += 1
+            return (b'event: response.output_text.delta\ndata: {"type":'
+                    b'"response.output_text.delta","sequence_number":' + str(number).encode()
+                    + self._delta_head + dumps(text).encode() + b',"logprobs":[]}\n\n')
         return self.encode(text)
 
     def failure(self, error: InBandError) -> bytes:
