@@ -113,7 +113,10 @@ class GatewayClient:
         messages = scenarios.messages(scenario)
         body: dict[str, Any] = {"model": "GravityEngine", "stream": stream}
         if self.wire == "responses":
+            # As Codex sends it: store false (a stored response costs a SQLite write,
+            # measured apart in docs/gateway.md).
             body["input"] = messages[0]["content"]
+            body["store"] = False
         else:
             body["messages"] = messages
         if self.wire == "messages":
