@@ -229,15 +229,19 @@ def ttfp_ms(client: Any, samples: int) -> float:
     return median(delays) * 1000
 
 
-def three_wires(url: str, direct: Any, count: int, chunks: int) -> Result:
+def three_wires(gateway: GatewayProcess, direct: Any, count: int, chunks: int) -> Result:
     """The three endpoints side by side on the same upstream: overhead over a direct call
-    (interleaved with it) and relayed pieces/s, one wire after the other, three rounds."""
+    (interleaved with it), relayed pieces/s (three streams; the load client reads them, so
+    its own parsing counts too) and the gateway's CPU per relayed piece (from /proc: the
+    gateway's own cost, whatever the client's)."""
     figures: Result = {}
     for wire in PATHS:
-        client = GatewayClient(url, wire)
+        client = GatewayClient(gateway.url, wire)
         try:
-            figures[wire] = {"overhead": overhead(client, direct, count),
-                             "pieces_per_s": stream_rate(client, chunks)}
+            figures[wire] = {"overhead": overhead(client, direct, count)}
+            before = gateway.cpu_s()
+            figures[wire]["pieces_per_s"] = stream_rate(client, chunks)
+            figures[wire]["cpu_us_per_piece"] = (gateway.cpu_s() - before) / (3 * chunks) * 1e6
         finally:
             client.close()
     return figures
@@ -343,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                     gateway.url, gateway, 64, 2.0 if quick else 8.0)
                 figures["concurrent_streams"] = concurrent_streams(
                     gateway.url, 128, 20 if quick else 100)
-                figures["wires"] = three_wires(gateway.url, direct, 100 if quick else 1000,
-                                               chunks)
+                figures["wires"] = three_wires(gateway, direct, 100 if quick else 1000, chunks)
                 now, peak = gateway.rss_mb()
                 figures["gateway_rss_mb"] = {"now": now, "peak": peak}
                 client.close()
@@ -415,9 +418,12 @@ def _report(f: Result) -> None:
         figures = f["wires"][wire]
         added = figures["overhead"]["overhead_p50_ms"] - chat["overhead"]["overhead_p50_ms"]
         ratio = figures["pieces_per_s"] / chat["pieces_per_s"]
-        rows.append((f"/v1/{wire} beside /v1/chat/completions (overhead p50, pieces/s)",
+        rows.append((f"/v1/{wire} beside /v1/chat/completions (overhead p50, pieces/s, "
+                     "gateway CPU per piece)",
                      f"+{figures['overhead']['overhead_p50_ms']:.3f} ms, "
-                     f"{figures['pieces_per_s']:,.0f}/s",
+                     f"{figures['pieces_per_s']:,.0f}/s, "
+                     f"{figures['cpu_us_per_piece']:.1f} µs (chat "
+                     f"{chat['cpu_us_per_piece']:.1f} µs)",
                      f"{added:+.3f} ms, {ratio:.2f}x",
                      "within 0.3 ms, >= 0.80x",
                      _verdict(added <= 0.3 and ratio >= 0.8)))
