@@ -17,6 +17,7 @@ a disconnect is seen at once.
 
 from __future__ import annotations
 
+import abc
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -101,7 +102,7 @@ def _ms(seconds: float) -> bytes:
     return f"{seconds * 1000:.2f}".encode()
 
 
-class Endpoint:
+class Endpoint(abc.ABC):
     """One wire's completion endpoint; one instance per app.  Subclasses say how their
     wire reads a request (:meth:`parse`, :meth:`request_for`) and writes a reply
     (:meth:`whole`, :meth:`encoder`); :attr:`anthropic` picks the error envelope."""
@@ -114,12 +115,12 @@ class Endpoint:
 
     # -- what a wire says ----------------------------------------------------------------
 
+    @abc.abstractmethod
     def parse(self, body: bytes) -> Any:
         """The wire's request, checked.
 
         :raises GatewayError: 400 naming what is wrong.
         """
-        raise NotImplementedError
 
     def request_for(self, parsed: Any, target: Any) -> ChatRequest:
         """The chat request to run against ``target`` (the parsed one, by default)."""
@@ -130,13 +131,13 @@ class Endpoint:
         """Extra response headers of this wire (e.g. the fields it dropped)."""
         return []
 
+    @abc.abstractmethod
     def whole(self, completion: Completion, upstream: Upstream, parsed: Any) -> dict[str, Any]:
         """A whole reply's body."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encoder(self, upstream: Upstream, parsed: Any) -> Encoder:
         """The encoder of a stream."""
-        raise NotImplementedError
 
     async def before(self, parsed: Any) -> None:
         """Runs after parsing, before the model is resolved (a stored conversation is
@@ -144,10 +145,12 @@ class Endpoint:
 
         :raises GatewayError: the request cannot go on.
         """
+        return None  # most wires have nothing to load
 
     async def after(self, parsed: Any, reply: Any) -> None:
         """Runs once a reply is whole, before its last bytes go out (a response is stored
         here): ``reply`` is the whole body, or the stream's encoder."""
+        return None  # most wires keep nothing
 
     # -- the path ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ stored one.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from .store import ResponseStore
 
 __all__ = ["Responses", "delete_response", "get_response"]
+
+logger = logging.getLogger("chatplug.server")
 
 
 def _unknown(ident: str) -> GatewayError:
@@ -87,10 +90,8 @@ class Responses(TranslatedEndpoint):
         try:
             await self.store.put(response["id"], conversation(earlier, response["output"]),
                                  response)
-        except StorageError as error:  # the reply is out already: say so in the log
-            import logging
-
-            logging.getLogger("chatplug.server").warning("%s", error.message)
+        except StorageError as error:  # the reply goes out all the same: say so in the log
+            logger.warning("%s", error.message)
 
 
 async def get_response(request: Request) -> JSONResponse:

@@ -9,6 +9,7 @@ call on the shared path, and names every field it dropped in ``x-chatplug-droppe
 
 from __future__ import annotations
 
+import abc
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +50,12 @@ class TranslatedEndpoint(Endpoint):
     #: ``parse`` is written once here; each wire gives its parser and what it reads.
     what = "a request object"
 
+    @abc.abstractmethod
     def translate(self, payload: Any) -> TranslatedRequest:
-        raise NotImplementedError
+        """The wire's request as chatplug's call.
+
+        :raises InvalidRequestError: naming what is wrong.
+        """
 
     def parse(self, body: bytes) -> TranslatedRequest:
         try:
@@ -66,14 +71,13 @@ class TranslatedEndpoint(Endpoint):
     def request_for(self, parsed: Any, target: Any) -> ChatRequest:
         parameters = getattr(target, "parameters", None)
         declared = None if parameters is None else {p.name for p in parameters}
-        params, dropped = parsed.params_for(declared)
-        parsed.dropped_for_target = dropped
+        params, parsed.dropped_for_target = parsed.params_for(declared)
         return ChatRequest(model=parsed.model, messages=parsed.messages,
                            stream=parsed.stream, include_usage=True, params=params,
                            extra_body=None)
 
     def headers(self, parsed: Any, request: ChatRequest) -> list[tuple[bytes, bytes]]:
-        dropped = getattr(parsed, "dropped_for_target", ())
+        dropped = parsed.dropped_for_target
         if not dropped:
             return []
         # Unique, in order; header values are ASCII (field names always are).

@@ -51,6 +51,7 @@ from ..events import (
 )
 from . import base64_data_url, token_count
 from . import request_headers as wire_headers
+from .errors import quoted
 from .exchange import exchange, json_events
 
 if TYPE_CHECKING:
@@ -86,7 +87,6 @@ FINISH_REASONS = {
 #: An ``error`` event's type → the status an HTTP answer would have had (retry rules).
 _ERROR_STATUS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429,
                  "timeout_error": 504}
-_EXCERPT = 120
 
 
 # -- the request ---------------------------------------------------------------------
@@ -300,12 +300,6 @@ def _finish(reason: Any, sequence: Any) -> Finish | None:
                   stop_sequence=sequence if isinstance(sequence, str) else None)
 
 
-def _excerpt(data: Any, secret: str | None) -> str:
-    from .errors import excerpt
-
-    return repr(excerpt(data if isinstance(data, (str, bytes)) else str(data), secret,
-                        _EXCERPT))
-
 
 def _error(payload: Mapping[str, Any], *, where: str, secret: str | None,
            provider: str | None, received: int | None) -> ProviderError:
@@ -363,7 +357,7 @@ def reply_events(payload: Any, *, secret: str | None = None,
     """
     if not isinstance(payload, Mapping):
         raise ProviderResponseError(f"the reply is not a JSON object: "
-                                    f"{_excerpt(payload, secret)}")
+                                    f"{quoted(payload, secret)}")
     if payload.get("type") == "error" or "error" in payload:
         raise _error(payload, where="its reply", secret=secret, provider=provider,
                      received=None)
@@ -371,7 +365,7 @@ def reply_events(payload: Any, *, secret: str | None = None,
     if not isinstance(content, list):
         raise ProviderResponseError(
             "the reply has no content list; the server may not speak Anthropic's "
-            f"Messages API: {_excerpt(json.dumps(payload)[:400], secret)}")
+            f"Messages API: {quoted(json.dumps(payload)[:400], secret)}")
     items: list[str | Event] = []
     ident, model = payload.get("id"), payload.get("model")
     if isinstance(ident, str) or isinstance(model, str):
@@ -381,7 +375,7 @@ def reply_events(payload: Any, *, secret: str | None = None,
     for block in content:
         if not isinstance(block, Mapping):
             raise ProviderResponseError(f"a content block is not an object: "
-                                        f"{_excerpt(block, secret)}")
+                                        f"{quoted(block, secret)}")
         items += _block_events(block, tools)
         tools += block.get("type") == "tool_use"
     finish = _finish(payload.get("stop_reason"), payload.get("stop_sequence"))
@@ -418,13 +412,13 @@ def _event_items(payload: Any, data: str, state: _StreamState, secret: str | Non
                  provider: str | None) -> list[str | Event]:
     if not isinstance(payload, Mapping):
         raise ProviderResponseError(f"a stream event is not a JSON object: "
-                                    f"{_excerpt(data, secret)}")
+                                    f"{quoted(data, secret)}")
     kind = payload.get("type")
     if kind == "content_block_delta":
         delta = payload.get("delta")
         if not isinstance(delta, Mapping):
             raise ProviderResponseError(f"a content_block_delta has no delta: "
-                                        f"{_excerpt(data, secret)}")
+                                        f"{quoted(data, secret)}")
         what = delta.get("type")
         if what == "text_delta":
             text = delta.get("text")
@@ -438,7 +432,7 @@ def _event_items(payload: Any, data: str, state: _StreamState, secret: str | Non
             if index is None:
                 raise ProviderResponseError(
                     f"tool input arrived for a block that is no tool call: "
-                    f"{_excerpt(data, secret)}")
+                    f"{quoted(data, secret)}")
             state.delivered = True
             return [ToolCallDelta(index, arguments=fragment)] if isinstance(
                 fragment, str) and fragment else []
@@ -455,7 +449,7 @@ def _event_items(payload: Any, data: str, state: _StreamState, secret: str | Non
         block = payload.get("content_block")
         if not isinstance(block, Mapping):
             raise ProviderResponseError(f"a content_block_start has no block: "
-                                        f"{_excerpt(data, secret)}")
+                                        f"{quoted(data, secret)}")
         index = len(state.tools)
         if block.get("type") == "tool_use":
             state.tools[payload.get("index")] = index  # type: ignore[index]
@@ -470,7 +464,7 @@ def _event_items(payload: Any, data: str, state: _StreamState, secret: str | Non
         message = payload.get("message")
         if not isinstance(message, Mapping):
             raise ProviderResponseError(f"a message_start has no message: "
-                                        f"{_excerpt(data, secret)}")
+                                        f"{quoted(data, secret)}")
         state.count(message.get("usage"))
         ident, model = message.get("id"), message.get("model")
         started: list[str | Event] = [Meta(ident if isinstance(ident, str) else None,

@@ -29,7 +29,16 @@ from ..transport.bodies import excerpt as excerpt
 from ..transport.bodies import model_refused as model_refused
 from ..transport.bodies import sentence as sentence
 
-__all__ = [*bodies.__all__, "reported_error", "said"]
+__all__ = [*bodies.__all__, "QUOTE_LENGTH", "quoted", "reported_error", "said"]
+
+#: How much of a stream event or reply that breaks a wire format a message quotes.
+QUOTE_LENGTH = 120
+
+
+def quoted(data: Any, secret: str | None) -> str:
+    """A piece of a body that breaks a wire format, short, keys masked, in quotes."""
+    return repr(excerpt(data if isinstance(data, (str, bytes)) else str(data), secret,
+                        QUOTE_LENGTH))
 
 
 def said(error: ServerError, payload: Any, secret: str | None) -> str:

@@ -20,11 +20,11 @@ if TYPE_CHECKING:
     from ..events import Event
     from ..transport.client import HTTPClient
 
-__all__ = ["SCAN_ONCE", "exchange", "json_events"]
+__all__ = ["decode_json", "exchange", "json_events"]
 
 #: json.loads without its checks and whitespace skipping, for the usual event: one JSON
 #: value from the first character to the last (anything else goes to json.loads).
-SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = (
+_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = (
     json.JSONDecoder().scan_once)  # type: ignore[attr-defined]  # set in __init__, untyped
 #: A wire's parser of a streamed reply: raw chunks in, text and events out.
 Streamed = Callable[..., Iterator[Any]]
@@ -55,6 +55,16 @@ def exchange(http: HTTPClient, url: str, body: Mapping[str, Any], headers: Mappi
         reply.drain()
 
 
+def decode_json(data: str) -> Any:
+    """One event's JSON: the scanner alone for the usual event (one value from the first
+    character to the last), ``json.loads`` for anything else, whose errors it raises."""
+    try:
+        payload, stop = _SCAN_ONCE(data, 0)
+    except StopIteration:  # no value at 0 (whitespace, a mark): loads decides
+        return json.loads(data)
+    return payload if stop == len(data) else json.loads(data)
+
+
 def json_events(chunks: Iterable[bytes], *, secret: str | None, speaks: str
                 ) -> Iterator[Any]:
     """Each event's ``data`` of an SSE stream as ``(data, parsed JSON)``; anything but
@@ -64,28 +74,21 @@ def json_events(chunks: Iterable[bytes], *, secret: str | None, speaks: str
     :param speaks: the API the server should speak, for the message of a bad event.
     :raises ProviderResponseError: an event that is not JSON.
     """
-    from .errors import excerpt
+    from .errors import quoted
 
     def not_json(data: str) -> ProviderResponseError:
         return ProviderResponseError(
-            f"a stream event is not JSON: {excerpt(data, secret, 120)!r}; the server may "
+            f"a stream event is not JSON: {quoted(data, secret)}; the server may "
             f"not speak {speaks}.")
 
     feed = SSEDecoder().feed_data
-    loads = json.loads
-    scan = SCAN_ONCE
     for chunk in chunks:
         if type(chunk) is not bytes:
             yield chunk
             continue
         for data in feed(chunk):
             try:
-                try:
-                    payload, stop = scan(data, 0)
-                except StopIteration:  # no value at 0 (whitespace, a mark): loads decides
-                    stop = -1
-                if stop != len(data):
-                    payload = loads(data)
+                payload = decode_json(data)
             except (ValueError, RecursionError):
                 raise not_json(data) from None
             yield data, payload

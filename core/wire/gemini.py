@@ -52,6 +52,7 @@ from ..errors import (
 from ..events import Finish, Meta, Reasoning, ReasoningSignature, ToolCallDelta, Usage
 from . import base64_data_url, token_count
 from . import request_headers as wire_headers
+from .errors import quoted
 from .exchange import exchange, json_events
 
 if TYPE_CHECKING:
@@ -91,7 +92,6 @@ FINISH_REASONS = {
 }
 #: Ids chatplug made for calls Gemini sent without one; never sent back to Gemini.
 MADE_ID_PREFIX = "call_gm_"
-_EXCERPT = 120
 #: Gemini takes these file URLs in ``fileData``; other URLs it cannot fetch.
 _FILE_URLS = ("https://generativelanguage.googleapis.com/", "gs://",
               "https://www.youtube.com/", "https://youtu.be/")
@@ -362,12 +362,6 @@ def usage_of(metadata: Any) -> Usage | None:
                  cached_tokens=cached, reasoning_tokens=thoughts)
 
 
-def _excerpt(data: Any, secret: str | None) -> str:
-    from .errors import excerpt
-
-    return repr(excerpt(data if isinstance(data, (str, bytes)) else str(data), secret,
-                        _EXCERPT))
-
 
 def _made_id(response_id: str | None, index: int, call: Mapping[str, Any]) -> str:
     """A stable id for a call Gemini sent without one."""
@@ -415,7 +409,7 @@ def _candidate_items(payload: Mapping[str, Any], data: str, state: _State,
         return items
     if not isinstance(candidates, list) or not isinstance(candidates[0], Mapping):
         raise ProviderResponseError(f"the reply's candidates are not a list of objects: "
-                                    f"{_excerpt(data, secret)}")
+                                    f"{quoted(data, secret)}")
     if len(candidates) > 1:
         raise ProviderResponseError(
             "Gemini sent more than one candidate; chatplug reads one (do not set "
@@ -425,7 +419,7 @@ def _candidate_items(payload: Mapping[str, Any], data: str, state: _State,
     parts = content.get("parts") if isinstance(content, Mapping) else None
     for part in parts if isinstance(parts, list) else ():
         if not isinstance(part, Mapping):
-            raise ProviderResponseError(f"a part is not an object: {_excerpt(data, secret)}")
+            raise ProviderResponseError(f"a part is not an object: {quoted(data, secret)}")
         text = part.get("text")
         call = part.get("functionCall")
         if isinstance(call, Mapping):
@@ -478,14 +472,14 @@ def reply_events(payload: Any, *, secret: str | None = None,
     """
     if not isinstance(payload, Mapping):
         raise ProviderResponseError(f"the reply is not a JSON object: "
-                                    f"{_excerpt(payload, secret)}")
+                                    f"{quoted(payload, secret)}")
     state = _State()
     if "error" in payload:
         raise _error(payload, state, where="its reply", secret=secret, provider=provider)
     if "candidates" not in payload and "promptFeedback" not in payload:
         raise ProviderResponseError(
             "the reply has no candidates; the server may not speak Gemini's API: "
-            f"{_excerpt(json.dumps(payload)[:400], secret)}")
+            f"{quoted(json.dumps(payload)[:400], secret)}")
     items = _candidate_items(payload, "", state, secret)
     if state.usage is not None:
         items.append(state.usage)
@@ -530,7 +524,7 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
                 pass
         if not isinstance(payload, dict):
             raise ProviderResponseError(f"a stream event is not a JSON object: "
-                                        f"{_excerpt(data, secret)}")
+                                        f"{quoted(data, secret)}")
         if "error" in payload:
             raise _error(payload, state, where="the stream", secret=secret, provider=provider)
         yield from _candidate_items(payload, data, state, secret)

@@ -36,7 +36,8 @@ from ..errors import ProviderResponseError, StreamInterruptedError
 from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
 from ..transport.pending import text_only
 from . import request_headers, token_count
-from .exchange import SCAN_ONCE, exchange
+from .errors import quoted
+from .exchange import decode_json, exchange
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -57,8 +58,6 @@ __all__ = [
 ]
 
 DONE = "[DONE]"
-#: How much of a chunk that breaks the format is quoted.
-_CHUNK_EXCERPT = 120
 _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -90,12 +89,6 @@ def _plain_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
                              if key != "cache_control"} for part in content or ()]
     return plain
 
-
-def _excerpt(data: Any, secret: str | None) -> str:
-    from .errors import excerpt
-
-    return repr(excerpt(data if isinstance(data, (str, bytes)) else str(data), secret,
-                        _CHUNK_EXCERPT))
 
 
 def usage_of(usage: Any) -> Usage | None:
@@ -139,7 +132,7 @@ def _tool_call(fragment: Any, position: int, data: Any, secret: str | None) -> T
     if (function is not None and not isinstance(function, Mapping)) or type(index) is not int \
             or index < 0:
         raise ProviderResponseError(
-            f"a tool call in the reply is malformed: {_excerpt(data, secret)}; the server "
+            f"a tool call in the reply is malformed: {quoted(data, secret)}; the server "
             "may not be OpenAI-compatible."
         )
     function = function or {}
@@ -158,7 +151,7 @@ def _tool_calls(calls: Any, data: Any, secret: str | None) -> list[ToolCallDelta
         return []
     if not isinstance(calls, list):
         raise ProviderResponseError(
-            f"the reply's tool_calls is not a list: {_excerpt(data, secret)}"
+            f"the reply's tool_calls is not a list: {quoted(data, secret)}"
         )
     return [_tool_call(call, position, data, secret) for position, call in enumerate(calls)]
 
@@ -176,7 +169,7 @@ def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
     # ChatGPT-Next-Web answers 200 with a JSON string (its caught exception, such as
     # ECONNREFUSED) when the upstream behind it fails: worth showing and retrying.
     error = ProviderResponseError(
-        f"the reply is a JSON string, not a chat completion: {_excerpt(payload, secret)}. "
+        f"the reply is a JSON string, not a chat completion: {quoted(payload, secret)}. "
         "A proxy in front of the model (such as NextChat) probably could not reach its "
         "upstream; try again later."
     )
@@ -269,7 +262,7 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
     """Everything one chunk carries, for any chunk the fast path does not take."""
     if not isinstance(payload, dict):
         raise ProviderResponseError(
-            f"a stream event is not a JSON object: {_excerpt(data, secret)}"
+            f"a stream event is not a JSON object: {quoted(data, secret)}"
         )
     from .errors import error_of, reported_error
 
@@ -290,7 +283,7 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
         choice = choices[0]
         if not isinstance(choice, dict):
             raise ProviderResponseError(
-                f"a stream chunk's choice is not an object: {_excerpt(data, secret)}"
+                f"a stream chunk's choice is not an object: {quoted(data, secret)}"
             )
         if len(choices) > 1 or choice.get("index") not in (0, None):
             raise _several_choices("the stream")
@@ -306,7 +299,7 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
         text = part.get("content")
         if text is not None and not isinstance(text, str):
             raise ProviderResponseError(
-                f"a stream chunk's content is not text: {_excerpt(data, secret)}"
+                f"a stream chunk's content is not text: {quoted(data, secret)}"
             )
         if text:
             items.append(text)
@@ -327,7 +320,7 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
 
 def _not_json(data: str, secret: str | None) -> ProviderResponseError:
     return ProviderResponseError(
-        f"a stream event is not JSON: {_excerpt(data, secret)}; the server may not be "
+        f"a stream event is not JSON: {quoted(data, secret)}; the server may not be "
         "OpenAI-compatible."
     )
 
@@ -364,7 +357,7 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
     progress = _Progress()
     feed = decoder.feed_data
     loads = json.loads
-    scan = SCAN_ONCE
+    decode = decode_json
     received = 0  # kept here on the hot path, in progress on the slow one
     fast = False  # the first chunk, which names the id and model, is read in full
     for chunk in chunks:
@@ -375,12 +368,7 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
             if data == DONE:
                 return
             try:
-                try:
-                    payload, stop = scan(data, 0)
-                except StopIteration:  # no value at 0 (whitespace, a mark): loads decides
-                    stop = -1
-                if stop != len(data):
-                    payload = loads(data)
+                payload = decode(data)
             except (ValueError, RecursionError):
                 raise _not_json(data, secret) from None
             if fast:

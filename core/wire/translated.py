@@ -38,6 +38,9 @@ class TranslatedRequest:
     mapped: list[Mapped] = field(default_factory=list)
     #: Fields of the incoming request with no equivalent anywhere (always dropped).
     dropped: list[str] = field(default_factory=list)
+    #: Every field dropped for the target the request was run against
+    #: (:meth:`params_for`'s second result, kept for the response's header).
+    dropped_for_target: list[str] = field(default_factory=list)
 
     def add(self, source: str, *options: tuple[str, Any]) -> None:
         self.mapped.append(Mapped(source, options))
