@@ -28,9 +28,9 @@ CONVENTIONAL: dict[str, dict[str, tuple[str, ...]]] = {
 #: key comes from the environment or the keys file (``Settings.check_destination``).
 TRUST_DOTENV = "CHATPLUG_TRUST_DOTENV"
 #: chatplug's variables read outside the settings model, from the environment only: where
-#: its files are (``chatplug.paths``), the CLI's log switch and the ``.env`` trust (a
+#: its files are (``chatplug.paths``, ``chatplug.configfile``), the CLI's log switch and the ``.env`` trust (a
 #: ``.env`` must not vouch for itself).  They are not misspellings.
-ENVIRONMENT_ONLY = ("CHATPLUG_HOME", "CHATPLUG_LOG", TRUST_DOTENV)
+ENVIRONMENT_ONLY = ("CHATPLUG_HOME", "CHATPLUG_CONFIG", "CHATPLUG_LOG", TRUST_DOTENV)
 
 
 @functools.lru_cache(maxsize=1024)  # every call looks its provider's settings up by it
