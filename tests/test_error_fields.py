@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +24,7 @@ from chatplug import ProviderHTTPError, RateLimitError, Registry
 from chatplug.server import ServerSettings, create_app
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import TEST_API_KEY, registry_for
-from tests.conftest import BIN, free_port
+from tests.conftest import BIN, ROOT, free_port
 from tests.gatewayserver import GatewayServer
 
 MESSAGES = [{"role": "user", "content": "a very long conversation"}]
@@ -91,7 +93,8 @@ def test_anthropics_type_is_kept(registry: Registry, upstream: ScriptedServer) -
     with pytest.raises(ProviderHTTPError) as info:
         registry.get("Anthropic").complete(MESSAGES, model="claude-test-1")
     assert info.value.upstream_type == "billing_error"
-    assert info.value.upstream_code is None and info.value.param is None
+    assert info.value.upstream_code is None
+    assert info.value.param is None
     assert info.value.upstream_message == "Your credit balance is too low."
 
 
@@ -150,6 +153,17 @@ def test_a_404_at_a_versioned_url_does_not_mention_v1(registry: Registry,
         registry.get("OpenAI").complete(MESSAGES, model="gpt-9")
     assert "/v1" not in str(info.value).replace(upstream.url + "/v1", "")
     assert info.value.upstream_code == "model_not_found"
+
+
+def test_the_example_of_the_errors_page_runs(upstream: ScriptedServer) -> None:
+    page = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```python\n(.*?)```", page, re.DOTALL)
+    upstream.add(status=400, body=CONTEXT_BODY)
+    env = {**os.environ, "CHATPLUG_OPENAI_URL": upstream.url + "/v1",
+           "CHATPLUG_OPENAI_API_KEY": TEST_API_KEY, "CHATPLUG_MAX_RETRIES": "0"}
+    result = subprocess.run([sys.executable, "-c", block], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout == "too long: messages\n", result.stderr
 
 
 # -- through the gateway --------------------------------------------------------------------
