@@ -217,4 +217,5 @@ def from_chatplug(error: ChatplugError) -> GatewayError:
     return GatewayError(status, message, code=code, param=param, retry_after=retry_after,
                         retry=error.retryable and not retried(error) and not too_long,
                         overloaded=overloaded, upstream_type=upstream_type,
-                        provider=provider, attempts=len(error.attempts) or 1)
+                        provider=provider,
+                        attempts=(len(error.attempts) or 1) if provider else 0)
