@@ -186,6 +186,21 @@ def test_the_openai_sdk_sees_the_upstreams_code_type_and_param(
     assert error.response.headers["x-chatplug-provider"] == "OpenAI"
 
 
+def test_a_gateway_whose_provider_url_lacks_v1_says_so(upstream: ScriptedServer) -> None:
+    registry = registry_for(upstream, urls={"OpenAI": upstream.url}, max_retries=0)
+    upstream.add(status=404, body=b'{"detail": "Not Found"}')
+    try:
+        with GatewayServer(create_app(registry, ServerSettings())) as gateway, \
+                openai.OpenAI(base_url=gateway.url + "/v1", api_key="client-key",
+                              max_retries=0) as client, \
+                pytest.raises(openai.NotFoundError) as info:
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=MESSAGES)
+    finally:
+        registry.close()
+    # The URL is at fault, not the request: the gateway's words, not the upstream's.
+    assert "probably needs /v1" in info.value.message
+
+
 @pytest.mark.parametrize(("params", "param"), [
     ({"temperature": "hot"}, "temperature"),
     ({"extra_body": {"max_tokenz": 5}}, "max_tokenz"),
