@@ -215,6 +215,7 @@ class Endpoint(abc.ABC):
         overhead = time.perf_counter() - started - upstream_s
         await send({"type": "http.response.start", "status": 200, "headers": [
             _JSON,
+            (b"content-length", b"%d" % len(body)),  # framed by its length, not chunked
             (b"x-chatplug-provider", (completion.provider or upstream.name).encode()),
             (b"x-chatplug-attempts", str(completion.attempts).encode()),
             (b"x-chatplug-overhead-ms", _ms(overhead)),
@@ -248,7 +249,7 @@ class Endpoint(abc.ABC):
                 await self.after(parsed, encoder)
 
             relay = EventStream(send, encoder, headers, before_end)
-            events = stream.events()
+            events = stream.batches()
             try:
                 await relay.relay(events)
             except ChatplugError as error:
