@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["Endpoint", "Upstream"]
 
 _JSON = (b"content-type", b"application/json")
+#: ``json.dumps(..., ensure_ascii=False)`` builds an encoder per call; one serves them all.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _shutting_down() -> GatewayError:
@@ -211,7 +213,7 @@ class Endpoint(abc.ABC):
             note(scope, provider=completion.provider)
         reply = self.whole(completion, upstream, parsed)
         await self.after(parsed, reply)
-        body = json.dumps(reply, ensure_ascii=False).encode()
+        body = _encode(reply).encode()
         overhead = time.perf_counter() - started - upstream_s
         await send({"type": "http.response.start", "status": 200, "headers": [
             _JSON,
