@@ -377,8 +377,14 @@ class _Here:
         self.local: deque[Any] = deque()
 
     async def get(self, call: Call) -> Any:
+        error, self._error = self._error, None
+        if error is not None:  # met by a batch(), after the items it returned
+            raise error
         items = self._items
+        pending, self._pending = self._pending, None
         try:
+            if pending is not None:  # left by a batch(): awaited before reading on
+                await pending.run()
             while True:
                 item = next(items)
                 if type(item) is not Pending:
@@ -439,6 +445,10 @@ class _Here:
         """The reader is gone: the call's generators close, and its connection with them."""
         if not self.closed:
             self.closed = True
+            pending, self._pending = self._pending, None
+            close = getattr(pending and pending.awaitable, "close", None)
+            if close is not None:
+                close()  # a read a batch() left and nobody will await: no warning
             with contextlib.suppress(Exception):  # a cleanup bug has nobody to report to
                 self._items.close()
 
