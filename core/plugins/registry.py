@@ -5,8 +5,11 @@ Loading is lazy (on the first ``get``/``providers``/``errors``), happens once,
 and is tolerant: a plugin that fails to load is recorded in ``errors`` and
 logged, and every other provider still works.  ``CHATPLUG_STRICT_PLUGINS=1``
 turns such a failure into :class:`PluginLoadError`.  The named routes of
-``CHATPLUG_ROUTES`` are read when a name is not a provider's, or when
-``errors`` is read (a route that cannot load is one of them).
+``CHATPLUG_ROUTES`` and the aliases (``CHATPLUG_MODELS``, ``chatplug.toml``) are
+read when a name is not a provider's, or when ``errors`` is read (a route that
+cannot load is one of them).  What a model name means is :mod:`.catalog`'s;
+:meth:`Registry.resolve` (and :meth:`Registry.aresolve` on an event loop) is the
+one resolver every front end uses.
 """
 
 from __future__ import annotations
@@ -20,20 +23,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 
 from .. import hooks
+from ..calls.bound import BoundModel
 from ..calls.provider import Provider
 from ..calls.runtime import Runtime
 from ..errors import ConfigurationError, PluginLoadError, ProviderNotFoundError
-from ..routes.entries import Entry
+from ..routes.entries import Entry, parse_routes
+from .catalog import Catalog, Pending, Target
 from .contract import OBSERVER_GROUP, Observer, plugin_name
 from .contract import Rejected as _LoadFailure
 from .controls import PluginControls, controls_may_be_set
 from .loading import Loaded
 from .missing import not_found
-from .routes import build_route, load_named_routes
+from .routes import alias_routes, build_route, load_named_routes
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from ..configfile import ConfigFile
     from ..routes.route import Route
     from ..settings import Settings
     from ..transport.client import Transport
@@ -53,6 +59,8 @@ class Registry:
     :param observer_entry_points: observers to load; ``None`` scans the installed
         ``chatplug.observers`` entry points when ``entry_points`` is ``None`` too,
         and loads none otherwise (an explicit registry stays explicit).
+    :param config: ``chatplug.toml`` as read (``None``: read on first need, from
+        ``$CHATPLUG_CONFIG`` or chatplug's config directory).
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class Registry:
         settings: Settings | None = None,
         entry_points: tuple[EntryPoint, ...] | list[EntryPoint] | None = None,
         observer_entry_points: tuple[EntryPoint, ...] | list[EntryPoint] | None = None,
+        config: ConfigFile | None = None,
     ) -> None:
         self.group = group
         self._settings = settings
@@ -79,6 +88,9 @@ class Registry:
         self.runtime = Runtime(self._load_settings, self._manager)
         self._plugins = Loaded(self._manager, self.runtime, lambda: self.settings)
         self._providers = self._plugins.providers
+        #: What model names mean: aliases, the default model, the servers' lists.
+        self.catalog = Catalog(self._providers, self._named_routes, lambda: self.settings,
+                               config)
 
     def _load_settings(self) -> Settings:
         if self._settings is None:
@@ -124,24 +136,22 @@ class Registry:
 
     # -- lookup ----------------------------------------------------------------------
 
-    def get(self, name: str) -> Provider | Route:
-        """The provider (case-insensitive) or the named route called ``name``; a route is
-        the same :class:`Route` object each time (its state lives in it).
+    def get(self, name: str) -> Provider | Route | BoundModel:
+        """What ``name`` names, ready to call: a provider (case-insensitive), a named route
+        (the same :class:`Route` object each time: its state lives in it), or, for a
+        model (``"gpt-4o-mini"``, ``"OpenAI/gpt-4o-mini"``, an alias), a
+        :class:`BoundModel`: its provider or route bound to that model.  See
+        :meth:`resolve` for how a name is looked up.
 
         :raises ProviderNotFoundError: naming the closest match, the installed
             providers, and the load error if that plugin failed to load.
+        :raises AmbiguousModelError: several providers serve that bare model name.
+        :raises ConfigurationError: the aliases or chatplug.toml are malformed.
         """
-        self._ensure_loaded()
-        if not isinstance(name, str):
-            raise ProviderNotFoundError(f"provider name must be a string, not {name!r}.")
-        provider = self._providers.get(name.lower())
-        if provider is not None:
-            return provider
-        # Routes come from the settings; a provider lookup never reads them (no pydantic).
-        route = self._named_routes().get(name.lower())
-        if route is not None:
-            return route
-        return self.provider(name)
+        if not isinstance(name, str) or not name.strip():
+            raise ProviderNotFoundError(f"a provider or model name is required, not {name!r}.")
+        target, model = self.resolve(name)
+        return target if model is None else BoundModel(target, model)
 
     def provider(self, name: str) -> Provider:
         """The provider called ``name`` (case-insensitive); never a route.
@@ -154,7 +164,10 @@ class Registry:
         provider = self._providers.get(name.lower())
         if provider is not None:
             return provider
-        raise not_found(
+        raise self._not_found(name)
+
+    def _not_found(self, name: str, models: list[str] | None = None) -> ProviderNotFoundError:
+        return not_found(
             name,
             installed=[p.name for p in self.providers()]
             + [r.name for r in self._named_routes().values()],
@@ -162,28 +175,64 @@ class Registry:
                     if k not in self._plugins.failed_observers},
             disabled=self._plugins.controls.is_disabled(name),
             not_allowed=self._plugins.not_allowed,
+            models=models,
         )
 
-    def resolve(self, name: str) -> tuple[Provider | Route, str | None]:
-        """What a model field names: ``"Provider"`` (its default model), a route's name,
-        or ``"Provider/model"`` (split at the first ``/``, so ``OpenAI/meta-llama/Llama-3``
-        is the OpenAI provider with model ``meta-llama/Llama-3``; ``route/model`` gives
-        the route's entries that name no model that one).
+    def resolve(self, name: str | None) -> Target:
+        """What a model field names, as ``(target, model)`` (``model`` ``None``: the
+        target's default).  In order: a provider (``"OpenAI"``) or route name; an alias
+        (``CHATPLUG_MODELS``, else chatplug.toml's ``[models]``); ``"Provider/model"``
+        (split at the first ``/``, so ``OpenAI/meta-llama/Llama-3`` is the OpenAI
+        provider with model ``meta-llama/Llama-3``; ``route/model`` gives the route's
+        entries that name no model that one); a model some provider declares; a model
+        the server of a configured provider lists (cached ``CHATPLUG_MODELS_TTL``
+        seconds; asking blocks, at most a few seconds: use :meth:`aresolve` on an
+        event loop).  ``None`` or ``""``: the default model.
 
-        Returns the target and the model it names (``None``: the target's default).
-
-        :raises ProviderNotFoundError: no provider or route of that name.
+        :raises ProviderNotFoundError: nothing of that name (the closest names, and the
+            ``Provider/model`` form).
+        :raises AmbiguousModelError: several providers serve that bare model name.
+        :raises InvalidRequestError: no name and no default model.
+        :raises ConfigurationError: the aliases or chatplug.toml are malformed.
         """
-        if not isinstance(name, str) or not name.strip():
-            raise ProviderNotFoundError(f"a provider name is required, not {name!r}.")
+        outcome = self._local(name)
+        if isinstance(outcome, Pending):
+            return self._listed(outcome, self.catalog.lists.listed())
+        return outcome
+
+    async def aresolve(self, name: str | None) -> Target:
+        """:meth:`resolve` for an event loop: the servers' lists, when a name needs them
+        and they are stale, are asked for on a worker thread.  Raises as :meth:`resolve`."""
+        outcome = self._local(name)
+        if isinstance(outcome, Pending):
+            return self._listed(outcome, await self.catalog.lists.alisted())
+        return outcome
+
+    def _local(self, name: str | None) -> Target | Pending:
+        if name is not None and not isinstance(name, str):
+            raise ProviderNotFoundError(f"a model name must be a string, not {name!r}.")
         self._ensure_loaded()
-        if name.lower() in self._providers:
-            return self._providers[name.lower()], None
-        head, slash, model = name.partition("/")
-        if slash and model and (head.lower() in self._providers
-                                or head.lower() in self._named_routes()):
-            return self.get(head), model
-        return self.get(name), None
+        if name:
+            # The fast path, which reads no settings (so imports no pydantic).
+            provider = self._providers.get(name.lower())
+            if provider is not None:
+                return provider, None
+        return self.catalog.local(name)
+
+    def _listed(self, pending: Pending, lists: dict[str, list[str]]) -> Target:
+        found = self.catalog.listed(pending, lists)
+        if found is None:
+            raise self._not_found(pending.name, self.catalog.known_names(lists))
+        return found
+
+    @property
+    def default_model(self) -> str | None:
+        """The model used when none is named: ``CHATPLUG_DEFAULT_MODEL``, else
+        ``default_model`` in chatplug.toml, else ``None``.
+
+        :raises ConfigurationError: chatplug.toml is malformed.
+        """
+        return self.catalog.default_model
 
     def route(
         self,
@@ -221,7 +270,12 @@ class Registry:
         return self._routes
 
     def _load_routes(self) -> dict[str, Route]:
-        routes, errors = load_named_routes(self.settings.routes, self._providers, self.route)
+        specs = [(spec, "CHATPLUG_ROUTES") for spec in parse_routes(self.settings.routes)]
+        try:
+            specs += alias_routes(*self.catalog.models())
+        except ConfigurationError:
+            pass  # in errors; lookups raise it: the other routes still load
+        routes, errors = load_named_routes(specs, self._providers, self.route)
         self._route_errors = errors
         return routes
 
@@ -252,6 +306,14 @@ class Registry:
         except ConfigurationError as exc:
             errors["CHATPLUG_ROUTES"] = exc.message
         errors.update(self._route_errors)
+        try:
+            models = self.catalog.models()[0]
+        except ConfigurationError as exc:
+            errors["aliases"] = exc.message
+        else:
+            errors.update((f"alias:{name}", f"the alias name {name!r} is a provider's name; "
+                           "rename the alias") for name in models
+                          if name.lower() in self._providers)
         return errors
 
     @property
@@ -321,6 +383,7 @@ class Registry:
                 added = add(name, plugin, distribution, version)
                 # A new provider may be what a named route lacked, or share its name.
                 self._routes = None
+                self.catalog.forget()
                 return added
             except _LoadFailure as exc:
                 raise PluginLoadError(self._plugins.redacted(f"{kind} {name!r}: {exc}"),

@@ -173,7 +173,8 @@ class Endpoint(abc.ABC):
             return
         try:
             try:
-                target, model = gateway.registry.resolve(parsed.model)
+                # Awaited: a bare name may need the servers' model lists (off the loop).
+                target, model = await gateway.registry.aresolve(parsed.model or None)
                 request = self.request_for(parsed, target)
                 upstream = Upstream(target, model, request)
             except ChatplugError as error:
