@@ -77,14 +77,15 @@ def configured_models(settings: Settings, config: ConfigFile
 class Catalog:
     """Model names of one registry.
 
-    :param providers: the loaded providers by lower-cased name (the registry's live dict).
+    :param providers: the loaded providers by lower-cased name (loading them if needed).
     :param routes: the named routes by lower-cased name (alias lists included).
     :param settings: the settings in force.
     :param config: ``chatplug.toml`` (``None``: read it with :func:`load_config` on first
         need).
     """
 
-    def __init__(self, providers: Mapping[str, Provider], routes: Callable[[], dict[str, Route]],
+    def __init__(self, providers: Callable[[], Mapping[str, Provider]],
+                 routes: Callable[[], dict[str, Route]],
                  settings: Callable[[], Settings], config: ConfigFile | None = None) -> None:
         self._providers = providers
         self._routes = routes
@@ -94,7 +95,7 @@ class Catalog:
         self.lists = ModelLists(self._sorted, lambda: self._settings().models_ttl)
 
     def _sorted(self) -> list[Provider]:
-        return sorted(self._providers.values(), key=lambda p: p.name.lower())
+        return sorted(self._providers().values(), key=lambda p: p.name.lower())
 
     @property
     def config(self) -> ConfigFile:
@@ -119,7 +120,7 @@ class Catalog:
         if self._aliases is None:
             models, _ = self.models()
             self._aliases = {name.lower(): target for name, target in models.items()
-                             if isinstance(target, str) and name.lower() not in self._providers}
+                             if isinstance(target, str) and name.lower() not in self._providers()}
         return self._aliases
 
     def forget(self) -> None:
@@ -157,7 +158,7 @@ class Catalog:
             raise InvalidRequestError(f"the alias {name!r} points at itself through other "
                                       "aliases; fix CHATPLUG_MODELS or [models].")
         key = name.strip().lower()
-        provider = self._providers.get(key)
+        provider = self._providers().get(key)
         if provider is not None:
             return provider, None
         route = self._routes().get(key)
@@ -168,7 +169,7 @@ class Catalog:
             return self.local(alias, depth + 1)
         head, slash, model = name.strip().partition("/")
         if slash and model:
-            target: Provider | Route | None = (self._providers.get(head.lower())
+            target: Provider | Route | None = (self._providers().get(head.lower())
                                                or self._routes().get(head.lower()))
             if target is not None:
                 return target, model
@@ -194,7 +195,7 @@ class Catalog:
                 f"the model {name!r} is ambiguous: {', '.join(owners)} all {where} it. "
                 f"Name one: {' or '.join(map(repr, candidates))} (or define an alias in "
                 "CHATPLUG_MODELS or chatplug.toml's [models]).", candidates=candidates)
-        return self._providers[owners[0].lower()], name
+        return self._providers()[owners[0].lower()], name
 
     def known_names(self, lists: Mapping[str, list[str]] | None = None) -> list[str]:
         """Every name that resolves (for suggestions): providers, routes, aliases,

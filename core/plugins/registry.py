@@ -79,6 +79,7 @@ class Registry:
         self._observer_entry_points = observer_entry_points
         self._routes: dict[str, Route] | None = None
         self._route_errors: dict[str, str] = {}
+        self._building_routes = False
         self._loaded = False
         self._strict_failure: PluginLoadError | None = None
         self._lock = threading.RLock()
@@ -89,8 +90,8 @@ class Registry:
         self._plugins = Loaded(self._manager, self.runtime, lambda: self.settings)
         self._providers = self._plugins.providers
         #: What model names mean: aliases, the default model, the servers' lists.
-        self.catalog = Catalog(self._providers, self._named_routes, lambda: self.settings,
-                               config)
+        self.catalog = Catalog(self._loaded_providers, self._named_routes,
+                               lambda: self.settings, config)
 
     def _load_settings(self) -> Settings:
         if self._settings is None:
@@ -266,7 +267,13 @@ class Registry:
         if self._routes is None:
             with self._lock:
                 if self._routes is None:
-                    self._routes = self._load_routes()
+                    if self._building_routes:
+                        return {}  # an entry's error message asks while they are built
+                    self._building_routes = True
+                    try:
+                        self._routes = self._load_routes()
+                    finally:
+                        self._building_routes = False
         return self._routes
 
     def _load_routes(self) -> dict[str, Route]:
@@ -388,6 +395,10 @@ class Registry:
             except _LoadFailure as exc:
                 raise PluginLoadError(self._plugins.redacted(f"{kind} {name!r}: {exc}"),
                                       entry_point=name) from None
+
+    def _loaded_providers(self) -> dict[str, Provider]:
+        self._ensure_loaded()
+        return self._providers
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
