@@ -98,7 +98,7 @@ def _toml() -> Any:
         import tomllib
 
         return tomllib
-    import tomli  # the dependency declared for Python 3.10 only
+    import tomli  # type: ignore[import-not-found,unused-ignore]  # declared for 3.10 only
 
     return tomli
 

@@ -13,6 +13,7 @@ from chatplug.testing.pytest_plugin import TEST_API_KEY
 
 from .conftest import run_cli
 
+
 def env_for(server: ScriptedServer, home: Path, **extra: str) -> dict[str, str]:
     """OpenAI (keyed) and GravityEngine both on the scripted server."""
     return {"CHATPLUG_HOME": str(home), "CHATPLUG_OPENAI_URL": server.url + "/v1",
@@ -54,7 +55,7 @@ def test_models_default_stores_shows_and_is_used_by_chat(
                       encoding="utf-8")
     assert run_cli("models", "default", env=env).stdout.startswith("no default model")
     refused = run_cli("models", "default", "no-such-model", env=env)
-    assert refused.returncode == 1 and "no-such-model" in refused.stderr
+    assert (refused.returncode, "no-such-model" in refused.stderr) == (1, True)
     stored = run_cli("models", "default", "cheap", env=env)
     assert stored.returncode == 0, stored.stderr
     assert config.read_text(encoding="utf-8") == (

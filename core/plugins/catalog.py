@@ -20,6 +20,7 @@ means the default model: ``CHATPLUG_DEFAULT_MODEL``, else ``default_model`` in
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -119,8 +120,9 @@ class Catalog:
         """
         if self._aliases is None:
             models, _ = self.models()
+            providers = self._providers()
             self._aliases = {name.lower(): target for name, target in models.items()
-                             if isinstance(target, str) and name.lower() not in self._providers()}
+                             if isinstance(target, str) and name.lower() not in providers}
         return self._aliases
 
     def forget(self) -> None:
@@ -207,10 +209,8 @@ class Catalog:
                 names[model] = names[f"{provider.name}/{model}"] = None
         for route in self._routes().values():
             names[route.name] = None
-        try:
+        with contextlib.suppress(ConfigurationError):  # reported where they are read
             names.update(dict.fromkeys(self.models()[0]))
-        except ConfigurationError:
-            pass  # reported where the aliases are read
         return list(names)
 
     def describe(self) -> dict[str, Any]:

@@ -60,8 +60,8 @@ def not_found(
         return ProviderNotFoundError(
             f"no provider, route, alias or model named {name!r}.{hint} Installed providers: "
             f"{', '.join(installed) or 'none'}. Name a model as Provider/model (e.g. "
-            f"'{example}/{name.rpartition('/')[2]}'), or give it an alias in CHATPLUG_MODELS or chatplug.toml's "
-            "[models].")
+            f"'{example}/{name.rpartition('/')[2]}'), or give it an alias in CHATPLUG_MODELS "
+            "or chatplug.toml's [models].")
     return ProviderNotFoundError(
         f"no provider named {name!r}.{hint} Installed: {', '.join(installed) or 'none'}. "
         "Install a provider package or check the spelling."

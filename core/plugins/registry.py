@@ -14,6 +14,7 @@ one resolver every front end uses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -278,10 +279,8 @@ class Registry:
 
     def _load_routes(self) -> dict[str, Route]:
         specs = [(spec, "CHATPLUG_ROUTES") for spec in parse_routes(self.settings.routes)]
-        try:
+        with contextlib.suppress(ConfigurationError):  # in errors; lookups raise it
             specs += alias_routes(*self.catalog.models())
-        except ConfigurationError:
-            pass  # in errors; lookups raise it: the other routes still load
         routes, errors = load_named_routes(specs, self._providers, self.route)
         self._route_errors = errors
         return routes
