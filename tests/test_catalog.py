@@ -235,3 +235,24 @@ def test_the_default_model(home: Path, chatplug_server: ScriptedServer,
                                          "gpt-3.5-turbo-0613")
     for each in (registry, from_file, from_variable):
         each.close()
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/configuration.md", "docs/coming-from.md"])
+def test_the_docs_config_files_load_and_every_alias_resolves(page: str, home: Path) -> None:
+    import re
+
+    from chatplug.configfile import load_config
+
+    text = (Path(__file__).resolve().parent.parent / page).read_text(encoding="utf-8")
+    blocks = re.findall(r"^```toml\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    assert blocks, page
+    for block in blocks:
+        (home / "chatplug.toml").write_text(block, encoding="utf-8")
+        config = load_config()
+        registry = Registry(settings=load_settings())  # no key: no server is asked
+        assert registry.errors == {}
+        for alias in config.models:
+            target, _ = registry.resolve(alias)
+            assert target.name, alias
+        if config.default_model is not None:
+            registry.resolve(None)

@@ -26,12 +26,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..configfile import ConfigFile, load_config, parse_models
 from ..errors import AmbiguousModelError, ConfigurationError, InvalidRequestError
 from .lists import ModelLists
 
 if TYPE_CHECKING:
     from ..calls.provider import Provider
+    from ..configfile import ConfigFile
     from ..routes.route import Route
     from ..settings import Settings
 
@@ -58,6 +58,8 @@ def configured_models(settings: Settings, config: ConfigFile
 
     :raises ConfigurationError: CHATPLUG_MODELS is not JSON or not a table of aliases.
     """
+    from ..configfile import parse_models
+
     models = dict(config.models)
     file_label = f"[models] in {config.path}"
     origins = dict.fromkeys(models, file_label)
@@ -105,6 +107,8 @@ class Catalog:
         :raises ConfigurationError: it exists and is malformed.
         """
         if self._config is None:
+            from ..configfile import load_config
+
             self._config = load_config()
         return self._config
 

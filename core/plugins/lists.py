@@ -13,12 +13,10 @@ worker thread.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ..errors import ChatplugError
@@ -106,6 +104,8 @@ class ModelLists:
         if len(stale) == 1:
             self._refresh(stale[0])
         elif stale:
+            from concurrent.futures import ThreadPoolExecutor  # imported when first needed
+
             with ThreadPoolExecutor(max_workers=min(8, len(stale)),
                                     thread_name_prefix="chatplug-model-lists") as pool:
                 list(pool.map(self._refresh, stale))
@@ -115,6 +115,8 @@ class ModelLists:
     async def alisted(self) -> dict[str, list[str]]:
         """:meth:`listed` for an event loop: stale lists are fetched on a worker thread."""
         if self._stale():
+            import asyncio
+
             return await asyncio.to_thread(self.listed)
         return {p.name: self._cache[p.name][1] for p in self._providers()
                 if configured(p) and p.name in self._cache}

@@ -234,6 +234,11 @@ class Registry:
 
         :raises ConfigurationError: chatplug.toml is malformed.
         """
+        if self._settings is None and not os.path.exists(".env"):
+            # Only the environment could set it: no need to read the settings (and import
+            # pydantic) before `chatplug chat` shows where its prompt goes.
+            variable = os.environ.get("CHATPLUG_DEFAULT_MODEL", "").strip()
+            return variable or self.catalog.config.default_model
         return self.catalog.default_model
 
     def route(

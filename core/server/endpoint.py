@@ -27,6 +27,7 @@ from ..errors import ChatplugError
 from .access import note
 from .errors import GatewayError, from_chatplug
 from .limits import Disconnected, read_body
+from .models import model_error
 from .request import ChatRequest
 from .shutdown import SHUTDOWN, Interruption
 from .streaming import EventStream
@@ -175,6 +176,10 @@ class Endpoint(abc.ABC):
             try:
                 # Awaited: a bare name may need the servers' model lists (off the loop).
                 target, model = await gateway.registry.aresolve(parsed.model or None)
+            except ChatplugError as error:
+                await self._fail(send, model_error(error))
+                return
+            try:
                 request = self.request_for(parsed, target)
                 upstream = Upstream(target, model, request)
             except ChatplugError as error:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from ..plugins.registry import Registry
 
-__all__ = ["list_models", "model_entries", "retrieve_model"]
+__all__ = ["list_models", "model_entries", "model_error", "retrieve_model"]
 
 ROUTE_OWNER = "route"
 
@@ -82,6 +82,14 @@ async def list_models(request: Request) -> JSONResponse:
     except ChatplugError as exc:
         raise from_chatplug(exc) from None
     return JSONResponse({"object": "list", "data": entries})
+
+
+def model_error(error: ChatplugError) -> GatewayError:
+    """The reply when a request's ``model`` does not resolve (unknown, ambiguous, absent
+    without a default model): the error's, with ``param: "model"``."""
+    reply = from_chatplug(error)
+    reply.param = "model"
+    return reply
 
 
 def _not_found(model_id: str) -> GatewayError:
