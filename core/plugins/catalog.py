@@ -26,7 +26,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AmbiguousModelError, ConfigurationError, InvalidRequestError
+from ..errors import (
+    AmbiguousModelError,
+    ConfigurationError,
+    InvalidRequestError,
+    ProviderNotFoundError,
+)
 from .lists import ModelLists
 
 if TYPE_CHECKING:
@@ -85,15 +90,23 @@ class Catalog:
     :param settings: the settings in force.
     :param config: ``chatplug.toml`` (``None``: read it with :func:`load_config` on first
         need).
+    :param default: the default model (``None``: :attr:`default_model`), for a registry
+        that can tell it without reading all its settings.
+    :param not_found: the error for an unknown name, given the names that do resolve.
     """
 
     def __init__(self, providers: Callable[[], Mapping[str, Provider]],
                  routes: Callable[[], dict[str, Route]],
-                 settings: Callable[[], Settings], config: ConfigFile | None = None) -> None:
+                 settings: Callable[[], Settings], config: ConfigFile | None = None, *,
+                 default: Callable[[], str | None] | None = None,
+                 not_found: Callable[[str, list[str]], Exception] | None = None) -> None:
         self._providers = providers
         self._routes = routes
         self._settings = settings
         self._config = config
+        self._default = default or (lambda: self.default_model)
+        self._not_found = not_found or (lambda name, known: ProviderNotFoundError(
+            f"no provider, route, alias or model named {name!r}."))
         self._aliases: dict[str, str] | None = None
         self.lists = ModelLists(self._sorted, lambda: self._settings().models_ttl)
 
@@ -141,7 +154,45 @@ class Catalog:
             return chosen.strip()
         return self.config.default_model
 
+    def errors(self) -> dict[str, str]:
+        """``{"aliases": why}`` when the aliases cannot be read, ``{"alias:<name>": why}``
+        for an alias named like a provider (it is ignored)."""
+        try:
+            models = self.models()[0]
+        except ConfigurationError as exc:
+            return {"aliases": exc.message}
+        providers = self._providers()
+        return {f"alias:{name}": f"the alias name {name!r} is a provider's name; rename the "
+                "alias" for name in models if name.lower() in providers}
+
     # -- resolution ----------------------------------------------------------------------
+
+    def resolve(self, name: str | None) -> Target:
+        """What ``name`` names, asking the servers' lists if needed (blocking); see
+        :meth:`Registry.resolve`, which this is.
+
+        :raises ProviderNotFoundError: unknown (``not_found``'s error).
+        :raises AmbiguousModelError: several providers serve it.
+        :raises InvalidRequestError: no name and no default model.
+        :raises ConfigurationError: the aliases or the file are malformed.
+        """
+        outcome = self.local(name)
+        if isinstance(outcome, Pending):
+            return self._found(outcome, self.lists.listed())
+        return outcome
+
+    async def aresolve(self, name: str | None) -> Target:
+        """:meth:`resolve` for an event loop (stale lists are fetched on a worker thread)."""
+        outcome = self.local(name)
+        if isinstance(outcome, Pending):
+            return self._found(outcome, await self.lists.alisted())
+        return outcome
+
+    def _found(self, pending: Pending, lists: Mapping[str, list[str]]) -> Target:
+        found = self.listed(pending, lists)
+        if found is None:
+            raise self._not_found(pending.name, self.known_names(lists))
+        return found
 
     def local(self, name: str | None, depth: int = 0) -> Target | Pending:
         """Steps 1-4 of the module's order: a target, or :class:`Pending` for step 5.
@@ -150,16 +201,16 @@ class Catalog:
         :raises AmbiguousModelError: several providers declare the model.
         :raises ConfigurationError: the aliases or the file are malformed.
         """
+        if name is not None and not isinstance(name, str):
+            raise ProviderNotFoundError(f"a model name must be a string, not {name!r}.")
         if name is None or not name.strip():
-            default = self.default_model
+            default = self._default()
             if default is None:
                 raise InvalidRequestError(
                     "model is required: name a provider, Provider/model, a model or an "
                     "alias, or configure a default model (CHATPLUG_DEFAULT_MODEL, or "
                     "default_model in chatplug.toml).")
             name = default
-        if not isinstance(name, str):
-            raise InvalidRequestError(f"a model name must be a string, not {name!r}.")
         if depth > _MAX_DEPTH:
             raise InvalidRequestError(f"the alias {name!r} points at itself through other "
                                       "aliases; fix CHATPLUG_MODELS or [models].")

@@ -29,7 +29,7 @@ from ..calls.provider import Provider
 from ..calls.runtime import Runtime
 from ..errors import ConfigurationError, PluginLoadError, ProviderNotFoundError
 from ..routes.entries import Entry, parse_routes
-from .catalog import Catalog, Pending, Target
+from .catalog import Catalog, Target
 from .contract import OBSERVER_GROUP, Observer, plugin_name
 from .contract import Rejected as _LoadFailure
 from .controls import PluginControls, controls_may_be_set
@@ -92,7 +92,8 @@ class Registry:
         self._providers = self._plugins.providers
         #: What model names mean: aliases, the default model, the servers' lists.
         self.catalog = Catalog(self._loaded_providers, self._named_routes,
-                               lambda: self.settings, config)
+                               lambda: self.settings, config,
+                               default=lambda: self.default_model, not_found=self._not_found)
 
     def _load_settings(self) -> Settings:
         if self._settings is None:
@@ -197,35 +198,12 @@ class Registry:
         :raises InvalidRequestError: no name and no default model.
         :raises ConfigurationError: the aliases or chatplug.toml are malformed.
         """
-        outcome = self._local(name)
-        if isinstance(outcome, Pending):
-            return self._listed(outcome, self.catalog.lists.listed())
-        return outcome
+        return self.catalog.resolve(name)
 
     async def aresolve(self, name: str | None) -> Target:
         """:meth:`resolve` for an event loop: the servers' lists, when a name needs them
         and they are stale, are asked for on a worker thread.  Raises as :meth:`resolve`."""
-        outcome = self._local(name)
-        if isinstance(outcome, Pending):
-            return self._listed(outcome, await self.catalog.lists.alisted())
-        return outcome
-
-    def _local(self, name: str | None) -> Target | Pending:
-        if name is not None and not isinstance(name, str):
-            raise ProviderNotFoundError(f"a model name must be a string, not {name!r}.")
-        self._ensure_loaded()
-        if name:
-            # The fast path, which reads no settings (so imports no pydantic).
-            provider = self._providers.get(name.lower())
-            if provider is not None:
-                return provider, None
-        return self.catalog.local(name)
-
-    def _listed(self, pending: Pending, lists: dict[str, list[str]]) -> Target:
-        found = self.catalog.listed(pending, lists)
-        if found is None:
-            raise self._not_found(pending.name, self.catalog.known_names(lists))
-        return found
+        return await self.catalog.aresolve(name)
 
     @property
     def default_model(self) -> str | None:
@@ -317,14 +295,7 @@ class Registry:
         except ConfigurationError as exc:
             errors["CHATPLUG_ROUTES"] = exc.message
         errors.update(self._route_errors)
-        try:
-            models = self.catalog.models()[0]
-        except ConfigurationError as exc:
-            errors["aliases"] = exc.message
-        else:
-            errors.update((f"alias:{name}", f"the alias name {name!r} is a provider's name; "
-                           "rename the alias") for name in models
-                          if name.lower() in self._providers)
+        errors.update(self.catalog.errors())
         return errors
 
     @property
