@@ -256,3 +256,9 @@ def test_the_docs_config_files_load_and_every_alias_resolves(page: str, home: Pa
             assert target.name, alias
         if config.default_model is not None:
             registry.resolve(None)
+
+
+def test_a_bad_ttl_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATPLUG_MODELS_TTL", "-1")
+    with pytest.raises(ConfigurationError, match="CHATPLUG_MODELS_TTL"):
+        load_settings()
