@@ -53,7 +53,8 @@ def not_found(
                 f"provider {entry!r} is installed but failed to load: {reason}. "
                 "Run `chatplug providers` for details."
             )
-    closest = _closest(wanted, installed + (models or []))
+    # A provider's name first: "gravity" means GravityEngine, not GravityEngine/some-model.
+    closest = _closest(wanted, installed) or _closest(wanted, models or [])
     hint = f" Did you mean {closest!r}?" if closest else ""
     if models is not None:
         example = next((n for n in ("OpenAI", *installed) if n in installed), "Provider")
