@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADVICE",
+    "AmbiguousModelError",
     "AuthenticationError",
     "ChatplugError",
     "ConfigurationError",
@@ -163,6 +164,17 @@ class ProviderNotFoundError(InvalidRequestError, LookupError):
     """No provider of that name is installed (or it is disabled or failed to load)."""
 
     code = "provider_not_found"
+
+
+class AmbiguousModelError(ProviderNotFoundError):
+    """A bare model name that several providers serve; ``candidates`` are the
+    ``Provider/model`` names to choose from."""
+
+    code = "model_ambiguous"
+
+    def __init__(self, message: str, *, candidates: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.candidates = list(candidates)
 
 
 class ModelNotSupportedError(InvalidRequestError):

@@ -76,7 +76,8 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if status == 404:
         error = GatewayError(404, f"no such endpoint: {request.method} {request.url.path}. "
                                   "The gateway serves /v1/chat/completions, /v1/messages, "
-                                  "/v1/responses, /v1/models and /health/*.",
+                                  "/v1/responses, /v1/models (each also without /v1) and "
+                                  "/health/*.",
                              code="not_found", retry=False)
     elif status == 405:
         error = GatewayError(405, f"{request.method} is not allowed on {request.url.path}.",
@@ -144,11 +145,13 @@ def create_app(registry: Registry | None = None,
     completions = {"/v1/chat/completions": ChatCompletions(gateway),
                    "/v1/messages": Messages(gateway),
                    "/v1/responses": Responses(gateway, responses)}
-    middleware.append(Middleware(HotPaths, endpoints=completions))
+    # The paths without /v1 (below) are hot too.
+    hot = {**completions, **{path.removeprefix("/v1"): endpoint
+                             for path, endpoint in completions.items()}}
+    middleware.append(Middleware(HotPaths, endpoints=hot))
     handlers: dict[Any, Any] = {GatewayError: _gateway_error, 404: _http_error,
                                 405: _http_error, 500: _server_error}
-    app = Starlette(
-        routes=[
+    api = [
             Route("/v1/chat/completions", completions["/v1/chat/completions"],
                   methods=["POST"]),
             Route("/v1/messages", completions["/v1/messages"], methods=["POST"]),
@@ -158,6 +161,13 @@ def create_app(registry: Registry | None = None,
             Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
+    ]
+    # As LiteLLM does, the API answers without /v1 too (base_url="http://host:8000").
+    api += [Route(route.path.removeprefix("/v1"), route.endpoint, methods=route.methods)
+            for route in list(api)]
+    app = Starlette(
+        routes=[
+            *api,
             Route("/health/liveliness", liveliness, methods=["GET"]),
             Route("/health/readiness", readiness, methods=["GET"]),
         ],

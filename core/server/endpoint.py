@@ -27,6 +27,7 @@ from ..errors import ChatplugError
 from .access import SCOPE_KEY, note
 from .errors import GatewayError, from_chatplug
 from .limits import Disconnected, read_body
+from .models import model_error
 from .record import KEY_SCOPE, RequestRecord
 from .request import ChatRequest
 from .shutdown import SHUTDOWN, Interruption
@@ -196,7 +197,14 @@ class Endpoint(abc.ABC):
         gateway.inflight.enter()
         try:
             try:
-                target, model = gateway.registry.resolve(parsed.model)
+                # Awaited: a bare name may need the servers' model lists (off the loop).
+                target, model = await gateway.registry.aresolve(parsed.model or None)
+            except ChatplugError as error:
+                gateway_error = model_error(error)
+                _failed(record, gateway_error)
+                await self._fail(send, gateway_error)
+                return
+            try:
                 request = self.request_for(parsed, target)
                 upstream = Upstream(target, model, request)
             except ChatplugError as error:
