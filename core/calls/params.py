@@ -100,6 +100,18 @@ def type_name(hint: Any) -> str:
     return text.replace("NoneType", "None")
 
 
+def _unpacked(hint: Any) -> list[Parameter]:
+    """The parameters a ``**options: Unpack[SomeTypedDict]`` declares: each field,
+    optional (default ``None``), of the field's type (a plain ``**kwargs``: none)."""
+    if repr(typing.get_origin(hint)).rpartition(".")[2] != "Unpack":  # typing's or typing_extensions'
+        return []
+    (declaration,) = typing.get_args(hint)
+    fields = typing.get_type_hints(declaration, include_extras=True)
+    optional = {name: typing.Optional[field_hint]  # noqa: UP045
+                for name, field_hint in fields.items()}
+    return [Parameter(name, type_name(hint), None, hint) for name, hint in optional.items()]
+
+
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
     """Resolved type hints; one that cannot be resolved is kept as written.
 
@@ -135,7 +147,10 @@ class ParameterSet:
         self.injected: frozenset[str] = frozenset()
         injected = set()
         for name, spec in signature.parameters.items():
-            if spec.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if spec.kind is inspect.Parameter.VAR_KEYWORD:
+                parameters.extend(_unpacked(hints.get(name)))
+                continue
+            if spec.kind is inspect.Parameter.VAR_POSITIONAL:
                 continue
             if name in INJECTED_ARGUMENTS:
                 injected.add(name)
@@ -197,7 +212,10 @@ class ParameterSet:
             close = difflib.get_close_matches(name, list(self.user), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InvalidRequestError(
-                f"unknown parameter {name!r}.{hint} This provider accepts: {known}."
+                f"unknown parameter {name!r}: this provider does not declare it (it accepts: "
+                f"{known}).{hint} To send {name!r} upstream anyway, as it is, put it in "
+                f"extra_body (extra_body={{{name!r}: ...}}; through the gateway, the "
+                "request's \"extra_body\" object)."
             )
         if not values:
             return {}

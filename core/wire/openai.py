@@ -33,7 +33,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderResponseError, StreamInterruptedError
-from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..events import (
+    Annotations,
+    Choice,
+    Finish,
+    Logprobs,
+    Meta,
+    Reasoning,
+    Refusal,
+    ToolCallDelta,
+    Usage,
+)
 from ..transport.pending import text_only
 from . import request_headers, token_count
 from .errors import quoted
@@ -92,8 +102,9 @@ def _plain_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def usage_of(usage: Any) -> Usage | None:
-    """:class:`Usage` from OpenAI's ``usage`` object, with the cached and reasoning counts
-    of its ``*_tokens_details`` when present; ``None`` if it holds no count."""
+    """:class:`Usage` from OpenAI's ``usage`` object, with the counts of its
+    ``*_tokens_details`` (cached, reasoning, audio, prediction) when present; ``None``
+    if it holds no count."""
     if not isinstance(usage, Mapping):
         return None
     counts = [token_count(usage.get(name)) for name in _COUNTS]
@@ -103,18 +114,30 @@ def usage_of(usage: Any) -> Usage | None:
     completion = usage.get("completion_tokens_details")
     if not prompt and not completion:
         return Usage(*counts)
-    cached = token_count(prompt.get("cached_tokens")) if isinstance(prompt, Mapping) else None
-    reasoning = token_count(completion.get("reasoning_tokens")) \
-        if isinstance(completion, Mapping) else None
-    return Usage(counts[0], counts[1], counts[2], cached_tokens=cached,
-                 reasoning_tokens=reasoning)
+    prompt = prompt if isinstance(prompt, Mapping) else {}
+    completion = completion if isinstance(completion, Mapping) else {}
+    return Usage(counts[0], counts[1], counts[2],
+                 cached_tokens=token_count(prompt.get("cached_tokens")),
+                 reasoning_tokens=token_count(completion.get("reasoning_tokens")),
+                 prompt_audio_tokens=token_count(prompt.get("audio_tokens")),
+                 completion_audio_tokens=token_count(completion.get("audio_tokens")),
+                 accepted_prediction_tokens=token_count(
+                     completion.get("accepted_prediction_tokens")),
+                 rejected_prediction_tokens=token_count(
+                     completion.get("rejected_prediction_tokens")))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _meta(payload: Mapping[str, Any]) -> Meta | None:
-    id_, model = payload.get("id"), payload.get("model")
-    id_ = id_ if isinstance(id_, str) and id_ else None
-    model = model if isinstance(model, str) and model else None
-    return Meta(id_, model) if id_ or model else None
+    meta = Meta(_text(payload.get("id")), _text(payload.get("model")),
+                _text(payload.get("system_fingerprint")), _text(payload.get("service_tier")))
+    return meta if meta != _NO_META else None
+
+
+_NO_META = Meta()
 
 
 def _reasoning(part: Mapping[str, Any]) -> Reasoning | None:
@@ -156,13 +179,57 @@ def _tool_calls(calls: Any, data: Any, secret: str | None) -> list[ToolCallDelta
     return [_tool_call(call, position, data, secret) for position, call in enumerate(calls)]
 
 
-def _several_choices(where: str) -> ProviderResponseError:
-    # Merging choices would garble the text (a stream) or hide all but one (a JSON
-    # reply); until chatplug reads n > 1, such a reply is refused, never merged.
-    return ProviderResponseError(
-        f"{where} has more than one choice (n > 1, sent through extra_body?); chatplug "
-        "does not support n > 1 yet: send n=1 or leave n out, and make one call per reply."
-    )
+def _logprobs(choice: Mapping[str, Any]) -> Logprobs | None:
+    """A choice's ``logprobs`` (``{"content": [...], "refusal": [...]}``), if any."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, Mapping):
+        return None
+    content, refusal = logprobs.get("content"), logprobs.get("refusal")
+    content = content if isinstance(content, list) and content else None
+    refusal = refusal if isinstance(refusal, list) and refusal else None
+    return Logprobs(content, refusal) if content or refusal else None
+
+
+def _part_items(part: Mapping[str, Any], data: Any, secret: str | None,
+                where: str) -> list[str | Event]:
+    """What one message or delta carries, in order: reasoning, text, refusal,
+    annotations, tool calls."""
+    items: list[str | Event] = []
+    reasoning = _reasoning(part)
+    if reasoning is not None:
+        items.append(reasoning)
+    text = part.get("content")
+    if text is not None and not isinstance(text, str):
+        raise ProviderResponseError(
+            f"{where} content is {type(text).__name__}, not text: {quoted(data, secret)}"
+        )
+    if text:
+        items.append(text)
+    refusal = part.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        items.append(Refusal(refusal))
+    annotations = part.get("annotations")
+    if isinstance(annotations, list) and annotations:
+        items.append(Annotations(list(annotations)))
+    items.extend(_tool_calls(part.get("tool_calls"), data, secret))
+    return items
+
+
+def _choice_index(choice: Mapping[str, Any], position: int, data: Any,
+                  secret: str | None) -> int:
+    index = choice.get("index", position)
+    if index is None:
+        return position
+    if type(index) is not int or index < 0:
+        raise ProviderResponseError(
+            f"a choice's index is not a count: {quoted(data, secret)}"
+        )
+    return index
+
+
+def _of_choice(index: int, items: list[str | Event]) -> list[str | Event]:
+    """Choice 0's items as they are; another choice's wrapped in :class:`Choice`."""
+    return items if index == 0 else [Choice(index, item) for item in items]
 
 
 def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
@@ -179,13 +246,15 @@ def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
 
 def reply_events(payload: Any, *, secret: str | None = None,
                  provider: str | None = None) -> list[str | Event]:
-    """The text and events of a non-streamed reply, in order: ``Meta``,
-    ``Reasoning``, the text, ``ToolCallDelta`` per call, ``Finish``, ``Usage``.
+    """The text and events of a non-streamed reply, in order: ``Meta``, then per
+    choice ``Reasoning``, the text, ``Refusal``, ``Annotations``, ``ToolCallDelta``
+    per call, ``Logprobs``, ``Finish`` (choices after the first wrapped in
+    :class:`~chatplug.events.Choice`), then ``Usage``.
 
     :param secret: a key to mask should the server echo it into an error text.
     :param provider: names the key's variable should the server refuse the key.
     :raises ProviderResponseError: an error object, a JSON string (retryable: a proxy's
-        failure), or no choices/message in it.
+        failure), no choices, or a choice without a message.
     :raises RateLimitError, AuthenticationError: an error object that says so.
     """
     if isinstance(payload, str):
@@ -207,30 +276,23 @@ def reply_events(payload: Any, *, secret: str | None = None,
             f"the reply has no choices (keys: {', '.join(sorted(map(str, payload))) or 'none'}); "
             "the server may not be OpenAI-compatible."
         )
-    if len(choices) > 1:
-        raise _several_choices("the reply")
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, Mapping):
-        raise ProviderResponseError("the reply's first choice has no message object.")
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise ProviderResponseError(
-            f"the reply's message content is {type(content).__name__}, not text."
-        )
     items: list[str | Event] = []
     meta = _meta(payload)
     if meta is not None:
         items.append(meta)
-    reasoning = _reasoning(message)
-    if reasoning is not None:
-        items.append(reasoning)
-    if content:
-        items.append(content)
-    items.extend(_tool_calls(message.get("tool_calls"), payload, secret))
-    reason = choice.get("finish_reason")
-    if isinstance(reason, str) and reason:
-        items.append(Finish(reason))
+    for position, choice in enumerate(choices):
+        message = choice.get("message") if isinstance(choice, Mapping) else None
+        if not isinstance(message, Mapping):
+            raise ProviderResponseError(f"the reply's choice {position} has no message object.")
+        index = _choice_index(choice, position, payload, secret)
+        found = _part_items(message, payload, secret, "the reply's message")
+        logprobs = _logprobs(choice)
+        if logprobs is not None:
+            found.append(logprobs)
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            found.append(Finish(reason))
+        items.extend(_of_choice(index, found))
     usage = usage_of(payload.get("usage"))
     if usage is not None:
         items.append(usage)
@@ -253,7 +315,7 @@ class _Progress:
     def __init__(self) -> None:
         self.received = 0  # characters of text
         self.delivered = False  # reasoning or a tool call (text: received > 0)
-        self.finished = False  # a finish reason arrived
+        self.finished: set[int] = set()  # the choices whose finish reason arrived
         self.meta = False  # the Meta event was yielded
 
 
@@ -280,38 +342,34 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
             items.append(meta)
     choices = payload.get("choices")
     if choices and isinstance(choices, list):
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise ProviderResponseError(
-                f"a stream chunk's choice is not an object: {quoted(data, secret)}"
-            )
-        if len(choices) > 1 or choice.get("index") not in (0, None):
-            raise _several_choices("the stream")
-        part = choice.get("delta")
-        if not isinstance(part, dict) or not part:
-            # Some servers put the whole message in the last chunk instead of a delta.
-            message = choice.get("message")
-            part = message if isinstance(message, dict) else {}
-        reasoning = _reasoning(part)
-        if reasoning is not None:
-            items.append(reasoning)
-            progress.delivered = True
-        text = part.get("content")
-        if text is not None and not isinstance(text, str):
-            raise ProviderResponseError(
-                f"a stream chunk's content is not text: {quoted(data, secret)}"
-            )
-        if text:
-            items.append(text)
-            progress.received += len(text)
-        calls = _tool_calls(part.get("tool_calls"), data, secret)
-        if calls:
-            items.extend(calls)
-            progress.delivered = True
-        reason = choice.get("finish_reason")
-        if isinstance(reason, str) and reason and not progress.finished:
-            progress.finished = True
-            items.append(Finish(reason))
+        for position, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                raise ProviderResponseError(
+                    f"a stream chunk's choice is not an object: {quoted(data, secret)}"
+                )
+            index = _choice_index(choice, position, data, secret)
+            part = choice.get("delta")
+            if not isinstance(part, dict) or not part:
+                # Some servers put the whole message in the last chunk instead of a delta.
+                message = choice.get("message")
+                part = message if isinstance(message, dict) else {}
+            found = _part_items(part, data, secret, "a stream chunk's")
+            if index == 0:
+                for item in found:
+                    if type(item) is str:
+                        progress.received += len(item)
+                    else:
+                        progress.delivered = True
+            elif found:
+                progress.delivered = True
+            logprobs = _logprobs(choice)
+            if logprobs is not None:
+                found.append(logprobs)
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason and index not in progress.finished:
+                progress.finished.add(index)
+                found.append(Finish(reason))
+            items.extend(_of_choice(index, found))
     usage = usage_of(payload.get("usage"))
     if usage is not None:
         items.append(usage)
@@ -378,9 +436,10 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
                     choice = choices[0]
                     delta = choice["delta"]
                     text = delta["content"]
-                    # A second choice (n > 1) is refused below, never merged into the text.
+                    # Another choice (n > 1), logprobs and the rest are read below.
                     if (type(text) is str and choice.get("finish_reason") is None
                             and len(choices) == 1 and not choice.get("index")
+                            and choice.get("logprobs") is None
                             and (len(delta) == 1 or _plain(delta)) and "error" not in payload
                             and ("usage" not in payload or payload["usage"] is None)):
                         if text:
@@ -414,7 +473,8 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
 def _plain(delta: dict[str, Any]) -> bool:
     """A delta with text and nothing else that matters (``role``, nulls)."""
     return (delta.get("tool_calls") is None and delta.get("reasoning_content") is None
-            and delta.get("reasoning") is None)
+            and delta.get("reasoning") is None and not delta.get("refusal")
+            and not delta.get("annotations"))
 
 
 def stream_text(chunks: Iterable[bytes], *, secret: str | None = None) -> Iterator[str]:
@@ -468,23 +528,27 @@ def completion_body(
     import os
     import time
 
-    message = dict(completion.message)
-    if completion.reasoning is not None:
-        message["reasoning_content"] = completion.reasoning
+    choices = []
+    for choice in completion.choices:
+        message = completion.message if choice.index == 0 else choice.message
+        if choice.reasoning is not None:
+            message = {**message, "reasoning_content": choice.reasoning}
+        choices.append({"index": choice.index, "message": message,
+                        "finish_reason": choice.finish_reason or "stop",
+                        "logprobs": choice.logprobs})
     usage = completion.usage
-    return {
+    body = {
         "id": completion.id or f"chatcmpl-{os.urandom(12).hex()}",
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
         "model": model or completion.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": completion.finish_reason or "stop",
-            "logprobs": None,
-        }],
+        "choices": choices,
         "usage": None if usage is None else usage.as_dict(),
+        "system_fingerprint": completion.system_fingerprint,
     }
+    if completion.service_tier is not None:
+        body["service_tier"] = completion.service_tier
+    return body
 
 
 def list_models(
