@@ -187,7 +187,7 @@ def test_a_parameter_gravityengine_cannot_take_names_it_and_extra_body(
 
 def test_langchain_chat_openai_with_max_tokens(gateway: GatewayServer,
                                                upstream: ScriptedServer) -> None:
-    langchain_openai = pytest.importorskip("langchain_openai")
+    import langchain_openai
     upstream.add(text="Hello from LangChain.")
     model = langchain_openai.ChatOpenAI(model="OpenAI/gpt-test", base_url=gateway.url + "/v1",
                                         api_key="k", max_tokens=30, max_retries=0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import json
 import logging
 import threading
 import types
@@ -224,7 +225,12 @@ class ParameterSet:
         model = self._pydantic_model()
         try:
             if from_strings:
-                checked = model.model_validate_strings(dict(values))
+                texts, structured = self._json_values(values)
+                checked = model.model_validate_strings(texts)
+                if structured:
+                    parsed = model.model_validate(structured)
+                    checked = model.model_construct(**{**dict(checked), **{
+                        name: getattr(parsed, name) for name in structured}})
             else:
                 checked = model.model_validate(dict(values), strict=True)
         except ValidationError as exc:
@@ -236,6 +242,29 @@ class ParameterSet:
                 + (f" (expected {expected})." if expected else ".")
             ) from None
         return {name: getattr(checked, name) for name in values}
+
+    def _json_values(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Command-line texts split in two: those for an object or list parameter that
+        are JSON (``-o metadata='{"team": "a"}'``), decoded; and the rest, as they are.
+
+        :raises InvalidRequestError: such a text is not valid JSON.
+        """
+        texts: dict[str, Any] = {}
+        structured: dict[str, Any] = {}
+        for name, value in values.items():
+            declared = self.user[name].type
+            if isinstance(value, str) and value.lstrip()[:1] in ("{", "[") and (
+                    "dict" in declared or "list" in declared):
+                try:
+                    structured[name] = json.loads(value)
+                except ValueError as exc:
+                    raise InvalidRequestError(
+                        f"parameter {name}={value!r} is not valid JSON ({exc}); write the "
+                        f"{declared} as JSON text."
+                    ) from None
+            else:
+                texts[name] = value
+        return texts, structured
 
     def _pydantic_model(self) -> Any:
         if self._model is None:
