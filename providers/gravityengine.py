@@ -22,10 +22,10 @@ options, ``stop``, ``max_tokens`` or ``max_completion_tokens``, ``user``,
 ``top_logprobs``, and tools (``tools``, ``tool_choice``; both models call
 functions).  Anything else is refused before anything is sent, with the advice to
 pass it in ``extra_body``, which the proxy forwards too.  Images are refused as well:
-neither model takes image parts, so ``supports_vision`` is ``False``.  A stream does not ask for its usage (``stream_options``), as NextChat's own
-page never does and not every upstream behind a deployment takes it; a reply that
-reports usage anyway is read, and ``extra_body={"stream_options": {"include_usage":
-True}}`` asks for it.
+neither model takes image parts, so ``supports_vision`` is ``False``.  A stream does
+not ask for its usage (``stream_options``), as NextChat's own page never does and not
+every upstream behind a deployment takes it; a reply that reports usage anyway is read,
+and ``extra_body={"stream_options": {"include_usage": True}}`` asks for it.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ usage (``stream_options: {"include_usage": true}``, merged into the caller's own
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from chatplug import hookimpl

@@ -75,7 +75,8 @@ def test_todays_parameters_reach_upstream_as_given_and_every_choice_comes_back(
     assert [(c.index, c.message.content) for c in reply.choices] == [
         (0, "Hello there"), (1, "Bonjour toi")]
     first = reply.choices[0].logprobs
-    assert first is not None and first.content is not None
+    assert first is not None
+    assert first.content is not None
     assert [entry.token for entry in first.content] == ["Hello", " there"]
     assert [len(entry.top_logprobs) for entry in first.content] == [2, 2]
     assert reply.system_fingerprint == "fp_test"
@@ -106,7 +107,8 @@ def test_a_stream_relays_each_choice_with_its_index_and_its_logprobs(
     assert texts == {0: "Hello there", 1: "Bonjour toi"}
     assert tokens == {0: ["Hello", " there"], 1: ["Bonjour", " toi"]}
     assert finishes == {0: "stop", 1: "stop"}
-    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens_details is not None
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens_details is not None
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 4
     assert chunks[0].system_fingerprint == "fp_test"
     body = sent(upstream)
@@ -174,7 +176,8 @@ def test_a_parameter_gravityengine_cannot_take_names_it_and_extra_body(
         client.chat.completions.create(model="GravityEngine", messages=MESSAGES,
                                        reasoning_effort="low")
     message = info.value.message
-    assert "GravityEngine" in message and "'reasoning_effort'" in message
+    assert "GravityEngine" in message
+    assert "'reasoning_effort'" in message
     assert "extra_body" in message
     upstream.add(text="ok")
     client.chat.completions.create(model="GravityEngine", messages=MESSAGES, n=2, seed=1,

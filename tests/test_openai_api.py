@@ -71,7 +71,8 @@ def test_a_whole_reply_keeps_refusal_annotations_logprobs_and_details(
     assert completion.logprobs is not None
     assert [len(entry["top_logprobs"]) for entry in completion.logprobs["content"]] == [3]
     assert (completion.system_fingerprint, completion.service_tier) == ("fp_1", "flex")
-    assert completion.usage is not None and completion.usage.as_dict() == usage
+    assert completion.usage is not None
+    assert completion.usage.as_dict() == usage
     assert completion.usage.accepted_prediction_tokens == 2
     chatplug_server.add(text="", refusal="I can't help with that.")
     refused = openai_provider.complete(MESSAGES, model="m")
@@ -131,7 +132,9 @@ def test_an_undeclared_parameter_names_the_provider_and_extra_body(
     with pytest.raises(InvalidRequestError) as info:
         registry.get("GravityEngine").complete(MESSAGES, reasoning_effort="low")
     text = str(info.value)
-    assert "GravityEngine" in text and "'reasoning_effort'" in text and "extra_body" in text
+    assert "GravityEngine" in text
+    assert "'reasoning_effort'" in text
+    assert "extra_body" in text
     registry.get("GravityEngine").complete(MESSAGES, extra_body={"reasoning_effort": "low"})
     assert chatplug_server.requests[-1].json["reasoning_effort"] == "low"
     registry.close()
@@ -214,7 +217,8 @@ def test_the_server_command_line_scripts_choices_usage_tools_and_errors(tmp_path
         assert [call.name for call in first.tool_calls] == ["weather"]
         second = provider.complete(MESSAGES, model="m", max_retries=0)
         assert [choice.text for choice in second.choices] == ["One", "Two"]
-        assert second.usage is not None and second.usage.cached_tokens == 1
+        assert second.usage is not None
+        assert second.usage.cached_tokens == 1
         with pytest.raises(ProviderHTTPError) as info:
             provider.complete(MESSAGES, model="m", max_retries=0)
         assert info.value.status_code == 400
@@ -226,7 +230,8 @@ def test_the_server_command_line_scripts_choices_usage_tools_and_errors(tmp_path
     bad.write_text('[{"txet": "typo"}]', encoding="utf-8")
     refused = subprocess.run([sys.executable, "-m", "chatplug.testing.server", "--script",
                               str(bad)], capture_output=True, text=True, timeout=30)
-    assert refused.returncode == 2 and "'txet'" in refused.stderr
+    assert refused.returncode == 2
+    assert "'txet'" in refused.stderr
 
 
 def test_the_readme_tool_example_runs_offline_against_call_tools(tmp_path: Path) -> None:

@@ -104,7 +104,8 @@ def type_name(hint: Any) -> str:
 def _unpacked(hint: Any) -> list[Parameter]:
     """The parameters a ``**options: Unpack[SomeTypedDict]`` declares: each field,
     optional (default ``None``), of the field's type (a plain ``**kwargs``: none)."""
-    if repr(typing.get_origin(hint)).rpartition(".")[2] != "Unpack":  # typing's or typing_extensions'
+    # typing.Unpack, or typing_extensions' on Python 3.10: the same name either way.
+    if repr(typing.get_origin(hint)).rpartition(".")[2] != "Unpack":
         return []
     (declaration,) = typing.get_args(hint)
     fields = typing.get_type_hints(declaration, include_extras=True)
