@@ -200,3 +200,16 @@ def test_langchain_chat_openai_with_max_tokens(gateway: GatewayServer,
     body = sent(upstream)
     # langchain-openai 1.x sends max_completion_tokens: it arrives as it sent it.
     assert body.get("max_completion_tokens", body.get("max_tokens")) == 30
+
+
+def test_stream_options_beyond_include_usage_reach_the_provider(
+    client: openai.OpenAI, upstream: ScriptedServer
+) -> None:
+    upstream.add(text="ok")
+    with client.chat.completions.create(
+            model="OpenAI/gpt-test", messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True, stream_options={"include_usage": False,
+                                         "include_obfuscation": False}) as stream:
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
+    assert sent(upstream)["stream_options"] == {"include_obfuscation": False,
+                                                "include_usage": True}
