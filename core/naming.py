@@ -28,8 +28,8 @@ CONVENTIONAL: dict[str, dict[str, tuple[str, ...]]] = {
 #: key comes from the environment or the keys file (``Settings.check_destination``).
 TRUST_DOTENV = "CHATPLUG_TRUST_DOTENV"
 #: chatplug's variables read outside the settings model, from the environment only: where
-#: its files are (``chatplug.paths``, ``chatplug.configfile``), the CLI's log switch and the ``.env`` trust (a
-#: ``.env`` must not vouch for itself).  They are not misspellings.
+#: its files are (``chatplug.paths``, ``chatplug.configfile``), the CLI's log switch and
+#: the ``.env`` trust (a ``.env`` must not vouch for itself).  They are not misspellings.
 ENVIRONMENT_ONLY = ("CHATPLUG_HOME", "CHATPLUG_CONFIG", "CHATPLUG_LOG", TRUST_DOTENV)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dbservers import PostgresServer, RedisServer, postgres_server, redis_server
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 #: A key planted in tests to prove it never leaks; it looks like no real provider's key.
@@ -84,3 +86,17 @@ def no_threads_left() -> Iterator[None]:
         threading.Event().wait(0.1)
     left = [t.name for t in set(threading.enumerate()) - before]
     assert not left, f"threads left running: {left}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on loopback for the session (``PostgresServer.database()`` per test)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """A real Redis on loopback for the session."""
+    with redis_server() as server:
+        yield server

@@ -86,6 +86,10 @@ COMMANDS: tuple[Command, ...] = (
             "reply from it through the GravityEngine provider over real HTTP."),
     Command("batch", "chatplug.cli.batch", "run many prompts from a file"),
     Command("serve", "chatplug.cli.serve", "serve the providers over an OpenAI API"),
+    Command("gateway", "chatplug.cli.gateway",
+            "the gateway's virtual keys and usage ledger (keys, usage)",
+            "Manage the gateway's virtual keys (limits, budgets, expiry) and report what "
+            "was spent, from its database."),
 )
 
 

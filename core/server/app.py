@@ -32,6 +32,7 @@ from .health import liveliness, readiness
 from .limits import InFlight
 from .messages import Messages, count_tokens
 from .models import list_models, retrieve_model
+from .record import Accountant
 from .responses import Responses, delete_response, get_response
 from .shutdown import Drain
 from .store import ResponseStore
@@ -54,6 +55,9 @@ class Gateway:
         self.settings = settings
         self.inflight = InFlight(settings.max_concurrency)
         self.drain = Drain(settings.grace)
+        #: Told of every completion request (:mod:`.record`): keys and limits, the usage
+        #: ledger, metrics.  Admission runs in this order.
+        self.accountants: list[Accountant] = []
 
 
 def _gateway_error(request: Request, exc: Exception) -> JSONResponse:

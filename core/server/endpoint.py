@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..calls.aio import acomplete, acreate
 from ..errors import ChatplugError
-from .access import note
+from .access import SCOPE_KEY, note
 from .errors import GatewayError, from_chatplug
 from .limits import Disconnected, read_body
+from .record import KEY_SCOPE, RequestRecord
 from .request import ChatRequest
 from .shutdown import SHUTDOWN, Interruption
 from .streaming import EventStream
@@ -161,35 +162,72 @@ class Endpoint(abc.ABC):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         gateway = self.gateway
+        # The accountants (keys and limits, the ledger, metrics) see a record of the
+        # request; without any, the hot path builds none.
+        record: RequestRecord | None = None
+        if gateway.accountants:
+            info = scope.get(SCOPE_KEY) or {}
+            record = RequestRecord(scope["path"], str(info.get("request_id") or ""),
+                                   started=started, key=scope.get(KEY_SCOPE))
+        try:
+            await self._serve(scope, receive, send, record, started)
+        finally:
+            if record is not None:
+                record.duration = record.elapsed()
+                for accountant in gateway.accountants:
+                    accountant.settled(record)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send,
+                     record: RequestRecord | None, started: float) -> None:
+        gateway = self.gateway
         try:
             parsed = self.parse(await read_body(scope, receive, gateway.settings.max_body_bytes))
             note(scope, model=parsed.model)
             await self.before(parsed)
-            gateway.inflight.enter()
         except Disconnected:
+            _closed(record)
             return
         except GatewayError as error:
+            _failed(record, error)
             await self._fail(send, error)
             return
+        gateway.inflight.enter()
         try:
             try:
                 target, model = gateway.registry.resolve(parsed.model)
                 request = self.request_for(parsed, target)
                 upstream = Upstream(target, model, request)
             except ChatplugError as error:
-                await self._fail(send, from_chatplug(error))
+                gateway_error = from_chatplug(error)
+                _failed(record, gateway_error)
+                await self._fail(send, gateway_error)
                 return
             note(scope, provider=upstream.name)
+            if record is not None:
+                record.requested_model = parsed.model
+                record.stream = bool(request.stream)
+                record.provider = upstream.name
+                record.model = upstream.served_model
+                try:
+                    for accountant in gateway.accountants:
+                        await accountant.admit(record)
+                except GatewayError as error:
+                    _failed(record, error)
+                    await self._fail(send, error)
+                    return
             extra = self.headers(parsed, request)
             if request.stream:
-                await self._stream(scope, receive, send, upstream, parsed, extra, started)
+                await self._stream(scope, receive, send, upstream, parsed, extra, started,
+                                   record)
             else:
-                await self._complete(scope, receive, send, upstream, parsed, extra, started)
+                await self._complete(scope, receive, send, upstream, parsed, extra, started,
+                                     record)
         finally:
             gateway.inflight.leave()
 
     async def _complete(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream,
-                        parsed: Any, extra: list[tuple[bytes, bytes]], started: float) -> None:
+                        parsed: Any, extra: list[tuple[bytes, bytes]], started: float,
+                        record: RequestRecord | None) -> None:
         error: ChatplugError | None = None
         completion: Completion | None = None
         async with Interruption(receive, self.gateway.drain) as interruption:
@@ -202,13 +240,21 @@ class Endpoint(abc.ABC):
             interruption.settled()
         if interruption.reason is not None:
             if interruption.reason == SHUTDOWN:
+                _failed(record, _shutting_down())
                 await self._fail(send, _shutting_down())
+            else:
+                _closed(record)
             return  # the client is gone: nobody to answer
         if error is not None or completion is None:
-            await self._fail(send, from_chatplug(error or _no_completion()), extra)
+            gateway_error = from_chatplug(error or _no_completion())
+            _failed(record, gateway_error)
+            await self._fail(send, gateway_error, extra)
             return
         if completion.provider:
             note(scope, provider=completion.provider)
+        if record is not None:
+            _served(record, completion)
+            record.first_piece = record.elapsed()
         reply = self.whole(completion, upstream, parsed)
         await self.after(parsed, reply)
         body = json.dumps(reply, ensure_ascii=False).encode()
@@ -223,14 +269,17 @@ class Endpoint(abc.ABC):
         await send({"type": "http.response.body", "body": body})
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream,
-                      parsed: Any, extra: list[tuple[bytes, bytes]], started: float) -> None:
+                      parsed: Any, extra: list[tuple[bytes, bytes]], started: float,
+                      record: RequestRecord | None) -> None:
         relay: EventStream | None = None
         async with Interruption(receive, self.gateway.drain) as interruption:
             try:
                 stream = await upstream.stream()
             except ChatplugError as error:
                 interruption.settled()
-                await self._fail(send, from_chatplug(error), extra)
+                gateway_error = from_chatplug(error)
+                _failed(record, gateway_error)
+                await self._fail(send, gateway_error, extra)
                 return
             setup = time.perf_counter() - started
 
@@ -238,6 +287,9 @@ class Endpoint(abc.ABC):
                 completion = stream.completion
                 provider = completion.provider or upstream.name
                 note(scope, provider=provider)
+                if record is not None:  # the status is committed with the first piece
+                    record.first_piece = record.elapsed()
+                    record.status = 200
                 return [(b"x-chatplug-provider", provider.encode()),
                         (b"x-chatplug-attempts", str(completion.attempts).encode()),
                         (b"x-chatplug-overhead-ms", _ms(setup)), *extra]
@@ -252,21 +304,55 @@ class Endpoint(abc.ABC):
             try:
                 await relay.relay(events)
             except ChatplugError as error:
+                gateway_error = from_chatplug(error)
+                _failed(record, gateway_error, committed=relay.committed)
                 if relay.committed:
-                    await relay.fail(from_chatplug(error))
+                    await relay.fail(gateway_error)
                 else:
-                    await self._fail(send, from_chatplug(error), extra)
+                    await self._fail(send, gateway_error, extra)
             finally:
                 relay.close()
                 interruption.settled()
                 close = getattr(events, "aclose", None)  # an async generator's: close it now
                 if close is not None:
                     await close()
+            if record is not None:
+                _served(record, stream.completion)
         if interruption.reason == SHUTDOWN:
+            _failed(record, _shutting_down(), committed=relay is not None and relay.committed)
             if relay is not None and relay.committed:
                 await relay.fail(_shutting_down())
             else:
                 await self._fail(send, _shutting_down())
+        elif interruption.reason is not None:
+            _closed(record)
+
+
+#: The status of a request whose client went away before its reply was whole (nginx's).
+CLIENT_CLOSED = 499
+
+
+def _served(record: RequestRecord, completion: Completion) -> None:
+    # What served it, and what it cost in tokens (a stream's usage arrives at its end).
+    record.status = record.status or 200
+    record.provider = completion.provider or record.provider
+    record.model = completion.model or record.model
+    record.attempts = completion.attempts
+    record.usage = completion.usage
+
+
+def _failed(record: RequestRecord | None, error: GatewayError, *,
+            committed: bool = False) -> None:
+    if record is not None:
+        # A committed stream keeps its 200; the error is the in-band one it ended with.
+        record.status = 200 if committed else error.status
+        record.error_type = error.code
+
+
+def _closed(record: RequestRecord | None) -> None:
+    if record is not None:
+        record.status = CLIENT_CLOSED
+        record.error_type = "client_closed"
 
 
 def _no_completion() -> ChatplugError:
