@@ -33,21 +33,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderResponseError, StreamInterruptedError
-from ..events import (
-    Annotations,
-    Choice,
-    Finish,
-    Logprobs,
-    Meta,
-    Reasoning,
-    Refusal,
-    ToolCallDelta,
-    Usage,
-)
+from ..events import Finish
 from ..transport.pending import text_only
-from . import request_headers, token_count
+from . import request_headers
 from .errors import quoted
 from .exchange import decode_json, exchange
+from .openai_parts import (
+    choice_index,
+    logprobs_of,
+    meta_of,
+    of_choice,
+    part_items,
+    usage_of,
+)
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -68,7 +66,6 @@ __all__ = [
 ]
 
 DONE = "[DONE]"
-_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def request_body(
@@ -99,137 +96,6 @@ def _plain_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
                              if key != "cache_control"} for part in content or ()]
     return plain
 
-
-
-def usage_of(usage: Any) -> Usage | None:
-    """:class:`Usage` from OpenAI's ``usage`` object, with the counts of its
-    ``*_tokens_details`` (cached, reasoning, audio, prediction) when present; ``None``
-    if it holds no count."""
-    if not isinstance(usage, Mapping):
-        return None
-    counts = [token_count(usage.get(name)) for name in _COUNTS]
-    if counts == [None, None, None]:
-        return None
-    prompt = usage.get("prompt_tokens_details")
-    completion = usage.get("completion_tokens_details")
-    if not prompt and not completion:
-        return Usage(*counts)
-    prompt = prompt if isinstance(prompt, Mapping) else {}
-    completion = completion if isinstance(completion, Mapping) else {}
-    return Usage(counts[0], counts[1], counts[2],
-                 cached_tokens=token_count(prompt.get("cached_tokens")),
-                 reasoning_tokens=token_count(completion.get("reasoning_tokens")),
-                 prompt_audio_tokens=token_count(prompt.get("audio_tokens")),
-                 completion_audio_tokens=token_count(completion.get("audio_tokens")),
-                 accepted_prediction_tokens=token_count(
-                     completion.get("accepted_prediction_tokens")),
-                 rejected_prediction_tokens=token_count(
-                     completion.get("rejected_prediction_tokens")))
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _meta(payload: Mapping[str, Any]) -> Meta | None:
-    meta = Meta(_text(payload.get("id")), _text(payload.get("model")),
-                _text(payload.get("system_fingerprint")), _text(payload.get("service_tier")))
-    return meta if meta != _NO_META else None
-
-
-_NO_META = Meta()
-
-
-def _reasoning(part: Mapping[str, Any]) -> Reasoning | None:
-    for name in ("reasoning_content", "reasoning"):
-        text = part.get(name)
-        if isinstance(text, str) and text:
-            return Reasoning(text)
-    return None
-
-
-def _tool_call(fragment: Any, position: int, data: Any, secret: str | None) -> ToolCallDelta:
-    """One entry of ``tool_calls`` (a streamed fragment or a whole call)."""
-    function = fragment.get("function") if isinstance(fragment, Mapping) else None
-    index = fragment.get("index", position) if isinstance(fragment, Mapping) else None
-    if (function is not None and not isinstance(function, Mapping)) or type(index) is not int \
-            or index < 0:
-        raise ProviderResponseError(
-            f"a tool call in the reply is malformed: {quoted(data, secret)}; the server "
-            "may not be OpenAI-compatible."
-        )
-    function = function or {}
-    call_id, name, arguments = fragment.get("id"), function.get("name"), function.get("arguments")
-    if arguments is None:
-        arguments = ""
-    elif not isinstance(arguments, str):
-        # Some servers send the arguments as an object; the contract is JSON text.
-        arguments = json.dumps(arguments, ensure_ascii=False)
-    return ToolCallDelta(index, call_id if isinstance(call_id, str) and call_id else None,
-                         name if isinstance(name, str) and name else None, arguments)
-
-
-def _tool_calls(calls: Any, data: Any, secret: str | None) -> list[ToolCallDelta]:
-    if calls is None:
-        return []
-    if not isinstance(calls, list):
-        raise ProviderResponseError(
-            f"the reply's tool_calls is not a list: {quoted(data, secret)}"
-        )
-    return [_tool_call(call, position, data, secret) for position, call in enumerate(calls)]
-
-
-def _logprobs(choice: Mapping[str, Any]) -> Logprobs | None:
-    """A choice's ``logprobs`` (``{"content": [...], "refusal": [...]}``), if any."""
-    logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, Mapping):
-        return None
-    content, refusal = logprobs.get("content"), logprobs.get("refusal")
-    content = content if isinstance(content, list) and content else None
-    refusal = refusal if isinstance(refusal, list) and refusal else None
-    return Logprobs(content, refusal) if content or refusal else None
-
-
-def _part_items(part: Mapping[str, Any], data: Any, secret: str | None,
-                where: str) -> list[str | Event]:
-    """What one message or delta carries, in order: reasoning, text, refusal,
-    annotations, tool calls."""
-    items: list[str | Event] = []
-    reasoning = _reasoning(part)
-    if reasoning is not None:
-        items.append(reasoning)
-    text = part.get("content")
-    if text is not None and not isinstance(text, str):
-        raise ProviderResponseError(
-            f"{where} content is {type(text).__name__}, not text: {quoted(data, secret)}"
-        )
-    if text:
-        items.append(text)
-    refusal = part.get("refusal")
-    if isinstance(refusal, str) and refusal:
-        items.append(Refusal(refusal))
-    annotations = part.get("annotations")
-    if isinstance(annotations, list) and annotations:
-        items.append(Annotations(list(annotations)))
-    items.extend(_tool_calls(part.get("tool_calls"), data, secret))
-    return items
-
-
-def _choice_index(choice: Mapping[str, Any], position: int, data: Any,
-                  secret: str | None) -> int:
-    index = choice.get("index", position)
-    if index is None:
-        return position
-    if type(index) is not int or index < 0:
-        raise ProviderResponseError(
-            f"a choice's index is not a count: {quoted(data, secret)}"
-        )
-    return index
-
-
-def _of_choice(index: int, items: list[str | Event]) -> list[str | Event]:
-    """Choice 0's items as they are; another choice's wrapped in :class:`Choice`."""
-    return items if index == 0 else [Choice(index, item) for item in items]
 
 
 def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
@@ -277,22 +143,22 @@ def reply_events(payload: Any, *, secret: str | None = None,
             "the server may not be OpenAI-compatible."
         )
     items: list[str | Event] = []
-    meta = _meta(payload)
+    meta = meta_of(payload)
     if meta is not None:
         items.append(meta)
     for position, choice in enumerate(choices):
         message = choice.get("message") if isinstance(choice, Mapping) else None
         if not isinstance(message, Mapping):
             raise ProviderResponseError(f"the reply's choice {position} has no message object.")
-        index = _choice_index(choice, position, payload, secret)
-        found = _part_items(message, payload, secret, "the reply's message")
-        logprobs = _logprobs(choice)
+        index = choice_index(choice, position, payload, secret)
+        found = part_items(message, payload, secret, "the reply's message")
+        logprobs = logprobs_of(choice)
         if logprobs is not None:
             found.append(logprobs)
         reason = choice.get("finish_reason")
         if isinstance(reason, str) and reason:
             found.append(Finish(reason))
-        items.extend(_of_choice(index, found))
+        items.extend(of_choice(index, found))
     usage = usage_of(payload.get("usage"))
     if usage is not None:
         items.append(usage)
@@ -336,7 +202,7 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
                              received=progress.received if delivered else None)
     items: list[str | Event] = []
     if not progress.meta:
-        meta = _meta(payload)
+        meta = meta_of(payload)
         if meta is not None:
             progress.meta = True
             items.append(meta)
@@ -347,13 +213,13 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
                 raise ProviderResponseError(
                     f"a stream chunk's choice is not an object: {quoted(data, secret)}"
                 )
-            index = _choice_index(choice, position, data, secret)
+            index = choice_index(choice, position, data, secret)
             part = choice.get("delta")
             if not isinstance(part, dict) or not part:
                 # Some servers put the whole message in the last chunk instead of a delta.
                 message = choice.get("message")
                 part = message if isinstance(message, dict) else {}
-            found = _part_items(part, data, secret, "a stream chunk's")
+            found = part_items(part, data, secret, "a stream chunk's")
             if index == 0:
                 for item in found:
                     if type(item) is str:
@@ -362,14 +228,14 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
                         progress.delivered = True
             elif found:
                 progress.delivered = True
-            logprobs = _logprobs(choice)
+            logprobs = logprobs_of(choice)
             if logprobs is not None:
                 found.append(logprobs)
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason and index not in progress.finished:
                 progress.finished.add(index)
                 found.append(Finish(reason))
-            items.extend(_of_choice(index, found))
+            items.extend(of_choice(index, found))
     usage = usage_of(payload.get("usage"))
     if usage is not None:
         items.append(usage)
