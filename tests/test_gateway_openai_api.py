@@ -213,3 +213,22 @@ def test_stream_options_beyond_include_usage_reach_the_provider(
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
     assert sent(upstream)["stream_options"] == {"include_obfuscation": False,
                                                 "include_usage": True}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_wires_without_choices_relay_choice_0_only(
+    gateway: GatewayServer, upstream: ScriptedServer, stream: bool
+) -> None:
+    import requests
+
+    for path, body in (("/v1/messages", {"model": "OpenAI/gpt-test", "max_tokens": 50,
+                                         "messages": MESSAGES, "stream": stream}),
+                       ("/v1/responses", {"model": "OpenAI/gpt-test", "input": "Say hello",
+                                          "stream": stream, "store": False})):
+        upstream.add(text="First choice", choices=["Second choice"], logprobs=True,
+                     refusal=None)
+        reply = requests.post(gateway.url + path, json=body, timeout=10)
+        assert reply.status_code == 200, reply.text
+        assert "First" in reply.text
+        assert "Second" not in reply.text
+        assert '"token"' not in reply.text  # no logprobs entry either
