@@ -5,7 +5,7 @@ compatible server, ``CHATPLUG_OPENAI_URL`` (or ``OPENAI_BASE_URL``).  Any model
 name is accepted; the caller names it.
 
 Every parameter of OpenAI's chat-completions request is accepted (one declaration,
-:class:`chatplug.wire.chat_params.ChatParameters`), checked against its type and
+:class:`chatplug.calls.chat_params.ChatParameters`), checked against its type and
 sent as given: ``max_tokens`` and ``max_completion_tokens`` alike, ``n``,
 ``logprobs``, ``reasoning_effort``, tools, ``response_format``...  Image parts in
 messages are sent as OpenAI defines them; the reply's choices, tool calls,
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from chatplug import hookimpl
-from chatplug.wire.chat_params import ChatParameters, Unpack
+from chatplug.calls.chat_params import ChatParameters, Unpack
 
 if TYPE_CHECKING:
     from chatplug.events import Event
@@ -50,7 +50,7 @@ def create_completion(
     url: str,
     api_key: str,
     http: HTTPClient,
-    # The user parameters: OpenAI's whole request (chatplug.wire.chat_params), each
+    # The user parameters: OpenAI's whole request (chatplug.calls.chat_params), each
     # checked against its declared type and sent as given.
     **options: Unpack[ChatParameters],
 ) -> Iterator[str | Event]:

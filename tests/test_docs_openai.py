@@ -11,7 +11,7 @@ from pathlib import Path
 from chatplug import registry
 from chatplug.hooks import CORE_ARGUMENTS
 from chatplug.testing import ScriptedServer
-from chatplug.wire.chat_params import ChatParameters
+from chatplug.calls.chat_params import ChatParameters
 
 from .conftest import ROOT
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any, TypedDict
 
-from ..calls.params import Range
+from .params import Range
 
 if sys.version_info >= (3, 11):
     from typing import Unpack
