@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from chatplug import registry
+from chatplug.calls.chat_params import ChatParameters
 from chatplug.hooks import CORE_ARGUMENTS
 from chatplug.testing import ScriptedServer
-from chatplug.calls.chat_params import ChatParameters
 
 from .conftest import ROOT
 
