@@ -10,6 +10,10 @@ server reports them, these events, in the order they arrive::
     yield Finish("tool_calls")
     yield Usage(prompt_tokens=12, completion_tokens=7, total_tokens=19)
 
+A reply with several choices (``n`` > 1) yields choice 0 as above and every other
+choice's pieces and events wrapped in :class:`Choice` (``Choice(1, "Hi")``,
+``Choice(1, Finish("stop"))``).
+
 They are plain frozen dataclasses (no pydantic, no requests), so a provider
 module that yields them stays cheap to import.  Anything else yielded is a
 bug in the plugin and is reported as :class:`chatplug.ProviderResponseError`.
@@ -21,12 +25,17 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 __all__ = [
+    "CHAT_ONLY",
+    "Annotations",
+    "Choice",
     "Event",
     "Finish",
+    "Logprobs",
     "Meta",
     "Reasoning",
     "ReasoningSignature",
     "RedactedReasoning",
+    "Refusal",
     "ToolCallDelta",
     "Usage",
 ]
@@ -48,22 +57,36 @@ class Usage:
     cached_tokens: int | None = None
     cache_creation_tokens: int | None = None
     reasoning_tokens: int | None = None
+    #: OpenAI's ``prompt_tokens_details.audio_tokens``.
+    prompt_audio_tokens: int | None = None
+    #: OpenAI's ``completion_tokens_details.audio_tokens``.
+    completion_audio_tokens: int | None = None
+    #: Predicted output tokens that appeared in the reply (OpenAI's predicted outputs).
+    accepted_prediction_tokens: int | None = None
+    #: Predicted output tokens that did not (still billed).
+    rejected_prediction_tokens: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """OpenAI's ``usage`` shape; the details only where the server reported them."""
         data: dict[str, Any] = {"prompt_tokens": self.prompt_tokens,
                                 "completion_tokens": self.completion_tokens,
                                 "total_tokens": self.total_tokens}
-        if self.cached_tokens is not None or self.cache_creation_tokens is not None:
-            details: dict[str, int] = {}
-            if self.cached_tokens is not None:
-                details["cached_tokens"] = self.cached_tokens
-            if self.cache_creation_tokens is not None:
-                details["cache_creation_tokens"] = self.cache_creation_tokens
-            data["prompt_tokens_details"] = details
-        if self.reasoning_tokens is not None:
-            data["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        prompt = _present(cached_tokens=self.cached_tokens,
+                          cache_creation_tokens=self.cache_creation_tokens,
+                          audio_tokens=self.prompt_audio_tokens)
+        if prompt:
+            data["prompt_tokens_details"] = prompt
+        completion = _present(reasoning_tokens=self.reasoning_tokens,
+                              audio_tokens=self.completion_audio_tokens,
+                              accepted_prediction_tokens=self.accepted_prediction_tokens,
+                              rejected_prediction_tokens=self.rejected_prediction_tokens)
+        if completion:
+            data["completion_tokens_details"] = completion
         return data
+
+
+def _present(**counts: int | None) -> dict[str, int]:
+    return {name: count for name, count in counts.items() if count is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +142,60 @@ class RedactedReasoning:
 
 @dataclass(frozen=True, slots=True)
 class Meta:
-    """The response id and the model the server says it used."""
+    """The response id and the model the server says it used; OpenAI's
+    ``system_fingerprint`` and the ``service_tier`` that served the request, where the
+    reply names them."""
 
     id: str | None = None
     model: str | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A piece of the model's refusal (OpenAI's ``message.refusal``, ``delta.refusal``):
+    text said instead of the answer; the pieces join into ``Completion.refusal``."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Logprobs:
+    """Token log probabilities of a piece of the reply, as OpenAI sends them: ``content``
+    and ``refusal`` are lists of ``{"token", "logprob", "bytes", "top_logprobs"}``
+    entries (``None`` where the server sent none)."""
+
+    content: list[dict[str, Any]] | None = None
+    refusal: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Annotations:
+    """Annotations of the reply's text (OpenAI's ``url_citation`` entries of search
+    models), in OpenAI's shape."""
+
+    items: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a choice other than the first carries (a request with ``n`` > 1): its
+    ``index`` and one text piece (``str``) or event of that choice.  Choice 0's text
+    and events come as they are, unwrapped, so a reader that knows nothing of ``n``
+    sees the first choice only, never the others merged into it."""
+
+    index: int
+    item: str | Event
 
 
 #: Every event type a provider may yield (``str`` aside).
 Event = Union[  # noqa: UP007
-    Usage, Finish, ToolCallDelta, Reasoning, ReasoningSignature, RedactedReasoning, Meta]
+    Usage, Finish, ToolCallDelta, Reasoning, ReasoningSignature, RedactedReasoning, Meta,
+    Refusal, Logprobs, Annotations, Choice]
 EVENT_TYPES: tuple[type, ...] = (Usage, Finish, ToolCallDelta, Reasoning, ReasoningSignature,
-                                 RedactedReasoning, Meta)
+                                 RedactedReasoning, Meta, Refusal, Logprobs, Annotations,
+                                 Choice)
+#: Events only OpenAI's chat-completions wire has a place for: the gateway's other wires
+#: (``/v1/messages``, ``/v1/responses``) relay choice 0's text and leave these out.
+CHAT_ONLY: tuple[type, ...] = (Refusal, Logprobs, Annotations, Choice)

@@ -15,16 +15,17 @@ other value as the access code ``nk-<value>``.  No key is needed otherwise
 
 **What passes through.**  NextChat's ``/api/openai`` route forwards the request
 body to OpenAI as it is (it only checks the model against ``CUSTOM_MODELS``), so
-GravityEngine sends what OpenAI takes for the models it lists
-(``gpt-3.5-turbo-16k``, ``gpt-3.5-turbo-0613``): the sampling options, ``stop``,
-``max_tokens``, ``user``, and tools (``tools``, ``tool_choice``; both models call
-functions).  Not sent: ``response_format``, ``seed`` and ``parallel_tool_calls``
-(newer models only), and images: neither model takes image parts, so
-``supports_vision`` is ``False`` and chatplug refuses them before anything is
-sent.  A stream does not ask for its usage (``stream_options``), as NextChat's own
-page never does and not every upstream behind a deployment takes it; a reply that
-reports usage anyway is read, and ``extra_body={"stream_options": {"include_usage":
-True}}`` asks for it.
+GravityEngine takes what OpenAI takes for the models it lists
+(``gpt-3.5-turbo-16k``, ``gpt-3.5-turbo-0613``) and sends it as given: the sampling
+options, ``stop``, ``max_tokens`` or ``max_completion_tokens``, ``user``,
+``response_format``, ``seed``, ``n`` (every choice comes back), ``logprobs`` and
+``top_logprobs``, and tools (``tools``, ``tool_choice``; both models call
+functions).  Anything else is refused before anything is sent, with the advice to
+pass it in ``extra_body``, which the proxy forwards too.  Images are refused as well:
+neither model takes image parts, so ``supports_vision`` is ``False``.  A stream does
+not ask for its usage (``stream_options``), as NextChat's own page never does and not
+every upstream behind a deployment takes it; a reply that reports usage anyway is read,
+and ``extra_body={"stream_options": {"include_usage": True}}`` asks for it.
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def create_completion(
     tools: list[dict[str, Any]] | None = None,
     tool_choice: str | dict[str, Any] | None = None,
     user: str | None = None,
+    max_completion_tokens: Annotated[int, Range(1)] | None = None,
+    response_format: dict[str, Any] | None = None,
+    seed: int | None = None,
+    n: Annotated[int, Range(1, 128)] | None = None,
+    logprobs: bool | None = None,
+    top_logprobs: Annotated[int, Range(0, 20)] | None = None,
 ) -> Iterator[str | Event]:
     from chatplug.wire import openai
 

@@ -4,19 +4,23 @@ Set ``CHATPLUG_OPENAI_API_KEY`` (or ``OPENAI_API_KEY``) and, for another
 compatible server, ``CHATPLUG_OPENAI_URL`` (or ``OPENAI_BASE_URL``).  Any model
 name is accepted; the caller names it.
 
-Tools (``tools``, ``tool_choice``, ``parallel_tool_calls``) and image parts in
-messages are sent as OpenAI defines them; the reply's tool calls, reasoning,
-finish reason, usage, id and served model come back as :mod:`chatplug.events`
-(``complete()`` assembles them).  A stream asks for its usage
-(``stream_options: {"include_usage": true}``).
+Every parameter of OpenAI's chat-completions request is accepted (one declaration,
+:class:`chatplug.calls.chat_params.ChatParameters`), checked against its type and
+sent as given: ``max_tokens`` and ``max_completion_tokens`` alike, ``n``,
+``logprobs``, ``reasoning_effort``, tools, ``response_format``...  Image parts in
+messages are sent as OpenAI defines them; the reply's choices, tool calls,
+reasoning, refusal, logprobs, finish reason, usage, id and served model come back
+as :mod:`chatplug.events` (``complete()`` assembles them).  A stream asks for its
+usage (``stream_options: {"include_usage": true}``, merged into the caller's own).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from chatplug import Range, hookimpl
+from chatplug import hookimpl
+from chatplug.calls.chat_params import ChatParameters, Unpack
 
 if TYPE_CHECKING:
     from chatplug.events import Event
@@ -46,24 +50,16 @@ def create_completion(
     url: str,
     api_key: str,
     http: HTTPClient,
-    params: Mapping[str, Any],
-    # The user parameters: declared here (names, types, defaults), received in params.
-    temperature: Annotated[float, Range(0, 2)] | None = None,
-    top_p: Annotated[float, Range(0, 1)] | None = None,
-    max_tokens: Annotated[int, Range(1)] | None = None,
-    presence_penalty: Annotated[float, Range(-2, 2)] | None = None,
-    frequency_penalty: Annotated[float, Range(-2, 2)] | None = None,
-    seed: int | None = None,
-    tools: list[dict[str, Any]] | None = None,
-    tool_choice: str | dict[str, Any] | None = None,
-    parallel_tool_calls: bool | None = None,
-    response_format: dict[str, Any] | None = None,
-    stop: str | list[str] | None = None,
-    logit_bias: dict[str, Annotated[int, Range(-100, 100)]] | None = None,
-    user: str | None = None,
+    # The user parameters: OpenAI's whole request (chatplug.calls.chat_params), each
+    # checked against its declared type and sent as given.
+    **options: Unpack[ChatParameters],
 ) -> Iterator[str | Event]:
     from chatplug.wire import openai
 
+    body: dict[str, Any] = dict(options)
+    if stream:
+        # The caller's stream options are kept; usage is always asked for.
+        body["stream_options"] = {**(options.get("stream_options") or {}), **STREAM_OPTIONS}
     return openai.chat(
         http,
         f"{url}/chat/completions",
@@ -72,8 +68,7 @@ def create_completion(
         stream=stream,
         events=True,
         api_key=api_key,
-        stream_options=STREAM_OPTIONS if stream else None,
-        **params,
+        **body,
     )
 
 

@@ -185,10 +185,11 @@ def test_what_claude_code_sends_is_accepted_and_the_rest_named(
                           timeout=10)
     assert reply.status_code == 200, reply.text
     dropped = reply.headers["x-chatplug-dropped"].split(", ")
-    assert {"context_management", "output_config", "tools.defer_loading", "thinking",
-            "top_k"} - {"top_k"} <= set(dropped)
+    assert {"context_management", "output_config", "tools.defer_loading"} <= set(dropped)
     assert "event: message_stop" in reply.text
     sent = upstream.requests[-1].json
+    # OpenAI declares reasoning_effort (issue 19): adaptive thinking maps to it.
+    assert ("thinking" not in dropped, sent["reasoning_effort"]) == (True, "medium")
     assert sent["user"] == "user_abc_account_1_session_2"
     assert sent["max_tokens"] == 32000
     assert [m["role"] for m in sent["messages"]] == ["system", "system", "user", "assistant",

@@ -26,7 +26,9 @@ def test_gravityengine_params_string_is_the_seed_form() -> None:
         "stream: bool, temperature: float, presence_penalty: float, top_p: float | None, "
         "max_tokens: int | None, frequency_penalty: float | None, "
         "stop: str | list[str] | None, tools: list[dict[str, Any]] | None, "
-        "tool_choice: str | dict[str, Any] | None, user: str | None)"
+        "tool_choice: str | dict[str, Any] | None, user: str | None, "
+        "max_completion_tokens: int | None, response_format: dict[str, Any] | None, "
+        "seed: int | None, n: int | None, logprobs: bool | None, top_logprobs: int | None)"
     )
 
 

@@ -24,6 +24,7 @@ from chatplug import (
     ToolCallDelta,
     Usage,
 )
+from chatplug.events import Annotations, Choice, Logprobs, Refusal
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 from chatplug.wire.errors import WINDOW, excerpt
@@ -468,51 +469,94 @@ def test_a_key_near_the_cut_never_leaks_into_the_retry_log(
     assert leaked(caplog.text + str(info.value)) == []
 
 
-# -- n > 1 (issue 18, hole 9): a reply with several choices is refused, never merged ---
+# -- n > 1 (issue 19): every choice is read, each under its index, never merged ---------
 
 def two_choices_stream() -> bytes:
     return sse(*({"choices": [{"index": index, "delta": {"content": text},
                                "finish_reason": None}]}
                  for index, text in ((0, "Hello"), (1, "Bonjour"), (0, " there"),
                                      (1, " toi"))),
-               {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+               {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"},
+                            {"index": 1, "delta": {}, "finish_reason": "length"}]})
 
 
-def test_a_stream_with_a_second_choice_is_refused_not_concatenated() -> None:
-    with pytest.raises(ProviderResponseError, match=r"n > 1.*send n=1"):
-        list(stream_events([two_choices_stream()]))
+def test_a_stream_with_a_second_choice_keeps_each_under_its_index() -> None:
+    items = list(stream_events([two_choices_stream()]))
+    assert [item for item in items if type(item) is str] == ["Hello", " there"]
+    assert [item for item in items if isinstance(item, Choice)] == [
+        Choice(1, "Bonjour"), Choice(1, " toi"), Choice(1, Finish("length"))]
+    assert Finish("stop") in items
 
 
-def test_a_chunk_carrying_two_choices_is_refused() -> None:
+def test_a_chunk_carrying_two_choices_gives_both() -> None:
     chunk = {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None},
-                         {"index": 1, "delta": {"content": "b"}, "finish_reason": None}]}
-    with pytest.raises(ProviderResponseError, match=r"more than one choice"):
-        list(stream_events([sse(delta("x"), chunk)]))
+                         {"index": 1, "delta": {"content": "b"}, "finish_reason": "stop"}]}
+    items = list(stream_events([sse(delta("x"), chunk, delta(None, "stop"))]))
+    assert items[:3] == ["x", "a", Choice(1, "b")]
+    assert Choice(1, Finish("stop")) in items
 
 
-def test_a_json_reply_with_two_choices_is_refused_not_cut_to_the_first() -> None:
+def test_a_json_reply_with_two_choices_gives_both_not_the_first_only() -> None:
     reply = {"choices": [{"index": i, "message": {"role": "assistant", "content": t},
                           "finish_reason": "stop"} for i, t in enumerate(("one", "two"))]}
-    with pytest.raises(ProviderResponseError, match=r"n > 1.*send n=1"):
-        reply_events(reply)
+    assert reply_events(reply) == ["one", Finish("stop"), Choice(1, "two"),
+                                   Choice(1, Finish("stop"))]
+
+
+def test_logprobs_refusal_annotations_and_the_fingerprint_are_read() -> None:
+    entry = {"token": "No", "logprob": -0.1, "bytes": [78, 111],
+             "top_logprobs": [{"token": "No", "logprob": -0.1, "bytes": [78, 111]}]}
+    citation = {"type": "url_citation", "url_citation": {
+        "url": "https://example.org", "title": "x", "start_index": 0, "end_index": 2}}
+    reply = {"id": "c1", "model": "m", "system_fingerprint": "fp_1", "service_tier": "flex",
+             "choices": [{"index": 0, "finish_reason": "stop",
+                          "logprobs": {"content": None, "refusal": [entry]},
+                          "message": {"role": "assistant", "content": None,
+                                      "refusal": "No.", "annotations": [citation]}}],
+             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                       "prompt_tokens_details": {"cached_tokens": 1, "audio_tokens": 0},
+                       "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 1,
+                                                     "accepted_prediction_tokens": 2,
+                                                     "rejected_prediction_tokens": 3}}}
+    items = reply_events(reply)
+    assert items[:4] == [Meta("c1", "m", "fp_1", "flex"), Refusal("No."),
+                         Annotations([citation]), Logprobs(None, [entry])]
+    usage = items[-1]
+    assert isinstance(usage, Usage)
+    assert usage.as_dict() == reply["usage"]
+
+
+def test_a_chunk_with_logprobs_leaves_the_fast_path() -> None:
+    entry = {"token": "Hi", "logprob": -0.5, "bytes": None, "top_logprobs": []}
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Hi"},
+                          "logprobs": {"content": [entry], "refusal": None},
+                          "finish_reason": None}]}
+    items = list(stream_events([sse(delta("x"), chunk, delta("y"), delta(None, "stop"))]))
+    assert items[:4] == ["x", "Hi", Logprobs([entry], None), "y"]
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_n_through_extra_body_is_a_typed_error_over_http(
+def test_n_2_over_http_gives_every_choice_and_choice_0_as_the_text(
     chatplug_server: ScriptedServer, stream: bool
 ) -> None:
     if stream:
         chatplug_server.add(body=two_choices_stream(), content_type="text/event-stream")
     else:
         reply = {"choices": [{"index": i, "message": {"role": "assistant", "content": t},
-                              "finish_reason": "stop"} for i, t in enumerate(("one", "two"))]}
+                              "finish_reason": "stop"} for i, t in enumerate(("Hello there",
+                                                                             "Bonjour toi"))]}
         chatplug_server.add(body=json.dumps(reply).encode(), content_type="application/json",
                             stream=False)
     provider = registry_for(chatplug_server).get("OpenAI")
-    with pytest.raises(ProviderResponseError, match=r"n > 1") as caught:
-        result = provider.create(messages=MESSAGES, model="m", stream=stream,
-                                 extra_body={"n": 2}, max_retries=0)
-        if stream:
-            "".join(result)
-    assert caught.value.provider == "OpenAI"
+    if stream:
+        with provider.create(messages=MESSAGES, model="m", stream=True, n=2,
+                             max_retries=0) as result:
+            assert "".join(result) == "Hello there"  # the text view: choice 0 only
+            completion = result.completion
+    else:
+        completion = provider.complete(messages=MESSAGES, model="m", n=2, max_retries=0)
+    assert completion.text == "Hello there"
+    assert [(c.index, c.text) for c in completion.choices] == [(0, "Hello there"),
+                                                               (1, "Bonjour toi")]
+    assert completion.choices[1].message == {"role": "assistant", "content": "Bonjour toi"}
     assert chatplug_server.requests[-1].json["n"] == 2

@@ -23,7 +23,7 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from ..events import Finish, Reasoning, RedactedReasoning, ToolCallDelta
+from ..events import Choice, Finish, Reasoning, RedactedReasoning, Refusal, ToolCallDelta
 from ..transport.pending import Pending, Sleeper
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ __all__ = ["COMMITTING", "Attempts", "committed"]
 
 #: Events that reach the caller as content: after one, a stream is committed (as
 #: after text; :meth:`CompletionBuilder.has_content` records the same kinds).
-COMMITTING = (Finish, ToolCallDelta, Reasoning, RedactedReasoning)
+COMMITTING = (Finish, ToolCallDelta, Reasoning, RedactedReasoning, Refusal, Choice)
 
 
 def committed(buffered: bool, builder: CompletionBuilder) -> bool:

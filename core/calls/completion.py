@@ -18,16 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import (
+    Annotations,
+    Choice,
     Finish,
+    Logprobs,
     Meta,
     Reasoning,
     ReasoningSignature,
     RedactedReasoning,
+    Refusal,
     ToolCallDelta,
     Usage,
 )
 
-__all__ = ["Completion", "CompletionBuilder", "TextTally", "ToolCall"]
+__all__ = ["Completion", "CompletionBuilder", "CompletionChoice", "TextTally", "ToolCall"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,49 @@ class ToolCall:
         """OpenAI's shape: ``{"id", "type": "function", "function": {"name", "arguments"}}``."""
         return {"id": self.id, "type": "function",
                 "function": {"name": self.name, "arguments": self.arguments}}
+
+
+def _message(text: str, tool_calls: list[ToolCall], refusal: str | None,
+             annotations: list[dict[str, Any]]) -> dict[str, Any]:
+    """An assistant message as OpenAI shapes it."""
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": None if (tool_calls or refusal) and not text else text}
+    if refusal is not None:
+        message["refusal"] = refusal
+    if annotations:
+        message["annotations"] = [dict(annotation) for annotation in annotations]
+    if tool_calls:
+        message["tool_calls"] = [call.as_dict() for call in tool_calls]
+    return message
+
+
+@dataclass(frozen=True)
+class CompletionChoice:
+    """One choice of a reply (``Completion.choices``; several when the request asked
+    for ``n`` > 1).  ``logprobs`` is OpenAI's ``{"content": [...], "refusal": [...]}``
+    when the request asked for them, else ``None``."""
+
+    index: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str | None = None
+    refusal: str | None = None
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: dict[str, Any] | None = None
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The assistant message of this choice, as OpenAI shapes it."""
+        return _message(self.text, self.tool_calls, self.refusal, self.annotations)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {"index": self.index, "text": self.text, "finish_reason": self.finish_reason,
+                "tool_calls": [call.as_dict() for call in self.tool_calls],
+                "reasoning": self.reasoning, "refusal": self.refusal,
+                "annotations": self.annotations, "logprobs": self.logprobs,
+                "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -70,6 +117,26 @@ class Completion:
     #: ``{"type": "thinking", "thinking": ..., "signature": ...}`` and
     #: ``{"type": "redacted_thinking", "data": ...}`` (empty when the server signs none).
     reasoning_blocks: list[dict[str, Any]] = field(default_factory=list)
+    #: What the model said instead of answering (OpenAI's ``message.refusal``).
+    refusal: str | None = None
+    #: Annotations of the text (OpenAI's ``url_citation`` entries), in OpenAI's shape.
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    #: Token log probabilities (``{"content": [...], "refusal": [...]}``) when asked for.
+    logprobs: dict[str, Any] | None = None
+    #: OpenAI's ``system_fingerprint`` and the ``service_tier`` that served the request.
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    #: The choices after the first (``n`` > 1); :attr:`choices` lists them all.
+    other_choices: list[CompletionChoice] = field(default_factory=list)
+
+    @property
+    def choices(self) -> list[CompletionChoice]:
+        """Every choice, by index; the first is this completion's own text, finish
+        reason, tool calls...  (``text`` and the rest are always choice 0's)."""
+        first = CompletionChoice(0, self.text, self.finish_reason, self.tool_calls,
+                                 self.reasoning, self.refusal, self.annotations,
+                                 self.logprobs)
+        return [first, *self.other_choices]
 
     @property
     def message(self) -> dict[str, Any]:
@@ -79,12 +146,7 @@ class Completion:
         provider that needs it back (Anthropic, Gemini) gets it exactly as it came;
         the OpenAI wire leaves it out of what it sends.
         """
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": None if self.tool_calls and not self.text else self.text,
-        }
-        if self.tool_calls:
-            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        message = _message(self.text, self.tool_calls, self.refusal, self.annotations)
         if any(len(block) > 2 or block["type"] != "thinking"
                for block in self.reasoning_blocks):
             message["thinking_blocks"] = [dict(block) for block in self.reasoning_blocks]
@@ -104,7 +166,13 @@ class Completion:
             "attempts": self.attempts,
             "native_finish_reason": self.native_finish_reason,
             "stop_sequence": self.stop_sequence,
+            "refusal": self.refusal,
+            "annotations": self.annotations,
+            "logprobs": self.logprobs,
+            "system_fingerprint": self.system_fingerprint,
+            "service_tier": self.service_tier,
             "message": self.message,
+            "choices": [choice.as_dict() for choice in self.choices],
         }
 
 
@@ -132,9 +200,10 @@ class CompletionBuilder:
         completion's ``text`` stays empty).
     """
 
-    __slots__ = ("_blocks", "_reasoning", "_tools", "attempts", "characters", "finish_reason",
-                 "id", "keep_text", "model", "native_finish_reason", "pieces", "provider",
-                 "served_model", "stop_sequence", "usage")
+    __slots__ = ("_annotations", "_blocks", "_choices", "_logprobs", "_reasoning", "_refusal",
+                 "_tools", "attempts", "characters", "finish_reason", "id", "keep_text",
+                 "model", "native_finish_reason", "pieces", "provider", "served_model",
+                 "service_tier", "stop_sequence", "system_fingerprint", "usage")
 
     def __init__(self, provider: str | None, model: str | None, *,
                  keep_text: bool = True) -> None:
@@ -160,6 +229,13 @@ class CompletionBuilder:
         #: Reasoning blocks closed by a signature or redacted; the open block's text is
         #: ``_reasoning`` past the length these blocks account for.
         self._blocks: list[dict[str, Any]] = []
+        self._refusal: list[str] = []
+        self._annotations: list[dict[str, Any]] = []
+        self._logprobs: dict[str, list[Any]] | None = None
+        self.system_fingerprint: str | None = None
+        self.service_tier: str | None = None
+        #: The choices after the first, each assembled by a builder of its own.
+        self._choices: dict[int, CompletionBuilder] = {}
 
     def add_event(self, event: object) -> bool:
         """Record one event; False if it is not one of :mod:`chatplug.events`' types."""
@@ -189,9 +265,38 @@ class CompletionBuilder:
         elif isinstance(event, Meta):
             self.id = event.id or self.id
             self.served_model = event.model or self.served_model
+            self.system_fingerprint = event.system_fingerprint or self.system_fingerprint
+            self.service_tier = event.service_tier or self.service_tier
+        elif isinstance(event, Refusal):
+            self._refusal.append(event.text)
+        elif isinstance(event, Annotations):
+            self._annotations.extend(event.items)
+        elif isinstance(event, Logprobs):
+            if self._logprobs is None:
+                self._logprobs = {"content": [], "refusal": []}
+            self._logprobs["content"].extend(event.content or ())
+            self._logprobs["refusal"].extend(event.refusal or ())
+        elif isinstance(event, Choice):
+            return self._add_to_choice(event)
         else:
             return False
         return True
+
+    def _add_to_choice(self, event: Choice) -> bool:
+        if event.index == 0:  # a provider that wraps its first choice too
+            item = event.item
+            if type(item) is str:
+                self.pieces.append(item)
+                return True
+            return self.add_event(item)
+        choice = self._choices.get(event.index)
+        if choice is None:
+            choice = self._choices[event.index] = CompletionBuilder(
+                None, None, keep_text=self.keep_text)
+        if isinstance(event.item, str):
+            choice.pieces.append(event.item)
+            return True
+        return not isinstance(event.item, Choice) and choice.add_event(event.item)
 
     def _open_reasoning(self) -> str:
         """The text of the reasoning block not yet closed."""
@@ -217,7 +322,7 @@ class CompletionBuilder:
         """Whether anything a caller sees as the reply arrived (text, a tool call,
         reasoning, a finish): after that a stream is committed to its provider."""
         return bool(self.pieces or self._tools or self._reasoning or self._blocks
-                    or self.finish_reason is not None)
+                    or self.finish_reason is not None or self._refusal or self._choices)
 
     @property
     def text(self) -> str:
@@ -237,6 +342,20 @@ class CompletionBuilder:
         return [ToolCall(slot[0], slot[1], "".join(slot[2]))
                 for _, slot in sorted(self._tools.items())]
 
+    def _logprobs_dict(self) -> dict[str, Any] | None:
+        logprobs = self._logprobs
+        if logprobs is None:
+            return None
+        return {"content": list(logprobs["content"]) or None,
+                "refusal": list(logprobs["refusal"]) or None}
+
+    def choice(self, index: int) -> CompletionChoice:
+        """This builder's reply as choice ``index``."""
+        return CompletionChoice(index, self.text, self.finish_reason, self.tool_calls,
+                                "".join(self._reasoning) if self._reasoning else None,
+                                "".join(self._refusal) if self._refusal else None,
+                                list(self._annotations), self._logprobs_dict())
+
     def snapshot(self) -> Completion:
         """The :class:`Completion` as far as the reply has come."""
         return Completion(
@@ -252,4 +371,11 @@ class CompletionBuilder:
             native_finish_reason=self.native_finish_reason,
             stop_sequence=self.stop_sequence,
             reasoning_blocks=self.reasoning_blocks() if self._blocks else [],
+            refusal="".join(self._refusal) if self._refusal else None,
+            annotations=list(self._annotations),
+            logprobs=self._logprobs_dict(),
+            system_fingerprint=self.system_fingerprint,
+            service_tier=self.service_tier,
+            other_choices=[builder.choice(index)
+                           for index, builder in sorted(self._choices.items())],
         )

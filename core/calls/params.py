@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import json
 import logging
 import threading
 import types
@@ -100,6 +101,19 @@ def type_name(hint: Any) -> str:
     return text.replace("NoneType", "None")
 
 
+def _unpacked(hint: Any) -> list[Parameter]:
+    """The parameters a ``**options: Unpack[SomeTypedDict]`` declares: each field,
+    optional (default ``None``), of the field's type (a plain ``**kwargs``: none)."""
+    # typing.Unpack, or typing_extensions' on Python 3.10: the same name either way.
+    if repr(typing.get_origin(hint)).rpartition(".")[2] != "Unpack":
+        return []
+    (declaration,) = typing.get_args(hint)
+    fields = typing.get_type_hints(declaration, include_extras=True)
+    optional = {name: typing.Optional[field_hint]  # noqa: UP045
+                for name, field_hint in fields.items()}
+    return [Parameter(name, type_name(hint), None, hint) for name, hint in optional.items()]
+
+
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
     """Resolved type hints; one that cannot be resolved is kept as written.
 
@@ -135,7 +149,10 @@ class ParameterSet:
         self.injected: frozenset[str] = frozenset()
         injected = set()
         for name, spec in signature.parameters.items():
-            if spec.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if spec.kind is inspect.Parameter.VAR_KEYWORD:
+                parameters.extend(_unpacked(hints.get(name)))
+                continue
+            if spec.kind is inspect.Parameter.VAR_POSITIONAL:
                 continue
             if name in INJECTED_ARGUMENTS:
                 injected.add(name)
@@ -198,7 +215,10 @@ class ParameterSet:
             close = difflib.get_close_matches(name, list(self.user), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InvalidRequestError(
-                f"unknown parameter {name!r}.{hint} This provider accepts: {known}.",
+                f"unknown parameter {name!r}: this provider does not declare it (it accepts: "
+                f"{known}).{hint} To send {name!r} upstream anyway, as it is, put it in "
+                f"extra_body (extra_body={{{name!r}: ...}}; through the gateway, the "
+                "request's \"extra_body\" object).",
                 param=name,
             )
         if not values:
@@ -208,7 +228,12 @@ class ParameterSet:
         model = self._pydantic_model()
         try:
             if from_strings:
-                checked = model.model_validate_strings(dict(values))
+                texts, structured = self._json_values(values)
+                checked = model.model_validate_strings(texts)
+                if structured:
+                    parsed = model.model_validate(structured)
+                    checked = model.model_construct(**{**dict(checked), **{
+                        name: getattr(parsed, name) for name in structured}})
             else:
                 checked = model.model_validate(dict(values), strict=True)
         except ValidationError as exc:
@@ -221,6 +246,29 @@ class ParameterSet:
                 param=field if error["loc"] else None,
             ) from None
         return {name: getattr(checked, name) for name in values}
+
+    def _json_values(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Command-line texts split in two: those for an object or list parameter that
+        are JSON (``-o metadata='{"team": "a"}'``), decoded; and the rest, as they are.
+
+        :raises InvalidRequestError: such a text is not valid JSON.
+        """
+        texts: dict[str, Any] = {}
+        structured: dict[str, Any] = {}
+        for name, value in values.items():
+            declared = self.user[name].type
+            if isinstance(value, str) and value.lstrip()[:1] in ("{", "[") and (
+                    "dict" in declared or "list" in declared):
+                try:
+                    structured[name] = json.loads(value)
+                except ValueError as exc:
+                    raise InvalidRequestError(
+                        f"parameter {name}={value!r} is not valid JSON ({exc}); write the "
+                        f"{declared} as JSON text."
+                    ) from None
+            else:
+                texts[name] = value
+        return texts, structured
 
     def _pydantic_model(self) -> Any:
         if self._model is None:

@@ -1,7 +1,8 @@
 """An OpenAI chat-completions request body, checked: :func:`parse_request`.
 
 The gateway reads ``model``, ``messages``, ``stream`` and
-``stream_options.include_usage`` itself; every other field is a parameter
+``stream_options.include_usage`` itself; every other field (the rest of
+``stream_options`` too) is a parameter
 of the provider (``temperature``, ``tools``...), validated by the library
 exactly as a direct call's would be, so a parameter the provider does not
 declare is refused with 400 naming it.  A ``null`` value means "not set", as
@@ -74,14 +75,18 @@ def parse_request(body: bytes) -> ChatRequest:
         raise _invalid(f"stream must be true or false, not {stream!r}.", "stream")
     include_usage = False
     options = payload.get("stream_options")
+    upstream_options = None
     if options is not None:
-        if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise _invalid("stream_options must be an object with include_usage only.",
-                           "stream_options")
+        if not isinstance(options, dict):
+            raise _invalid("stream_options must be an object.", "stream_options")
         include_usage = options.get("include_usage") or False
         if not isinstance(include_usage, bool):
             raise _invalid("stream_options.include_usage must be true or false.",
                            "stream_options")
+        # The gateway answers include_usage itself; the rest (include_obfuscation...) is
+        # the provider's parameter, as the client sent it.
+        upstream_options = {key: value for key, value in options.items()
+                            if key != "include_usage"} or None
     extra_body = payload.get("extra_body")
     if extra_body is not None:
         if not isinstance(extra_body, dict):
@@ -93,6 +98,8 @@ def parse_request(body: bytes) -> ChatRequest:
                            "fields.", "extra_body")
     params = {key: value for key, value in payload.items()
               if key not in GATEWAY_FIELDS and value is not None}
+    if upstream_options is not None:
+        params["stream_options"] = upstream_options
     refused = sorted(set(params) & CALL_OPTIONS)
     if refused:
         raise _invalid(f"{refused[0]} cannot be set through the gateway: it calls providers "

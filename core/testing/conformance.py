@@ -244,7 +244,16 @@ class ProviderConformance:
         """(name, type, default, required) per parameter, straight from the signature."""
         expected = []
         for name, spec in inspect.signature(function).parameters.items():
-            if name in _INJECTED or spec.kind in (spec.VAR_POSITIONAL, spec.VAR_KEYWORD):
+            if spec.kind is spec.VAR_KEYWORD:
+                # **options: Unpack[SomeTypedDict]: each field, optional, default None.
+                hint = _resolved(function, spec.annotation)
+                if str(typing.get_origin(hint)).endswith("Unpack"):
+                    (declared,) = typing.get_args(hint)
+                    expected += [(field, _shown(typing.Optional[field_hint]), None, False)  # noqa: UP045
+                                 for field, field_hint in typing.get_type_hints(
+                                     declared, include_extras=True).items()]
+                continue
+            if name in _INJECTED or spec.kind is spec.VAR_POSITIONAL:
                 continue
             shown = _shown(_resolved(function, spec.annotation))
             required = spec.default is spec.empty

@@ -2,8 +2,9 @@
 
 - OpenAI chat completions: one JSON reply, or server-sent events ending in a
   ``finish_reason`` chunk, a usage chunk (when scripted) and ``data: [DONE]``;
-  reasoning as ``reasoning_content``, tool calls whole or in fragments; errors as
-  ``{"error": {...}}``.
+  reasoning as ``reasoning_content``, tool calls whole or in fragments, refusals,
+  annotations, several choices (``n``) each under its ``index``, logprobs when asked;
+  errors as OpenAI's ``{"error": {"message", "type", "code", "param"}}``.
 - Ollama ``/api/chat``: one JSON object, or newline-delimited JSON objects
   ending in one with ``"done": true`` (``done_reason``, ``prompt_eval_count``,
   ``eval_count``); reasoning as ``message.thinking``, tool calls with the
@@ -30,7 +31,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 
 from . import anthropic, gemini
-from .script import Script
+from .script import Script, split_words
 
 __all__ = ["ProtocolHandler"]
 
@@ -88,17 +89,18 @@ class ProtocolHandler(BaseHTTPRequestHandler):
         if script.body is not None:
             self.send_raw(script)
         elif script.status >= 400:
-            self.send_json(script.status, {"error": {"message": self.error_text(script.text,
-                                                                                     script.echo_key),
-                                                     "type": "server_error"}}, script.headers)
+            self.send_json(script.status, {"error": {
+                "message": self.error_text(script.text, script.echo_key),
+                "type": "server_error", **(script.error or {})}}, script.headers)
         elif script.stream if script.stream is not None else bool(request.get("stream")):
-            self._send_events(script, str(request.get("model", "test-model")))
+            self._send_events(script, str(request.get("model", "test-model")), request)
         else:
             self.send_json(200, _completion(script, request), script.headers)
 
-    def _send_events(self, script: Script, model: str) -> None:
+    def _send_events(self, script: Script, model: str, request: dict[str, Any]) -> None:
         self._start_stream(script, "text/event-stream; charset=utf-8")
         model = script.model or model
+        top = _top_logprobs(script, request)
 
         def event(payload: dict[str, Any]) -> None:
             nl = script.newline
@@ -106,19 +108,34 @@ class ProtocolHandler(BaseHTTPRequestHandler):
             data = json.dumps(payload, ensure_ascii=False)
             self._write(script, f"{prefix}data: {data}{nl}{nl}".encode())
 
-        deltas: list[dict[str, Any]] = [
-            *({"reasoning_content": piece} for piece in script.reasoning_pieces()),
-            *({"content": piece} for piece in script.reply_pieces()),
-            *({"tool_calls": [fragment]} for fragment in script.tool_call_fragments()),
+        def send(piece: tuple[int, dict[str, Any]]) -> None:
+            index, delta = piece
+            text = delta.get("content")
+            logprobs = None
+            if top is not None and isinstance(text, str):
+                logprobs = {"content": [_logprob(text, top)], "refusal": None}
+            event(_chunk(script, model, delta, index=index, logprobs=logprobs))
+
+        deltas: list[tuple[int, dict[str, Any]]] = [
+            *((0, {"reasoning_content": piece}) for piece in script.reasoning_pieces()),
+            *((0, {"content": piece}) for piece in script.reply_pieces()),
+            *((0, {"refusal": piece}) for piece in split_words(script.refusal or "")),
+            *((0, {"tool_calls": [fragment]}) for fragment in script.tool_call_fragments()),
         ]
-        if not self._send_pieces(script, deltas,
-                                 lambda delta: event(_chunk(script, model, delta))):
+        if script.annotations:
+            deltas.append((0, {"annotations": script.annotations}))
+        others = _other_choices(script, request)
+        for index, text in enumerate(others, 1):
+            deltas.extend((index, {"content": piece}) for piece in split_words(text))
+        if not self._send_pieces(script, deltas, send):
             return
         if script.error_event is not None:
             error = self.error_event(script)
             event({"error": error})
         if script.finish:
             event(_chunk(script, model, {}, script.reason()))
+            for index in range(1, len(others) + 1):
+                event(_chunk(script, model, {}, "stop", index=index))
         if script.usage is not None:
             event({**_chunk(script, model, {}), "choices": [], "usage": script.usage})
         if script.done:
@@ -299,32 +316,84 @@ class ProtocolHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
 
-def _chunk(script: Script, model: str, delta: dict[str, Any],
-           finish: str | None = None) -> dict[str, Any]:
-    return {
+def _chunk(script: Script, model: str, delta: dict[str, Any], finish: str | None = None, *,
+           index: int = 0, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
         "id": script.id,
         "object": "chat.completion.chunk",
         "created": 0,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "system_fingerprint": script.system_fingerprint,
+        "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                     "finish_reason": finish}],
     }
+    if script.service_tier is not None:
+        chunk["service_tier"] = script.service_tier
+    return chunk
+
+
+def _other_choices(script: Script, request: dict[str, Any]) -> list[str]:
+    """The texts of the choices after the first: scripted, else ``n - 1`` copies."""
+    if script.choices is not None:
+        return list(script.choices)
+    n = request.get("n")
+    return ["".join(script.reply_pieces())] * (n - 1) if type(n) is int and n > 1 else []
+
+
+def _top_logprobs(script: Script, request: dict[str, Any]) -> int | None:
+    """How many alternatives each logprobs entry lists; ``None``: send no logprobs."""
+    wanted = script.logprobs if script.logprobs is not None else request.get("logprobs") is True
+    if not wanted:
+        return None
+    top = request.get("top_logprobs")
+    return top if type(top) is int and top >= 0 else 0
+
+
+def _logprob(token: str, top: int) -> dict[str, Any]:
+    """A made-up but well-formed logprobs entry for ``token``: the token itself first."""
+    data = list(token.encode())
+    alternatives = [{"token": token, "logprob": -0.25, "bytes": data}]
+    alternatives += [{"token": f"alt{rank}", "logprob": -2.0 - rank, "bytes": list(
+        f"alt{rank}".encode())} for rank in range(1, top)]
+    return {"token": token, "logprob": -0.25, "bytes": data, "top_logprobs": alternatives[:top]}
 
 
 def _completion(script: Script, request: dict[str, Any]) -> dict[str, Any]:
+    top = _top_logprobs(script, request)
+
+    def logprobs(text: str) -> dict[str, Any] | None:
+        if top is None:
+            return None
+        return {"content": [_logprob(piece, top) for piece in split_words(text)] or None,
+                "refusal": None}
+
     text = "".join(script.reply_pieces())
-    message: dict[str, Any] = {"role": "assistant",
-                               "content": None if script.tool_calls and not text else text}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if (script.tool_calls or script.refusal) and not text else text}
+    if script.refusal is not None:
+        message["refusal"] = script.refusal
+    if script.annotations:
+        message["annotations"] = script.annotations
     if script.reasoning:
         message["reasoning_content"] = script.reasoning
     if script.tool_calls:
         message["tool_calls"] = script.tool_calls
+    choices = [{"index": 0, "message": message, "logprobs": logprobs(text),
+                "finish_reason": script.reason()}]
+    choices += [{"index": index, "message": {"role": "assistant", "content": other},
+                 "logprobs": logprobs(other), "finish_reason": "stop"}
+                for index, other in enumerate(_other_choices(script, request), 1)]
     reply: dict[str, Any] = {
         "id": script.id,
         "object": "chat.completion",
         "created": 0,
         "model": script.model or str(request.get("model", "test-model")),
-        "choices": [{"index": 0, "message": message, "finish_reason": script.reason()}],
+        "system_fingerprint": script.system_fingerprint,
+        "choices": choices,
     }
+    if script.service_tier is not None:
+        reply["service_tier"] = script.service_tier
     if script.usage is not None:
         reply["usage"] = script.usage
     return reply

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RecordedRequest", "Script", "echo_text", "split_words"]
+__all__ = ["RecordedRequest", "Script", "echo_text", "echo_tool_call", "script_from",
+           "split_words"]
 
 
 def split_words(text: str) -> list[str]:
@@ -75,6 +76,18 @@ class Script:
         Gemini: the ``thoughtSignature`` of a reply with ``reasoning``.
     :ivar redacted: Anthropic: ``redacted_thinking`` blocks' data, after the thinking.
     :ivar stop_sequence: Anthropic: the stop sequence the reply names.
+    :ivar choices: OpenAI: the texts of the choices after the first (index 1, 2, ...),
+        streamed after choice 0's pieces, each chunk with its ``index``; ``None``: as many
+        copies of ``text`` as the request's ``n`` asks for.
+    :ivar logprobs: OpenAI: send token log probabilities (one entry per piece, with the
+        request's ``top_logprobs`` alternatives); ``None`` follows the request's ``logprobs``.
+    :ivar refusal: OpenAI: the refusal the reply carries (``message.refusal``, streamed as
+        ``delta.refusal``); ``text`` is sent too unless empty.
+    :ivar annotations: OpenAI: the message's annotations (``url_citation`` entries).
+    :ivar error: the error object's fields beside ``message`` for a ``status`` >= 400
+        (OpenAI: ``{"type": ..., "code": ..., "param": ...}``).
+    :ivar system_fingerprint: OpenAI: the reply's ``system_fingerprint``.
+    :ivar service_tier: OpenAI: the reply's ``service_tier``.
 
     When streaming, reasoning pieces, text pieces and tool-call fragments are sent in
     that order, each as one event (or line); ``drop_after``, ``hold_after`` and
@@ -113,6 +126,13 @@ class Script:
     signature: str = "c2lnbmF0dXJlLXRlc3Q="
     redacted: list[str] | None = None
     stop_sequence: str | None = None
+    choices: list[str] | None = None
+    logprobs: bool | None = None
+    refusal: str | None = None
+    annotations: list[dict[str, Any]] | None = None
+    error: dict[str, Any] | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
 
     def reply_pieces(self) -> list[str]:
         return list(self.pieces) if self.pieces is not None else split_words(self.text)
@@ -141,6 +161,38 @@ class Script:
         return fragments
 
 
+def script_from(fields: dict[str, Any]) -> Script:
+    """A :class:`Script` from JSON fields (the command line's ``--script`` file);
+    ``body`` may be text.
+
+    :raises ValueError: an unknown field, naming it.
+    """
+    known = set(Script.__dataclass_fields__)
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"unknown script field {unknown[0]!r}; the fields are "
+                         f"{', '.join(sorted(known))}")
+    if isinstance(fields.get("body"), str):
+        fields = {**fields, "body": fields["body"].encode()}
+    return Script(**fields)
+
+
+def echo_tool_call(request: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """What the echo answers a request offering tools whose last message is the user's:
+    a call of the first tool (arguments ``{}``), so a tool round trip runs offline."""
+    tools = request.get("tools")
+    messages = request.get("messages") or []
+    if not isinstance(tools, list) or not tools or not messages \
+            or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        return None
+    function = tools[0].get("function") if isinstance(tools[0], dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str):
+        return None
+    return [{"id": "call_echo_1", "type": "function",
+             "function": {"name": name, "arguments": "{}"}}]
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """What the server received: method, path, headers and body (parsed JSON if it was)."""
@@ -159,8 +211,11 @@ class RecordedRequest:
 
 
 def echo_text(request: dict[str, Any]) -> str:
-    """The default reply: ``You said: <last user message>``."""
+    """The default reply: ``You said: <last user message>`` (after a tool's result:
+    ``The tool said: <result>``)."""
     messages = request.get("messages") or []
+    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+        return f"The tool said: {messages[-1].get('content')}"
     last = next((m.get("content") for m in reversed(messages)
                  if isinstance(m, dict) and m.get("role") == "user"), None)
     if last is None:  # Gemini: contents of parts

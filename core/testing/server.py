@@ -20,7 +20,10 @@ With nothing scripted it echoes the last user message, piece by piece.  Queue
 bytes, error objects, echoed keys and dropped connections.  It binds to
 loopback only and, given ``lifetime``, stops by itself.
 
-Run it for a demo: ``python -m chatplug.testing.server --port 8765``.
+Run it for a demo: ``python -m chatplug.testing.server --port 8765``; ``--call-tools``
+makes the echo call the first tool a request offers (a tool round trip offline), and
+``--script replies.json`` queues replies (a JSON list of :class:`Script` fields: tool
+calls, usage with details, several choices, logprobs, refusals, error bodies...).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 from . import anthropic, gemini
 from .protocols import ProtocolHandler, ollama_tags
-from .script import RecordedRequest, Script, echo_text, split_words
+from .script import RecordedRequest, Script, echo_text, echo_tool_call, script_from, split_words
 
 __all__ = ["RecordedRequest", "Script", "ScriptedServer", "split_words"]
 
@@ -224,6 +227,9 @@ class ScriptedServer:
     :param lifetime: seconds after which the server stops by itself (None: never).
     :param api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
     :param pace: seconds between the pieces of the default echo (scripts set their own).
+    :param call_tools: the echo answers a request that offers tools, and whose last message
+        is the user's, with a call of its first tool (arguments ``{}``), and a tool's
+        result with ``The tool said: <result>``: a tool round trip, offline.
     """
 
     def __init__(
@@ -234,8 +240,10 @@ class ScriptedServer:
         api_key: str | None = None,
         verbose: bool = False,
         pace: float = 0.0,
+        call_tools: bool = False,
     ) -> None:
         self.api_key = api_key
+        self.call_tools = call_tools
         #: What ``GET /v1/models`` lists in Anthropic's format.
         self.models: list[str] = ["claude-test-1", "claude-test-2"]
         self.pace = pace
@@ -270,7 +278,9 @@ class ScriptedServer:
                     return script
         if method != "POST":
             return None
-        return Script(text=echo_text(request), piece_delay=self.pace)
+        calls = echo_tool_call(request) if self.call_tools else None
+        return Script(text="" if calls else echo_text(request), piece_delay=self.pace,
+                      tool_calls=calls)
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -343,17 +353,38 @@ def _serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=_pace, default=0.0, metavar="SECONDS",
                         help="seconds between the pieces of the echo, to watch it stream "
                              "(default 0)")
+    parser.add_argument("--call-tools", action="store_true",
+                        help="answer a request offering tools with a call of the first one, "
+                             "and the tool's result with 'The tool said: ...'")
+    parser.add_argument("--script", metavar="FILE",
+                        help="a JSON list of replies to give in order (each an object of "
+                             "Script fields: text, choices, tool_calls, usage, logprobs, "
+                             "refusal, status, error, ...), then the echo")
     parser.add_argument("--verbose", action="store_true", help="log each request")
     args = parser.parse_args(argv)
+    scripts: list[Script] = []
+    if args.script:
+        try:
+            with open(args.script, encoding="utf-8") as file:
+                entries = json.load(file)
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise ValueError("expected a JSON list of objects")
+            scripts = [script_from(entry) for entry in entries]
+        except (OSError, ValueError, TypeError) as exc:
+            print(f"chatplug test server: --script {args.script}: {exc}; give a JSON list "
+                  'of reply objects, e.g. [{"text": "Hi", "usage": {...}}].', file=sys.stderr)
+            return 2
     try:
         server = ScriptedServer(args.port, lifetime=args.lifetime, verbose=args.verbose,
-                                pace=args.pace)
+                                pace=args.pace, call_tools=args.call_tools)
     except OSError as exc:
         reason = ("is in use" if exc.errno == errno.EADDRINUSE
                   else f"cannot be used ({exc.strerror or exc})")
         print(f"chatplug test server: port {args.port} on {LOOPBACK} {reason}; stop what "
               "uses it, or choose another with --port (0: any free port).", file=sys.stderr)
         return 1
+    for script in scripts:
+        server.add(script)
     print(f"chatplug test server on {server.url} (Ctrl-C stops it)", flush=True)
     server.start()
     try:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequestError
 from ..events import (
+    CHAT_ONLY,
     Finish,
     Meta,
     Reasoning,
@@ -452,6 +453,8 @@ class MessagesEncoder:
                     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
                     + str(self._block).encode() + b',"delta":{"type":"text_delta","text":')
             return out + self._delta({"type": "text_delta", "text": item})
+        if isinstance(item, CHAT_ONLY):
+            return b""  # other choices (n > 1), refusal, logprobs: chat completions only
         if isinstance(item, Meta):
             self._id = self._id or item.id
             return b""

@@ -2,8 +2,9 @@
 
 :class:`ChunkEncoder` turns what a provider yields (``str`` and the events of
 :mod:`chatplug.events`) into the server-sent events an OpenAI client parses:
-the role first, then content, tool-call and reasoning deltas, the finish
-chunk, the usage chunk when the request asked for it
+the role first, then content, tool-call, reasoning, refusal and annotation deltas
+and logprobs, each with its choice's ``index`` (a request with ``n`` > 1 gets every
+choice), the finish chunk, the usage chunk when the request asked for it
 (``stream_options.include_usage``), and ``data: [DONE]``.  An error after the
 stream started is one ``data: {"error": {...}}`` event and no ``[DONE]``, so
 no client takes a cut reply for a whole one.  The non-streamed body is
@@ -21,11 +22,15 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..events import (
+    Annotations,
+    Choice,
     Finish,
+    Logprobs,
     Meta,
     Reasoning,
     ReasoningSignature,
     RedactedReasoning,
+    Refusal,
     ToolCallDelta,
     Usage,
 )
@@ -54,8 +59,9 @@ class ChunkEncoder:
         with a usage chunk (``choices: []``), as OpenAI does when asked.
     """
 
-    __slots__ = ("_content_head", "_created", "_finished", "_include_usage", "_started",
-                 "_tail", "id", "model", "usage")
+    __slots__ = ("_content_head", "_created", "_finished", "_include_usage", "_others",
+                 "_started", "_tail", "id", "model", "service_tier", "system_fingerprint",
+                 "usage")
 
     def __init__(self, *, id: str | None = None, model: str, include_usage: bool = False,
                  created: int | None = None) -> None:
@@ -68,17 +74,25 @@ class ChunkEncoder:
         self._finished = False
         self._content_head = b""
         self._tail = b""
+        self.system_fingerprint: str | None = None
+        self.service_tier: str | None = None
+        #: The choices after the first seen so far (n > 1), and whether each finished.
+        self._others: dict[int, bool] = {}
 
     def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         chunk: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk",
                                  "created": self._created, "model": self.model,
-                                 "system_fingerprint": None, "choices": choices}
+                                 "system_fingerprint": self.system_fingerprint,
+                                 "choices": choices}
+        if self.service_tier is not None:
+            chunk["service_tier"] = self.service_tier
         if self._include_usage:
             chunk["usage"] = None
         return chunk
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return sse_event(self._envelope([{"index": 0, "delta": delta, "logprobs": None,
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None, index: int = 0,
+               logprobs: dict[str, Any] | None = None) -> bytes:
+        return sse_event(self._envelope([{"index": index, "delta": delta, "logprobs": logprobs,
                                           "finish_reason": finish_reason}]))
 
     def start(self) -> bytes:
@@ -100,11 +114,45 @@ class ChunkEncoder:
     def encode(self, item: object) -> bytes:
         """The bytes for one item a provider yielded (``b""`` for what sends nothing now).
 
-        ``Meta`` before :meth:`start` sets the id and model; ``Usage`` is kept for
-        :meth:`end`.
+        ``Meta`` before :meth:`start` sets the id, model, fingerprint and tier; ``Usage``
+        is kept for :meth:`end`; a :class:`~chatplug.events.Choice` is sent with its index.
         """
         if type(item) is str:
             return self.content(item) if item else b""
+        if isinstance(item, Choice):
+            return self._other(item)
+        if isinstance(item, Finish):
+            self._finished = True
+        elif isinstance(item, Usage):
+            self.usage = item
+            return b""
+        elif isinstance(item, Meta):
+            if not self._started:
+                self.id = item.id or self.id
+                self.model = item.model or self.model
+                self.system_fingerprint = item.system_fingerprint or self.system_fingerprint
+                self.service_tier = item.service_tier or self.service_tier
+            return b""
+        return self._delta(item, 0)
+
+    def _other(self, choice: Choice) -> bytes:
+        """An item of a choice after the first: the assistant role in its first chunk."""
+        index, item = choice.index, choice.item
+        first = index not in self._others
+        if first:
+            self._others[index] = False
+        if isinstance(item, Finish):
+            self._others[index] = True
+        if type(item) is str:
+            if not item:
+                return b""
+            return self._chunk({"role": "assistant", "content": item} if first
+                               else {"content": item}, index=index)
+        out = self._chunk({"role": "assistant", "content": ""}, index=index) if first else b""
+        return out + self._delta(item, index)
+
+    def _delta(self, item: object, index: int) -> bytes:
+        """The chunk of one event of choice ``index``."""
         if isinstance(item, ToolCallDelta):
             call: dict[str, Any] = {"index": item.index}
             if item.id is not None:
@@ -114,22 +162,21 @@ class ChunkEncoder:
             if item.name is not None:
                 function = {"name": item.name, **function}
             call["function"] = function
-            return self._chunk({"tool_calls": [call]})
+            return self._chunk({"tool_calls": [call]}, index=index)
         if isinstance(item, Reasoning):
-            return self._chunk({"reasoning_content": item.text}) if item.text else b""
+            return self._chunk({"reasoning_content": item.text}, index=index) \
+                if item.text else b""
+        if isinstance(item, Refusal):
+            return self._chunk({"refusal": item.text}, index=index) if item.text else b""
+        if isinstance(item, Annotations):
+            return self._chunk({"annotations": item.items}, index=index)
+        if isinstance(item, Logprobs):
+            return self._chunk({}, index=index,
+                               logprobs={"content": item.content, "refusal": item.refusal})
         if isinstance(item, Finish):
-            self._finished = True
-            return self._chunk({}, item.reason)
-        if isinstance(item, Usage):
-            self.usage = item
-            return b""
-        if isinstance(item, Meta):
-            if not self._started:
-                self.id = item.id or self.id
-                self.model = item.model or self.model
-            return b""
-        if isinstance(item, (ReasoningSignature, RedactedReasoning)):
-            return b""  # chat completions' chunks have no place for them
+            return self._chunk({}, item.reason, index=index)
+        if isinstance(item, (ReasoningSignature, RedactedReasoning, Usage, Meta)):
+            return b""  # chat completions' chunks have no place for them (per choice)
         raise TypeError(f"not a text piece or a chatplug event: {type(item).__name__}")
 
     def end(self) -> bytes:
@@ -140,6 +187,9 @@ class ChunkEncoder:
         :func:`chatplug.wire.openai.completion_body`.
         """
         last = b"" if self._finished else self._chunk({}, "stop")
+        for index, finished in self._others.items():
+            if not finished:
+                last += self._chunk({}, "stop", index=index)
         if self._include_usage and self.usage is not None:
             chunk = self._envelope([])
             chunk["usage"] = self.usage.as_dict()

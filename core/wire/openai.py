@@ -33,11 +33,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderResponseError, StreamInterruptedError
-from ..events import Finish, Meta, Reasoning, ToolCallDelta, Usage
+from ..events import Finish
 from ..transport.pending import text_only
-from . import request_headers, token_count
+from . import request_headers
 from .errors import quoted
 from .exchange import decode_json, exchange
+from .openai_parts import (
+    choice_index,
+    logprobs_of,
+    meta_of,
+    of_choice,
+    part_items,
+    usage_of,
+)
 from .sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -58,7 +66,6 @@ __all__ = [
 ]
 
 DONE = "[DONE]"
-_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def request_body(
@@ -91,80 +98,6 @@ def _plain_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 
-def usage_of(usage: Any) -> Usage | None:
-    """:class:`Usage` from OpenAI's ``usage`` object, with the cached and reasoning counts
-    of its ``*_tokens_details`` when present; ``None`` if it holds no count."""
-    if not isinstance(usage, Mapping):
-        return None
-    counts = [token_count(usage.get(name)) for name in _COUNTS]
-    if counts == [None, None, None]:
-        return None
-    prompt = usage.get("prompt_tokens_details")
-    completion = usage.get("completion_tokens_details")
-    if not prompt and not completion:
-        return Usage(*counts)
-    cached = token_count(prompt.get("cached_tokens")) if isinstance(prompt, Mapping) else None
-    reasoning = token_count(completion.get("reasoning_tokens")) \
-        if isinstance(completion, Mapping) else None
-    return Usage(counts[0], counts[1], counts[2], cached_tokens=cached,
-                 reasoning_tokens=reasoning)
-
-
-def _meta(payload: Mapping[str, Any]) -> Meta | None:
-    id_, model = payload.get("id"), payload.get("model")
-    id_ = id_ if isinstance(id_, str) and id_ else None
-    model = model if isinstance(model, str) and model else None
-    return Meta(id_, model) if id_ or model else None
-
-
-def _reasoning(part: Mapping[str, Any]) -> Reasoning | None:
-    for name in ("reasoning_content", "reasoning"):
-        text = part.get(name)
-        if isinstance(text, str) and text:
-            return Reasoning(text)
-    return None
-
-
-def _tool_call(fragment: Any, position: int, data: Any, secret: str | None) -> ToolCallDelta:
-    """One entry of ``tool_calls`` (a streamed fragment or a whole call)."""
-    function = fragment.get("function") if isinstance(fragment, Mapping) else None
-    index = fragment.get("index", position) if isinstance(fragment, Mapping) else None
-    if (function is not None and not isinstance(function, Mapping)) or type(index) is not int \
-            or index < 0:
-        raise ProviderResponseError(
-            f"a tool call in the reply is malformed: {quoted(data, secret)}; the server "
-            "may not be OpenAI-compatible."
-        )
-    function = function or {}
-    call_id, name, arguments = fragment.get("id"), function.get("name"), function.get("arguments")
-    if arguments is None:
-        arguments = ""
-    elif not isinstance(arguments, str):
-        # Some servers send the arguments as an object; the contract is JSON text.
-        arguments = json.dumps(arguments, ensure_ascii=False)
-    return ToolCallDelta(index, call_id if isinstance(call_id, str) and call_id else None,
-                         name if isinstance(name, str) and name else None, arguments)
-
-
-def _tool_calls(calls: Any, data: Any, secret: str | None) -> list[ToolCallDelta]:
-    if calls is None:
-        return []
-    if not isinstance(calls, list):
-        raise ProviderResponseError(
-            f"the reply's tool_calls is not a list: {quoted(data, secret)}"
-        )
-    return [_tool_call(call, position, data, secret) for position, call in enumerate(calls)]
-
-
-def _several_choices(where: str) -> ProviderResponseError:
-    # Merging choices would garble the text (a stream) or hide all but one (a JSON
-    # reply); until chatplug reads n > 1, such a reply is refused, never merged.
-    return ProviderResponseError(
-        f"{where} has more than one choice (n > 1, sent through extra_body?); chatplug "
-        "does not support n > 1 yet: send n=1 or leave n out, and make one call per reply."
-    )
-
-
 def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
     # ChatGPT-Next-Web answers 200 with a JSON string (its caught exception, such as
     # ECONNREFUSED) when the upstream behind it fails: worth showing and retrying.
@@ -179,13 +112,15 @@ def _string_reply(payload: str, secret: str | None) -> ProviderResponseError:
 
 def reply_events(payload: Any, *, secret: str | None = None,
                  provider: str | None = None) -> list[str | Event]:
-    """The text and events of a non-streamed reply, in order: ``Meta``,
-    ``Reasoning``, the text, ``ToolCallDelta`` per call, ``Finish``, ``Usage``.
+    """The text and events of a non-streamed reply, in order: ``Meta``, then per
+    choice ``Reasoning``, the text, ``Refusal``, ``Annotations``, ``ToolCallDelta``
+    per call, ``Logprobs``, ``Finish`` (choices after the first wrapped in
+    :class:`~chatplug.events.Choice`), then ``Usage``.
 
     :param secret: a key to mask should the server echo it into an error text.
     :param provider: names the key's variable should the server refuse the key.
     :raises ProviderResponseError: an error object, a JSON string (retryable: a proxy's
-        failure), or no choices/message in it.
+        failure), no choices, or a choice without a message.
     :raises RateLimitError, AuthenticationError: an error object that says so.
     """
     if isinstance(payload, str):
@@ -207,30 +142,23 @@ def reply_events(payload: Any, *, secret: str | None = None,
             f"the reply has no choices (keys: {', '.join(sorted(map(str, payload))) or 'none'}); "
             "the server may not be OpenAI-compatible."
         )
-    if len(choices) > 1:
-        raise _several_choices("the reply")
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, Mapping):
-        raise ProviderResponseError("the reply's first choice has no message object.")
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise ProviderResponseError(
-            f"the reply's message content is {type(content).__name__}, not text."
-        )
     items: list[str | Event] = []
-    meta = _meta(payload)
+    meta = meta_of(payload)
     if meta is not None:
         items.append(meta)
-    reasoning = _reasoning(message)
-    if reasoning is not None:
-        items.append(reasoning)
-    if content:
-        items.append(content)
-    items.extend(_tool_calls(message.get("tool_calls"), payload, secret))
-    reason = choice.get("finish_reason")
-    if isinstance(reason, str) and reason:
-        items.append(Finish(reason))
+    for position, choice in enumerate(choices):
+        message = choice.get("message") if isinstance(choice, Mapping) else None
+        if not isinstance(message, Mapping):
+            raise ProviderResponseError(f"the reply's choice {position} has no message object.")
+        index = choice_index(choice, position, payload, secret)
+        found = part_items(message, payload, secret, "the reply's message")
+        logprobs = logprobs_of(choice)
+        if logprobs is not None:
+            found.append(logprobs)
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            found.append(Finish(reason))
+        items.extend(of_choice(index, found))
     usage = usage_of(payload.get("usage"))
     if usage is not None:
         items.append(usage)
@@ -253,7 +181,7 @@ class _Progress:
     def __init__(self) -> None:
         self.received = 0  # characters of text
         self.delivered = False  # reasoning or a tool call (text: received > 0)
-        self.finished = False  # a finish reason arrived
+        self.finished: set[int] = set()  # the choices whose finish reason arrived
         self.meta = False  # the Meta event was yielded
 
 
@@ -274,44 +202,40 @@ def _chunk_items(payload: Any, data: str, progress: _Progress, secret: str | Non
                              received=progress.received if delivered else None)
     items: list[str | Event] = []
     if not progress.meta:
-        meta = _meta(payload)
+        meta = meta_of(payload)
         if meta is not None:
             progress.meta = True
             items.append(meta)
     choices = payload.get("choices")
     if choices and isinstance(choices, list):
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise ProviderResponseError(
-                f"a stream chunk's choice is not an object: {quoted(data, secret)}"
-            )
-        if len(choices) > 1 or choice.get("index") not in (0, None):
-            raise _several_choices("the stream")
-        part = choice.get("delta")
-        if not isinstance(part, dict) or not part:
-            # Some servers put the whole message in the last chunk instead of a delta.
-            message = choice.get("message")
-            part = message if isinstance(message, dict) else {}
-        reasoning = _reasoning(part)
-        if reasoning is not None:
-            items.append(reasoning)
-            progress.delivered = True
-        text = part.get("content")
-        if text is not None and not isinstance(text, str):
-            raise ProviderResponseError(
-                f"a stream chunk's content is not text: {quoted(data, secret)}"
-            )
-        if text:
-            items.append(text)
-            progress.received += len(text)
-        calls = _tool_calls(part.get("tool_calls"), data, secret)
-        if calls:
-            items.extend(calls)
-            progress.delivered = True
-        reason = choice.get("finish_reason")
-        if isinstance(reason, str) and reason and not progress.finished:
-            progress.finished = True
-            items.append(Finish(reason))
+        for position, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                raise ProviderResponseError(
+                    f"a stream chunk's choice is not an object: {quoted(data, secret)}"
+                )
+            index = choice_index(choice, position, data, secret)
+            part = choice.get("delta")
+            if not isinstance(part, dict) or not part:
+                # Some servers put the whole message in the last chunk instead of a delta.
+                message = choice.get("message")
+                part = message if isinstance(message, dict) else {}
+            found = part_items(part, data, secret, "a stream chunk's")
+            if index == 0:
+                for item in found:
+                    if type(item) is str:
+                        progress.received += len(item)
+                    else:
+                        progress.delivered = True
+            elif found:
+                progress.delivered = True
+            logprobs = logprobs_of(choice)
+            if logprobs is not None:
+                found.append(logprobs)
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason and index not in progress.finished:
+                progress.finished.add(index)
+                found.append(Finish(reason))
+            items.extend(of_choice(index, found))
     usage = usage_of(payload.get("usage"))
     if usage is not None:
         items.append(usage)
@@ -378,9 +302,10 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
                     choice = choices[0]
                     delta = choice["delta"]
                     text = delta["content"]
-                    # A second choice (n > 1) is refused below, never merged into the text.
+                    # Another choice (n > 1), logprobs and the rest are read below.
                     if (type(text) is str and choice.get("finish_reason") is None
                             and len(choices) == 1 and not choice.get("index")
+                            and choice.get("logprobs") is None
                             and (len(delta) == 1 or _plain(delta)) and "error" not in payload
                             and ("usage" not in payload or payload["usage"] is None)):
                         if text:
@@ -414,7 +339,8 @@ def stream_events(chunks: Iterable[bytes], *, secret: str | None = None,
 def _plain(delta: dict[str, Any]) -> bool:
     """A delta with text and nothing else that matters (``role``, nulls)."""
     return (delta.get("tool_calls") is None and delta.get("reasoning_content") is None
-            and delta.get("reasoning") is None)
+            and delta.get("reasoning") is None and not delta.get("refusal")
+            and not delta.get("annotations"))
 
 
 def stream_text(chunks: Iterable[bytes], *, secret: str | None = None) -> Iterator[str]:
@@ -468,23 +394,27 @@ def completion_body(
     import os
     import time
 
-    message = dict(completion.message)
-    if completion.reasoning is not None:
-        message["reasoning_content"] = completion.reasoning
+    choices = []
+    for choice in completion.choices:
+        message = completion.message if choice.index == 0 else choice.message
+        if choice.reasoning is not None:
+            message = {**message, "reasoning_content": choice.reasoning}
+        choices.append({"index": choice.index, "message": message,
+                        "finish_reason": choice.finish_reason or "stop",
+                        "logprobs": choice.logprobs})
     usage = completion.usage
-    return {
+    body = {
         "id": completion.id or f"chatcmpl-{os.urandom(12).hex()}",
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
         "model": model or completion.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": completion.finish_reason or "stop",
-            "logprobs": None,
-        }],
+        "choices": choices,
         "usage": None if usage is None else usage.as_dict(),
+        "system_fingerprint": completion.system_fingerprint,
     }
+    if completion.service_tier is not None:
+        body["service_tier"] = completion.service_tier
+    return body
 
 
 def list_models(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequestError
 from ..events import (
+    CHAT_ONLY,
     Finish,
     Meta,
     Reasoning,
@@ -471,6 +472,8 @@ class ResponsesEncoder:
             return out + self._event("response.output_text.delta", item_id=self._open["id"],
                                      output_index=len(self.output) - 1, content_index=0,
                                      delta=item, logprobs=[])
+        if isinstance(item, CHAT_ONLY):
+            return b""  # other choices (n > 1), refusal, logprobs: chat completions only
         if isinstance(item, ToolCallDelta):
             return self._tool(item)
         if isinstance(item, Reasoning):
