@@ -29,6 +29,8 @@ from .chat import ChatCompletions
 from .errors import GatewayError, anthropic_path
 from .guard import RequestGuard
 from .health import liveliness, readiness
+from .keycache import KeyCache
+from .keyguard import KeyLimits
 from .limits import InFlight
 from .messages import Messages, count_tokens
 from .models import list_models, retrieve_model
@@ -58,6 +60,10 @@ class Gateway:
         #: Told of every completion request (:mod:`.record`): keys and limits, the usage
         #: ledger, metrics.  Admission runs in this order.
         self.accountants: list[Accountant] = []
+        #: Virtual keys (docs/keys.md), with ``settings.auth``: the keys in memory and the
+        #: accountant counting their limits (``key_limits.degraded``: Redis unreachable).
+        self.keys: KeyCache | None = None
+        self.key_limits: KeyLimits | None = None
 
 
 def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
@@ -117,14 +123,33 @@ def create_app(registry: Registry | None = None,
     if responses is None:
         responses = ResponseStore()
 
+    admin: list[Route] = []
+    if settings.auth:  # virtual keys: loaded from the database, limited here or in Redis
+        from ..accounting.database import open_database
+        from .admin import create_key, list_keys, revoke_key
+
+        settings.admin()  # a short admin key fails at start-up
+        cache = gateway.keys = KeyCache(open_database, settings.keys_refresh)
+        limits = gateway.key_limits = KeyLimits.for_settings(settings)
+        gateway.accountants.insert(0, limits)
+        cache.loaded = lambda loaded: limits.seed(loaded, cache)
+        admin = [Route("/admin/keys", list_keys, methods=["GET"]),
+                 Route("/admin/keys", create_key, methods=["POST"]),
+                 Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"])]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         registry.runtime.transport.prepare_loop()  # no import stalls the first request
         gateway.drain.install()
+        if gateway.keys is not None:
+            await gateway.keys.start()
         try:
             yield
         finally:
             gateway.drain.uninstall()
+            if gateway.keys is not None and gateway.key_limits is not None:
+                await gateway.key_limits.close()
+                await gateway.keys.stop()
 
     middleware = [Middleware(AccessLog),
                   Middleware(RequestGuard, allowed_hosts=settings.hosts,
@@ -139,7 +164,7 @@ def create_app(registry: Registry | None = None,
                            "anthropic-version", "anthropic-beta"],
             expose_headers=["x-request-id", "x-chatplug-provider", "x-chatplug-attempts",
                             "x-chatplug-overhead-ms", "x-chatplug-dropped"]))
-    middleware.append(Middleware(GatewayAuth, keys=keys))
+    middleware.append(Middleware(GatewayAuth, keys=keys, virtual=gateway.keys))
     handlers: dict[Any, Any] = {GatewayError: _gateway_error, 404: _http_error,
                                 405: _http_error, 500: _server_error}
     app = Starlette(
@@ -154,6 +179,7 @@ def create_app(registry: Registry | None = None,
             Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
             Route("/health/liveliness", liveliness, methods=["GET"]),
             Route("/health/readiness", readiness, methods=["GET"]),
+            *admin,
         ],
         middleware=middleware,
         exception_handlers=handlers,
