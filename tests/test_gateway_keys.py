@@ -61,12 +61,28 @@ def gateway(upstream: ScriptedServer, **settings: Any) -> GatewayServer:
     return GatewayServer(app, lifetime=120)
 
 
+_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _closed_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def openai_client(url: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    """An openai SDK client, closed when the test ends."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    _CLIENTS.append(client)
+    return client
 
 
 def claude(url: str, key: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+    """An anthropic SDK client, closed when the test ends."""
+    client = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+    _CLIENTS.append(client)
+    return client
 
 
 # -- syntax -------------------------------------------------------------------------------
@@ -154,3 +170,193 @@ def test_the_cli_refuses_bad_syntax_with_the_accepted_forms() -> None:
     done = run_cli("gateway", "keys", "revoke", "vk_nosuchkey")
     assert done.returncode == 1
     assert "vk_nosuchkey" in done.stderr and "keys list" in done.stderr
+
+
+# -- the gateway ------------------------------------------------------------------------------
+
+def test_models_the_key_may_not_use_are_403_in_each_sdks_own_class(upstream: ScriptedServer
+                                                                     ) -> None:
+    _, secret = make(models=("OpenAI/*",))
+    with gateway(upstream) as server:
+        upstream.add(text="fine", usage=USAGE, stream=False)
+        reply = openai_client(server.url, secret).chat.completions.create(
+            model="OpenAI/gpt-4o-mini", messages=USER)
+        assert reply.choices[0].message.content == "fine"
+        before = len(upstream.requests)
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            openai_client(server.url, secret).chat.completions.create(
+                model="Anthropic/claude-test-1", messages=USER)
+        assert refused.value.code == "model_not_allowed"
+        assert "OpenAI/*" in refused.value.message
+        with pytest.raises(anthropic.PermissionDeniedError) as denied:
+            claude(server.url, secret).messages.create(
+                model="Anthropic/claude-test-1", max_tokens=10, messages=USER)
+        assert denied.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+        assert len(upstream.requests) == before  # nothing went upstream
+
+
+def test_requests_per_minute_are_429_naming_the_limit_with_retry_after(
+        upstream: ScriptedServer) -> None:
+    _, secret = make(rpm=3)
+    with gateway(upstream) as server:
+        client = openai_client(server.url, secret)
+        for _ in range(3):
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+        assert refused.value.code == "rate_limit_exceeded"
+        assert "3 requests per minute (rpm)" in refused.value.message
+        assert 55 <= int(refused.value.response.headers["retry-after"]) <= 60
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            claude(server.url, secret).messages.create(
+                model="OpenAI/gpt-4o-mini", max_tokens=10, messages=USER)
+        assert "rpm" in limited.value.message
+        assert limited.value.response.headers["retry-after"]
+        # The gateway's own keys have no limits.
+        for _ in range(5):
+            openai_client(server.url, STATIC_KEY).chat.completions.create(
+                model="OpenAI/gpt-4o-mini", messages=USER)
+
+
+def test_a_budget_in_tokens_counts_whole_replies_and_streams_then_is_insufficient_quota(
+        upstream: ScriptedServer) -> None:
+    _, secret = make(budget=parse_budget("250tokens"), period="day", tpm=10_000)
+    with gateway(upstream) as server:
+        client = openai_client(server.url, secret)
+        upstream.add(text="one", usage=USAGE, stream=False)
+        client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+        upstream.add(text="two", usage=USAGE)
+        pieces = list(client.chat.completions.create(model="OpenAI/gpt-4o-mini",
+                                                     messages=USER, stream=True))
+        assert pieces
+        upstream.add(text="three", usage=USAGE, stream=False)
+        time.sleep(0.1)
+        client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)  # 200 < 250
+        time.sleep(0.1)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+        assert refused.value.code == "insufficient_quota"
+        assert "250tokens" in refused.value.message
+        assert refused.value.response.headers["retry-after"]
+        with pytest.raises(anthropic.RateLimitError):
+            claude(server.url, secret).messages.create(
+                model="OpenAI/gpt-4o-mini", max_tokens=10, messages=USER)
+
+
+def test_tokens_per_minute_refuse_once_the_windows_tokens_reach_the_limit(
+        upstream: ScriptedServer) -> None:
+    _, secret = make(tpm=150)
+    with gateway(upstream) as server:
+        client = openai_client(server.url, secret)
+        for _ in range(2):
+            upstream.add(text="x", usage=USAGE, stream=False)
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+            time.sleep(0.05)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+        assert "150 tokens per minute (tpm)" in refused.value.message
+
+
+def test_a_usd_budget_counts_the_priced_cost(upstream: ScriptedServer, tmp_path: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "chatplug.toml"
+    # 40 input and 60 output tokens at 1000 and 2000 USD per million: 0.16 USD a reply.
+    config.write_text('[prices."OpenAI/*"]\ninput = 1000\noutput = 2000\n')
+    monkeypatch.setenv("CHATPLUG_CONFIG", str(config))
+    _, secret = make(budget=parse_budget("0.3usd"), period="month", priced=True)
+    with gateway(upstream) as server:
+        client = openai_client(server.url, secret)
+        for _ in range(2):
+            upstream.add(text="x", usage=USAGE, stream=False)
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+            time.sleep(0.05)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+        assert refused.value.code == "insufficient_quota"
+        # A model without a price cannot be counted against a USD budget.
+        with pytest.raises(openai.PermissionDeniedError) as unpriced:
+            client.chat.completions.create(model="Anthropic/claude-test-1", messages=USER)
+        assert unpriced.value.code == "model_not_priced"
+
+
+def test_revoked_expired_and_unknown_keys_are_401(upstream: ScriptedServer) -> None:
+    key, secret = make()
+    _, short = make(expires_in=1)
+    with gateway(upstream) as server:
+        openai_client(server.url, secret).models.list()
+        openai_client(server.url, short).models.list()
+        database = open_database()
+        try:
+            KeyStore(database).revoke(key.id)
+        finally:
+            database.close()
+        time.sleep(1.2)
+        for gone, said in ((secret, "revoked or expired"), (short, "revoked or expired"),
+                           ("cpk_" + "x" * 43, "is wrong")):
+            with pytest.raises(openai.AuthenticationError) as refused:
+                openai_client(server.url, gone).chat.completions.create(
+                    model="OpenAI/gpt-4o-mini", messages=USER)
+            assert said in refused.value.message
+
+
+def test_parallel_slots_and_64_clients_see_only_expected_429s(upstream: ScriptedServer
+                                                             ) -> None:
+    keys = [make(name=f"k{n}", max_parallel=2, rpm=40)[1] for n in range(4)]
+    upstream.pace = 0.01
+    with gateway(upstream) as server:
+        def one(number: int) -> tuple[int, str | None, str | None]:
+            response = requests.post(
+                f"{server.url}/v1/chat/completions", timeout=30,
+                headers={"Authorization": f"Bearer {keys[number % 4]}"},
+                json={"model": "OpenAI/gpt-4o-mini", "messages": USER, "stream": True})
+            code = response.json()["error"]["code"] if response.status_code != 200 else None
+            return response.status_code, response.headers.get("retry-after"), code
+
+        with ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(one, range(256)))
+    statuses = {status for status, _, _ in results}
+    assert statuses <= {200, 429}, statuses
+    refused = [r for r in results if r[0] == 429]
+    assert refused and all(after is not None and int(after) >= 1 for _, after, _ in refused)
+    assert {code for _, _, code in refused} <= {"rate_limit_exceeded"}
+    # At most 40 requests a minute for each of the 4 keys.
+    assert 8 <= sum(1 for r in results if r[0] == 200) <= 160
+
+
+def test_the_admin_api_needs_the_admin_key(upstream: ScriptedServer) -> None:
+    with gateway(upstream) as server:
+        url = f"{server.url}/admin/keys"
+        assert requests.get(url, timeout=10).status_code == 401
+        assert requests.get(url, timeout=10, headers={
+            "Authorization": f"Bearer {STATIC_KEY}"}).status_code == 401
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        bad = requests.post(url, timeout=10, headers=admin,
+                            json={"name": "x", "budget": "lots", "period": "day"})
+        assert bad.status_code == 400 and "150000tokens" in bad.json()["error"]["message"]
+        created = requests.post(url, timeout=10, headers=admin, json={
+            "name": "web", "models": ["OpenAI/*"], "rpm": 5, "budget": "1000tokens",
+            "period": "week", "expires": "8h"})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        secret = body["key"]
+        assert secret.startswith("cpk_") and body["rpm"] == 5
+        # The new key works at once on this replica.
+        openai_client(server.url, secret).chat.completions.create(
+            model="OpenAI/gpt-4o-mini", messages=USER)
+        listed = requests.get(url, timeout=10, headers={"x-api-key": ADMIN_KEY})
+        assert listed.status_code == 200
+        assert secret not in listed.text
+        (entry,) = listed.json()["data"]
+        assert entry["id"] == body["id"] and entry["last_used"] is None  # no ledger here
+        gone = requests.delete(f"{url}/{body['id']}", timeout=10, headers=admin)
+        assert gone.status_code == 200 and gone.json()["revoked_at"] is not None
+        assert requests.delete(f"{url}/vk_nope", timeout=10,
+                               headers=admin).status_code == 404
+        with pytest.raises(openai.AuthenticationError):
+            openai_client(server.url, secret).models.list()
+
+
+def test_without_an_admin_key_there_is_no_admin_api(upstream: ScriptedServer) -> None:
+    with gateway(upstream, admin_key=None) as server:
+        assert requests.get(f"{server.url}/admin/keys", timeout=10, headers={
+            "Authorization": f"Bearer {STATIC_KEY}"}).status_code == 404
