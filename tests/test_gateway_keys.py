@@ -129,13 +129,16 @@ def test_the_cli_creates_lists_and_revokes_and_never_shows_a_key_again() -> None
                       "month", "--expires", "30d")
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip()
-    assert secret.startswith("cpk_") and len(secret) > 40
+    assert secret.startswith("cpk_")
+    assert len(secret) > 40
     assert secret not in created.stderr
     key_id = created.stderr.split("created ")[1].split(" ")[0]
     listed = run_cli("gateway", "keys", "list")
     assert listed.returncode == 0, listed.stderr
-    assert key_id in listed.stdout and "ci-bot" in listed.stdout
-    assert "rpm 10" in listed.stdout and "150000tokens/month" in listed.stdout
+    assert key_id in listed.stdout
+    assert "ci-bot" in listed.stdout
+    assert "rpm 10" in listed.stdout
+    assert "150000tokens/month" in listed.stdout
     as_json = run_cli("gateway", "keys", "list", "--json")
     (entry,) = json.loads(as_json.stdout)
     assert (entry["id"], entry["models"], entry["rpm"], entry["budget"], entry["spent"]) == (
@@ -156,7 +159,9 @@ def test_the_cli_creates_lists_and_revokes_and_never_shows_a_key_again() -> None
         rows = connection.execute("SELECT key_hash FROM virtual_keys").fetchall()
     finally:
         connection.close()
-    assert rows and rows[0][0] != secret and len(rows[0][0]) == 64
+    assert rows
+    assert rows[0][0] != secret
+    assert len(rows[0][0]) == 64
 
 
 def test_the_cli_refuses_bad_syntax_with_the_accepted_forms() -> None:
@@ -169,7 +174,8 @@ def test_the_cli_refuses_bad_syntax_with_the_accepted_forms() -> None:
         assert said in done.stderr
     done = run_cli("gateway", "keys", "revoke", "vk_nosuchkey")
     assert done.returncode == 1
-    assert "vk_nosuchkey" in done.stderr and "keys list" in done.stderr
+    assert "vk_nosuchkey" in done.stderr
+    assert "keys list" in done.stderr
 
 
 # -- the gateway ------------------------------------------------------------------------------
@@ -317,7 +323,8 @@ def test_parallel_slots_and_64_clients_see_only_expected_429s(upstream: Scripted
     statuses = {status for status, _, _ in results}
     assert statuses <= {200, 429}, statuses
     refused = [r for r in results if r[0] == 429]
-    assert refused and all(after is not None and int(after) >= 1 for _, after, _ in refused)
+    assert refused
+    assert all(after is not None and int(after) >= 1 for _, after, _ in refused)
     assert {code for _, _, code in refused} <= {"rate_limit_exceeded"}
     # At most 40 requests a minute for each of the 4 keys.
     assert 8 <= sum(1 for r in results if r[0] == 200) <= 160
@@ -332,14 +339,16 @@ def test_the_admin_api_needs_the_admin_key(upstream: ScriptedServer) -> None:
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
         bad = requests.post(url, timeout=10, headers=admin,
                             json={"name": "x", "budget": "lots", "period": "day"})
-        assert bad.status_code == 400 and "150000tokens" in bad.json()["error"]["message"]
+        assert bad.status_code == 400
+        assert "150000tokens" in bad.json()["error"]["message"]
         created = requests.post(url, timeout=10, headers=admin, json={
             "name": "web", "models": ["OpenAI/*"], "rpm": 5, "budget": "1000tokens",
             "period": "week", "expires": "8h"})
         assert created.status_code == 201, created.text
         body = created.json()
         secret = body["key"]
-        assert secret.startswith("cpk_") and body["rpm"] == 5
+        assert secret.startswith("cpk_")
+        assert body["rpm"] == 5
         # The new key works at once on this replica.
         openai_client(server.url, secret).chat.completions.create(
             model="OpenAI/gpt-4o-mini", messages=USER)
@@ -347,9 +356,11 @@ def test_the_admin_api_needs_the_admin_key(upstream: ScriptedServer) -> None:
         assert listed.status_code == 200
         assert secret not in listed.text
         (entry,) = listed.json()["data"]
-        assert entry["id"] == body["id"] and entry["last_used"] is None  # no ledger here
+        assert entry["id"] == body["id"]
+        assert entry["last_used"] is None
         gone = requests.delete(f"{url}/{body['id']}", timeout=10, headers=admin)
-        assert gone.status_code == 200 and gone.json()["revoked_at"] is not None
+        assert gone.status_code == 200
+        assert gone.json()["revoked_at"] is not None
         assert requests.delete(f"{url}/vk_nope", timeout=10,
                                headers=admin).status_code == 404
         with pytest.raises(openai.AuthenticationError):
