@@ -371,3 +371,23 @@ def test_without_an_admin_key_there_is_no_admin_api(upstream: ScriptedServer) ->
     with gateway(upstream, admin_key=None) as server:
         assert requests.get(f"{server.url}/admin/keys", timeout=10, headers={
             "Authorization": f"Bearer {STATIC_KEY}"}).status_code == 404
+
+
+def test_the_command_lines_in_docs_keys_md_parse() -> None:
+    import re
+    import shlex
+
+    from chatplug.cli.commands import _parser, _requested
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "keys.md").read_text(encoding="utf-8")
+    lines = [line[2:] for block in re.findall(r"^```console\n(.*?)^```$", text,
+                                              re.MULTILINE | re.DOTALL)
+             for line in block.splitlines() if line.startswith("$ chatplug ")]
+    assert len(lines) == 5
+    for line in lines:
+        words = shlex.split(line)
+        chosen = _requested(words[1:])
+        assert chosen is not None, line
+        parser, _ = _parser(chosen)
+        parser.parse_args(words[1:])

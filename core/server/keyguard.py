@@ -89,15 +89,15 @@ class KeyLimits:
         """
         from ..configfile import load_config
 
-        limits: LocalLimits | SharedLimits = LocalLimits()
-        if settings.redis_url is not None and settings.redis_url.get_secret_value().strip():
-            if importlib.util.find_spec("redis") is None:
-                raise ConfigurationError(
-                    "CHATPLUG_SERVER_REDIS_URL is set, which needs redis-py: install chatplug "
-                    "with its redis extra, pip install \".[redis]\" from the checkout.")
-            limits = SharedLimits(settings.redis_url.get_secret_value().strip(),
-                                  fail_closed=settings.redis_fail_closed, local=limits)
-        return cls(limits, load_config().prices)
+        prices = load_config().prices
+        url = settings.redis_url.get_secret_value().strip() if settings.redis_url else ""
+        if not url:
+            return cls(LocalLimits(), prices)
+        if importlib.util.find_spec("redis") is None:
+            raise ConfigurationError(
+                "CHATPLUG_SERVER_REDIS_URL is set, which needs redis-py: install chatplug "
+                "with its redis extra, pip install \".[redis]\" from the checkout.")
+        return cls(SharedLimits(url, fail_closed=settings.redis_fail_closed), prices)
 
     @property
     def degraded(self) -> bool:
