@@ -391,3 +391,27 @@ def test_the_command_lines_in_docs_keys_md_parse() -> None:
         assert chosen is not None, line
         parser, _ = _parser(chosen)
         parser.parse_args(words[1:])
+
+
+def test_an_unreachable_redis_is_a_flag_and_counts_the_metrics_can_read(
+        upstream: ScriptedServer) -> None:
+    from tests.conftest import free_port
+
+    _, secret = make(rpm=100)
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    with gateway(upstream, redis_url=nowhere) as server:
+        limits = server.server.config.app.state.gateway.key_limits
+        for _ in range(3):
+            openai_client(server.url, secret).chat.completions.create(
+                model="OpenAI/gpt-4o-mini", messages=USER)
+        assert limits.degraded
+        assert limits.redis_failures >= 1
+        assert limits.local_fallbacks == 3
+    with gateway(upstream, redis_url=nowhere, redis_fail_closed=True) as server:
+        with pytest.raises(openai.InternalServerError) as refused:
+            openai_client(server.url, secret).chat.completions.create(
+                model="OpenAI/gpt-4o-mini", messages=USER)
+        assert refused.value.code == "limits_unavailable"
+        # The gateway's own keys are never limited.
+        openai_client(server.url, STATIC_KEY).chat.completions.create(
+            model="OpenAI/gpt-4o-mini", messages=USER)

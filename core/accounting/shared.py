@@ -30,7 +30,7 @@ logger = logging.getLogger("chatplug.server.limits")
 #: Seconds between attempts to reach Redis again after it failed.
 RETRY_SECONDS = 1.0
 #: Seconds Redis may take to answer before it counts as unreachable.
-TIMEOUT_SECONDS = 0.5
+TIMEOUT_SECONDS = 1.0
 _SLOT_SECONDS = 600
 
 _ADMIT = """

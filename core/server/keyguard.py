@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..accounting.keyspec import allowed
 from ..accounting.limits import LocalLimits, refusal
+from ..accounting.pricing import cost_of, price_for, price_list
 from ..accounting.shared import SharedLimits
 from ..errors import ConfigurationError
 from .errors import GatewayError
@@ -39,28 +40,11 @@ if TYPE_CHECKING:
     from .keycache import KeyCache
     from .record import RequestRecord
 
-__all__ = ["KeyLimits", "price_of"]
+__all__ = ["KeyLimits"]
 
 logger = logging.getLogger("chatplug.server.keys")
 #: The record's note holding whether Redis counted the admission.
 _ADMITTED = "chatplug.keys.shared"
-
-
-def price_of(prices: Mapping[str, Price], provider: str | None,
-             model: str | None) -> Price | None:
-    """The price of ``provider``'s ``model``: its own table, else ``Provider/*``."""
-    if not provider:
-        return None
-    return prices.get(f"{provider}/{model}") or prices.get(f"{provider}/*")
-
-
-def _cost(price: Price, usage: Usage) -> float:
-    cached = usage.cached_tokens or 0
-    prompt = usage.prompt_tokens or 0
-    per_million = ((prompt - cached) * price.input
-                   + cached * (price.cached if price.cached is not None else price.input)
-                   + (usage.completion_tokens or 0) * price.output)
-    return per_million / 1_000_000
 
 
 def _tokens(usage: Usage | None) -> int:
@@ -89,7 +73,7 @@ class KeyLimits:
         """
         from ..configfile import load_config
 
-        prices = load_config().prices
+        prices = price_list(load_config())
         url = settings.redis_url.get_secret_value().strip() if settings.redis_url else ""
         if not url:
             return cls(LocalLimits(), prices)
@@ -104,6 +88,16 @@ class KeyLimits:
         """Redis is configured and unreachable (limits per process, or refused)."""
         return isinstance(self.limits, SharedLimits) and self.limits.degraded
 
+    @property
+    def redis_failures(self) -> int:
+        """Redis calls that failed (0 without Redis), for the metrics."""
+        return self.limits.failures if isinstance(self.limits, SharedLimits) else 0
+
+    @property
+    def local_fallbacks(self) -> int:
+        """Admissions counted per process because Redis was unreachable."""
+        return self.limits.fallbacks if isinstance(self.limits, SharedLimits) else 0
+
     async def admit(self, record: RequestRecord) -> None:
         key: VirtualKey | None = record.key
         if key is None:
@@ -115,7 +109,8 @@ class KeyLimits:
                      f"{record.requested_model!r}; it may use: {', '.join(key.models or ())}.",
                 code="model_not_allowed", type="permission_error", retry=False)
         if key.budget is not None and key.budget.unit == "usd" and record.model \
-                and price_of(self.prices, record.provider, record.model) is None:
+                and price_for(record.provider, record.model, self.prices,
+                              record.requested_model) is None:
             raise GatewayError(
                 403, f"the key {key.name!r} has a budget in USD and {resolved!r} has no "
                      "price in chatplug.toml's [prices], so its cost could not be counted; "
@@ -144,12 +139,13 @@ class KeyLimits:
             return 0.0
         if key.budget.unit == "tokens":
             return float(tokens)
-        price = price_of(self.prices, record.provider, record.model)
-        if price is None:
+        cost = cost_of(record.usage, record.provider, record.model, self.prices,
+                       record.requested_model)
+        if cost is None:
             logger.warning("no price for %s/%s: the reply counts 0 USD against the key %s.",
                            record.provider, record.model, key.id)
             return 0.0
-        return _cost(price, record.usage)
+        return cost
 
     def settled(self, record: RequestRecord) -> None:
         key: VirtualKey | None = record.key
