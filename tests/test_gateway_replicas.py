@@ -209,3 +209,29 @@ def test_no_key_in_the_database_or_the_cli_json(shared: dict[str, str],
 
 
 
+
+
+def test_route_cooldowns_are_shared_through_redis(upstream: ScriptedServer,
+                                                  redis: RedisServer) -> None:
+    from chatplug.server import ServerSettings, create_app
+    from chatplug.testing.pytest_plugin import registry_for
+    from tests.gatewayserver import GatewayServer
+
+    route = json.dumps({"duo": ["OpenAI/gpt-4o-mini", "Anthropic/claude-test-1"]})
+    apps = [create_app(registry_for(upstream, max_retries=0, routes=route),
+                       ServerSettings(redis_url=redis.url)) for _ in range(2)]
+    with GatewayServer(apps[0], lifetime=60) as one, GatewayServer(apps[1], lifetime=60):
+        upstream.add(status=500, text="down")
+        answer = requests.post(f"{one.url}/v1/chat/completions", timeout=30,
+                               json={"model": "duo", "messages": USER})
+        assert answer.status_code == 200
+        assert answer.headers["x-chatplug-provider"] == "Anthropic"
+        states = [app.state.gateway.registry.routes()[0].state for app in apps]
+        assert states[0].health(0).cooling_until > time.monotonic()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and states[1].health(0).cooling_until == 0:
+            time.sleep(0.1)
+        # The other replica tries the entry that failed last, without failing on it first.
+        assert states[1].health(0).cooling_until > time.monotonic()
+        assert states[1].health(0).failures == 0
+        assert states[1].order([0, 1]) == [1, 0]

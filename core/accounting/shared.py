@@ -125,6 +125,17 @@ class SharedLimits:
                              (("admit", _ADMIT), ("settle", _SETTLE), ("seed", _SEED))}
         return self._client
 
+    def script(self, name: str, source: str) -> Any:
+        """A Lua script on this Redis, registered once (route cooldowns use it)."""
+        self._redis()
+        if name not in self._scripts:
+            self._scripts[name] = self._client.register_script(source)
+        return self._scripts[name]
+
+    def failed(self, exc: BaseException) -> None:
+        """A Redis call failed: count it, fall back (logged once), retry later."""
+        self._failed(exc)
+
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
         self._retry_at = time.monotonic() + RETRY_SECONDS

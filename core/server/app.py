@@ -29,8 +29,6 @@ from .chat import ChatCompletions
 from .errors import GatewayError, anthropic_path
 from .guard import RequestGuard
 from .health import liveliness, readiness
-from .keycache import KeyCache
-from .keyguard import KeyLimits
 from .limits import InFlight
 from .messages import Messages, count_tokens
 from .models import list_models, retrieve_model
@@ -38,11 +36,14 @@ from .record import Accountant
 from .responses import Responses, delete_response, get_response
 from .shutdown import Drain
 from .store import ResponseStore
+from .virtualkeys import VirtualKeys
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
     from ..plugins.registry import Registry
+    from .keycache import KeyCache
+    from .keyguard import KeyLimits
 
 __all__ = ["Gateway", "create_app"]
 
@@ -123,33 +124,21 @@ def create_app(registry: Registry | None = None,
     if responses is None:
         responses = ResponseStore()
 
-    admin: list[Route] = []
-    if settings.auth:  # virtual keys: loaded from the database, limited here or in Redis
-        from ..accounting.database import open_database
-        from .admin import create_key, list_keys, revoke_key
-
-        settings.admin()  # a short admin key fails at start-up
-        cache = gateway.keys = KeyCache(open_database, settings.keys_refresh)
-        limits = gateway.key_limits = KeyLimits.for_settings(settings)
-        gateway.accountants.insert(0, limits)
-        cache.loaded = lambda loaded: limits.seed(loaded, cache)
-        admin = [Route("/admin/keys", list_keys, methods=["GET"]),
-                 Route("/admin/keys", create_key, methods=["POST"]),
-                 Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"])]
+    # Virtual keys, their limits and the admin API (docs/keys.md).
+    virtual = VirtualKeys(gateway) if settings.auth else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         registry.runtime.transport.prepare_loop()  # no import stalls the first request
         gateway.drain.install()
-        if gateway.keys is not None:
-            await gateway.keys.start()
+        if virtual is not None:
+            await virtual.start()
         try:
             yield
         finally:
             gateway.drain.uninstall()
-            if gateway.keys is not None and gateway.key_limits is not None:
-                await gateway.key_limits.close()
-                await gateway.keys.stop()
+            if virtual is not None:
+                await virtual.stop()
 
     middleware = [Middleware(AccessLog),
                   Middleware(RequestGuard, allowed_hosts=settings.hosts,
@@ -179,7 +168,7 @@ def create_app(registry: Registry | None = None,
             Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
             Route("/health/liveliness", liveliness, methods=["GET"]),
             Route("/health/readiness", readiness, methods=["GET"]),
-            *admin,
+            *(virtual.routes if virtual is not None else ()),
         ],
         middleware=middleware,
         exception_handlers=handlers,
