@@ -243,6 +243,7 @@ def test_a_budget_in_tokens_counts_whole_replies_and_streams_then_is_insufficien
             client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
         assert refused.value.code == "insufficient_quota"
         assert "250tokens" in refused.value.message
+        assert refused.value.response.headers["x-should-retry"] == "false"
         assert refused.value.response.headers["retry-after"]
         with pytest.raises(anthropic.RateLimitError):
             claude(server.url, secret).messages.create(

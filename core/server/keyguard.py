@@ -130,9 +130,10 @@ class KeyLimits:
                                     "(CHATPLUG_SERVER_REDIS_FAIL_CLOSED); retry shortly.",
                                code="limits_unavailable", retry_after=refused.retry_after)
         message, code = refusal(key, refused.limit, refused.retry_after)
+        spent = code == "insufficient_quota"  # retrying cannot help before the period ends
         raise GatewayError(429, message, code=code, retry_after=max(1.0, refused.retry_after),
-                           type="insufficient_quota" if code == "insufficient_quota" else None,
-                           param=refused.limit)
+                           type="insufficient_quota" if spent else None, param=refused.limit,
+                           retry=not spent)
 
     def _spent(self, key: VirtualKey, record: RequestRecord, tokens: int) -> float:
         if key.budget is None or record.usage is None:
