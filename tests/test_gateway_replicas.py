@@ -235,3 +235,26 @@ def test_route_cooldowns_are_shared_through_redis(upstream: ScriptedServer,
         assert states[1].health(0).cooling_until > time.monotonic()
         assert states[1].health(0).failures == 0
         assert states[1].order([0, 1]) == [1, 0]
+
+
+def test_64_clients_on_limited_keys_across_replicas_see_only_429s_with_retry_after(
+        upstream: ScriptedServer, shared: dict[str, str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [create(shared, "--rpm", "30", "--max-parallel", "3")[1] for _ in range(4)]
+    upstream.pace = 0.01
+    with replicas(upstream, shared, shared) as pair:
+        def one(number: int) -> tuple[int, int, str | None, str | None]:
+            answer = pair[number % 2].chat(keys[number % 4], stream=True)
+            code = answer.json()["error"]["code"] if answer.status_code != 200 else None
+            return number % 4, answer.status_code, answer.headers.get("retry-after"), code
+
+        with ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(one, range(320)))
+    assert {status for _, status, _, _ in results} <= {200, 429}
+    refused = [r for r in results if r[1] == 429]
+    assert refused
+    assert all(after is not None and int(after) >= 1 for _, _, after, _ in refused)
+    assert {code for _, _, _, code in refused} == {"rate_limit_exceeded"}
+    for key in range(4):  # one minute's 30 requests at most, across both replicas
+        assert 1 <= sum(1 for k, status, _, _ in results if k == key and status == 200) <= 30

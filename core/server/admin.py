@@ -51,7 +51,7 @@ async def _store(request: Request) -> KeyStore:
     return store
 
 
-async def _run(request: Request, work: Any, *args: Any, **kwargs: Any) -> Any:
+async def _run(work: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return await asyncio.to_thread(work, *args, **kwargs)
     except UnknownKeyError as exc:
@@ -64,7 +64,7 @@ async def _run(request: Request, work: Any, *args: Any, **kwargs: Any) -> Any:
 
 async def list_keys(request: Request) -> JSONResponse:
     store = await _store(request)
-    keys = await _run(request, store.list)
+    keys = await _run(store.list)
     return JSONResponse({"object": "list", "data": [key.as_dict() for key in keys]})
 
 
@@ -101,7 +101,7 @@ async def create_key(request: Request) -> JSONResponse:
                    "priced": bool(request.app.state.gateway.key_limits.prices)}
     except (KeySyntaxError, TypeError) as exc:
         raise GatewayError(400, str(exc), code="invalid_request", retry=False) from None
-    key, secret = await _run(request, store.create, str(_field(body, "name", str) or ""),
+    key, secret = await _run(store.create, str(_field(body, "name", str) or ""),
                              **options)
     await request.app.state.gateway.keys.reload()
     return JSONResponse({**key.as_dict(), "key": secret}, status_code=201)
@@ -109,6 +109,6 @@ async def create_key(request: Request) -> JSONResponse:
 
 async def revoke_key(request: Request) -> JSONResponse:
     store = await _store(request)
-    key = await _run(request, store.revoke, request.path_params["key_id"])
+    key = await _run(store.revoke, request.path_params["key_id"])
     await request.app.state.gateway.keys.reload()
     return JSONResponse(key.as_dict())
