@@ -416,3 +416,15 @@ def test_an_unreachable_redis_is_a_flag_and_counts_the_metrics_can_read(
         # The gateway's own keys are never limited.
         openai_client(server.url, STATIC_KEY).chat.completions.create(
             model="OpenAI/gpt-4o-mini", messages=USER)
+
+
+def test_an_admin_key_alone_makes_every_request_need_a_key(upstream: ScriptedServer) -> None:
+    with gateway(upstream, api_keys=None) as server:
+        refused = requests.post(f"{server.url}/v1/chat/completions", timeout=10,
+                                json={"model": "OpenAI/gpt-4o-mini", "messages": USER})
+        assert refused.status_code == 401
+        made = requests.post(f"{server.url}/admin/keys", timeout=10, json={"name": "first"},
+                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert made.status_code == 201
+        openai_client(server.url, made.json()["key"]).chat.completions.create(
+            model="OpenAI/gpt-4o-mini", messages=USER)

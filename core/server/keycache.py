@@ -34,15 +34,19 @@ MISSES_PER_SECOND = 5
 class KeyCache:
     """Keys by hash, reloaded in the background from the database ``open()`` returns.
 
-    :ivar active: the database holds at least one virtual key: every request needs a key.
+    :ivar active: the database holds at least one virtual key, or ``required``: every
+        request needs a key.
     :ivar store: the key store (``None`` until the database opened).
     """
 
-    def __init__(self, open: Callable[[], Database], refresh: float) -> None:
+    def __init__(self, open: Callable[[], Database], refresh: float, *,
+                 required: bool = False) -> None:
         self._open = open
         self.refresh = refresh
         self.store: KeyStore | None = None
-        self.active = False
+        #: Keys are needed even before the database holds one (an admin key is set).
+        self.required = required
+        self.active = required
         self._keys: dict[str, VirtualKey] = {}
         self._misses = 0
         self._miss_second = 0
@@ -71,7 +75,7 @@ class KeyCache:
             self._failing = False
             logger.warning("the virtual keys load again from the database.")
         self._keys = keys
-        self.active = bool(keys)
+        self.active = self.required or bool(keys)
         if self.loaded is not None:
             await self.loaded(list(keys.values()))
 

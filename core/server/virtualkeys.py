@@ -36,8 +36,9 @@ class VirtualKeys:
             redis-py, or the config file is malformed.
         """
         settings = gateway.settings
-        settings.admin()  # a short admin key fails at start-up
-        cache = gateway.keys = KeyCache(open_database, settings.keys_refresh)
+        admin = settings.admin()  # a short admin key fails at start-up
+        cache = gateway.keys = KeyCache(open_database, settings.keys_refresh,
+                                        required=admin is not None)
         limits = gateway.key_limits = KeyLimits.for_settings(settings)
         gateway.accountants.insert(0, limits)
         cache.loaded = lambda loaded: limits.seed(loaded, cache)
