@@ -29,6 +29,15 @@ variable                                default   meaning
 ``CHATPLUG_SERVER_MAX_HEADERS``         100       more request header lines: 431
 ``CHATPLUG_SERVER_REQUEST_TIMEOUT``     30        seconds a client has to send a whole request
                                                   (head and body); then 408 and close
+``CHATPLUG_SERVER_ADMIN_KEY``           (none)    the key of ``/admin/keys`` (16 characters or
+                                                  more); unset: no admin API
+``CHATPLUG_SERVER_REDIS_URL``           (none)    Redis shared by the replicas for virtual
+                                                  keys' limits (``redis://host:6379/0``)
+``CHATPLUG_SERVER_REDIS_FAIL_CLOSED``   false     ``true``: with Redis unreachable, refuse
+                                                  virtual keys' requests (503) instead of
+                                                  counting limits per process
+``CHATPLUG_SERVER_KEYS_REFRESH``        5         seconds between reloads of the virtual keys
+                                                  from the database (revocations, new keys)
 ======================================  ========  =============================================
 
 The provider settings (URLs, keys, ``CHATPLUG_TIMEOUT``...) are chatplug's own
@@ -85,6 +94,11 @@ class ServerSettings(BaseSettings):
     cors_origins: tuple[str, ...] | str = ()
     allowed_hosts: tuple[str, ...] | str = ()
     auth: bool = True
+    admin_key: SecretStr | None = Field(None, description="the key of the admin API")
+    redis_url: SecretStr | None = Field(None, description="Redis shared by the replicas")
+    redis_fail_closed: bool = False
+    keys_refresh: float = Field(5.0, gt=0, le=3600,
+                                description="seconds between reloads of the virtual keys")
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -135,6 +149,21 @@ class ServerSettings(BaseSettings):
                     "with: python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
         return tuple(key.encode() for key in found)
 
+    def admin(self) -> bytes | None:
+        """The admin key (UTF-8), or ``None`` when unset.
+
+        :raises ConfigurationError: it is shorter than :data:`MIN_KEY_LENGTH` characters.
+        """
+        raw = self.admin_key.get_secret_value().strip() if self.admin_key else ""
+        if not raw:
+            return None
+        if len(raw) < MIN_KEY_LENGTH:
+            raise ConfigurationError(
+                f"{PREFIX}ADMIN_KEY has {len(raw)} characters; it needs at least "
+                f"{MIN_KEY_LENGTH}. Make one with: python -c \"import secrets; "
+                "print(secrets.token_urlsafe(32))\"")
+        return raw.encode()
+
     @property
     def origins(self) -> tuple[str, ...]:
         """:attr:`cors_origins` as a tuple (the field also takes a comma-separated string)."""
@@ -163,7 +192,7 @@ def load_server_settings(**overrides: object) -> ServerSettings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else "settings"
-        value = "" if name == "api_keys" else f"={error.get('input')!r}"
+        value = "" if name in ("api_keys", "admin_key", "redis_url") else f"={error.get('input')!r}"
         raise ConfigurationError(
             f"invalid setting {PREFIX}{name.upper()}{value}: {error['msg']}. "
             "Fix it in the environment or in .env."

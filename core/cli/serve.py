@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_server_settings()
         keys = settings.keys() if settings.auth else ()
+        admin = settings.admin() if settings.auth else None  # it turns virtual keys on
     except ChatplugError as exc:
         _error(str(exc))
         return EXIT_FAILURE
@@ -177,10 +178,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"chatplug: WARNING: --no-auth: serving on {args.host}:{args.port} WITHOUT "
               "gateway keys; anyone who can reach it uses your providers and their keys.",
               file=sys.stderr)
-    elif not keys and not _loopback(args.host):
+    elif not keys and admin is None and not _loopback(args.host):
         _error(f"refusing to serve on {args.host} without gateway keys: anyone on the network "
                f"could spend your provider keys. Set {PREFIX}API_KEYS (comma-separated, or a "
-               "file), bind to 127.0.0.1, or pass --no-auth to do it anyway.")
+               f"file) or {PREFIX}ADMIN_KEY (virtual keys), bind to 127.0.0.1, or pass "
+               "--no-auth to do it anyway.")
         return EXIT_USAGE
     problem = _bind_check(args.host, args.port)
     if problem is not None:

@@ -84,6 +84,13 @@ class RouteState:
                 # A new failure never shortens a cooldown already running.
                 record.cooling_until = max(record.cooling_until, now + wait)
 
+    def cool(self, index: int, until: float) -> None:
+        """Entry ``index`` cools down until ``until`` (``time.monotonic()``) at least: a
+        cooldown another replica saw (the gateway shares them through Redis)."""
+        with self._lock:
+            record = self._health[index]
+            record.cooling_until = max(record.cooling_until, until)
+
     def succeeded(self, index: int, first_piece_s: float | None) -> None:
         """Entry ``index`` answered: its cooldown ends, its latency is measured."""
         with self._lock:

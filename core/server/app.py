@@ -37,11 +37,14 @@ from .record import Accountant
 from .responses import Responses, delete_response, get_response
 from .shutdown import Drain
 from .store import ResponseStore
+from .virtualkeys import VirtualKeys
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
     from ..plugins.registry import Registry
+    from .keycache import KeyCache
+    from .keyguard import KeyLimits
 
 __all__ = ["Gateway", "create_app"]
 
@@ -59,6 +62,10 @@ class Gateway:
         #: Told of every completion request (:mod:`.record`): keys and limits, the usage
         #: ledger, metrics.  Admission runs in this order.
         self.accountants: list[Accountant] = []
+        #: Virtual keys (docs/keys.md), with ``settings.auth``: the keys in memory and the
+        #: accountant counting their limits (``key_limits.degraded``: Redis unreachable).
+        self.keys: KeyCache | None = None
+        self.key_limits: KeyLimits | None = None
 
 
 def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
@@ -119,14 +126,21 @@ def create_app(registry: Registry | None = None,
     if responses is None:
         responses = ResponseStore()
 
+    # Virtual keys, their limits and the admin API (docs/keys.md).
+    virtual = VirtualKeys(gateway) if settings.auth else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         registry.runtime.transport.prepare_loop()  # no import stalls the first request
         gateway.drain.install()
+        if virtual is not None:
+            await virtual.start()
         try:
             yield
         finally:
             gateway.drain.uninstall()
+            if virtual is not None:
+                await virtual.stop()
 
     middleware = [Middleware(AccessLog),
                   Middleware(RequestGuard, allowed_hosts=settings.hosts,
@@ -141,7 +155,7 @@ def create_app(registry: Registry | None = None,
                            "anthropic-version", "anthropic-beta"],
             expose_headers=["x-request-id", "x-chatplug-provider", "x-chatplug-attempts",
                             "x-chatplug-overhead-ms", "x-chatplug-dropped"]))
-    middleware.append(Middleware(GatewayAuth, keys=keys))
+    middleware.append(Middleware(GatewayAuth, keys=keys, virtual=gateway.keys))
     completions = {"/v1/chat/completions": ChatCompletions(gateway),
                    "/v1/messages": Messages(gateway),
                    "/v1/responses": Responses(gateway, responses)}
@@ -170,6 +184,7 @@ def create_app(registry: Registry | None = None,
             *api,
             Route("/health/liveliness", liveliness, methods=["GET"]),
             Route("/health/readiness", readiness, methods=["GET"]),
+            *(virtual.routes if virtual is not None else ()),
         ],
         middleware=middleware,
         exception_handlers=handlers,
