@@ -29,6 +29,9 @@ variable                                default   meaning
 ``CHATPLUG_SERVER_MAX_HEADERS``         100       more request header lines: 431
 ``CHATPLUG_SERVER_REQUEST_TIMEOUT``     30        seconds a client has to send a whole request
                                                   (head and body); then 408 and close
+``CHATPLUG_SERVER_ADMIN_KEY``           (none)    the key of ``/metrics``, ``/ui`` (and the
+                                                  admin API); needed for them once keys are set
+``CHATPLUG_SERVER_METRICS``             true      ``false``: no ``/metrics``, no counting
 ======================================  ========  =============================================
 
 The provider settings (URLs, keys, ``CHATPLUG_TIMEOUT``...) are chatplug's own
@@ -85,6 +88,9 @@ class ServerSettings(BaseSettings):
     cors_origins: tuple[str, ...] | str = ()
     allowed_hosts: tuple[str, ...] | str = ()
     auth: bool = True
+    admin_key: SecretStr | None = Field(
+        None, description="the admin key: /metrics, /ui and the admin API")
+    metrics: bool = Field(True, description="serve /metrics and count every request")
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -163,7 +169,7 @@ def load_server_settings(**overrides: object) -> ServerSettings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else "settings"
-        value = "" if name == "api_keys" else f"={error.get('input')!r}"
+        value = "" if name in ("api_keys", "admin_key") else f"={error.get('input')!r}"
         raise ConfigurationError(
             f"invalid setting {PREFIX}{name.upper()}{value}: {error['msg']}. "
             "Fix it in the environment or in .env."

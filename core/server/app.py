@@ -29,13 +29,16 @@ from .chat import ChatCompletions
 from .errors import GatewayError, anthropic_path
 from .guard import RequestGuard
 from .health import liveliness, readiness
+from .hearing import instrument
 from .limits import InFlight
 from .messages import Messages, count_tokens
+from .metrics import metrics_endpoint
 from .models import list_models, retrieve_model
 from .record import Accountant
 from .responses import Responses, delete_response, get_response
 from .shutdown import Drain
 from .store import ResponseStore
+from .ui import ui_page
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -116,6 +119,7 @@ def create_app(registry: Registry | None = None,
     gateway = Gateway(registry, settings)
     if responses is None:
         responses = ResponseStore()
+    metrics = instrument(gateway)  # metrics and traces: accountants and observers
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,6 +129,9 @@ def create_app(registry: Registry | None = None,
             yield
         finally:
             gateway.drain.uninstall()
+            database = getattr(app.state, "ui_database", None)  # opened by /ui
+            if database is not None:
+                database.close()
 
     middleware = [Middleware(AccessLog),
                   Middleware(RequestGuard, allowed_hosts=settings.hosts,
@@ -154,6 +161,8 @@ def create_app(registry: Registry | None = None,
             Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
             Route("/health/liveliness", liveliness, methods=["GET"]),
             Route("/health/readiness", readiness, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/ui", ui_page, methods=["GET"]),
         ],
         middleware=middleware,
         exception_handlers=handlers,
@@ -161,4 +170,5 @@ def create_app(registry: Registry | None = None,
     )
     app.state.gateway = gateway
     app.state.responses = responses
+    app.state.metrics = metrics
     return app

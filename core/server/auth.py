@@ -21,10 +21,12 @@ from .errors import GatewayError, anthropic_path
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["AUTHORIZED", "OPEN_PATHS", "GatewayAuth", "authorized"]
+__all__ = ["ADMIN_PATHS", "AUTHORIZED", "OPEN_PATHS", "GatewayAuth", "authorized"]
 
 #: Answered without a key: a load balancer's health checks.
 OPEN_PATHS = frozenset({"/health/liveliness", "/health/readiness"})
+#: Checked by their own handlers against the admin key (:mod:`.admin_only`), not here.
+ADMIN_PATHS = frozenset({"/metrics", "/ui"})
 #: The scope entry saying whether a request to an open path carried a valid key.
 AUTHORIZED = "chatplug.authorized"
 
@@ -59,7 +61,7 @@ class GatewayAuth:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys:
+        if scope["type"] == "http" and self.keys and scope["path"] not in ADMIN_PATHS:
             token = _bearer(scope)
             matched = False
             if token is not None:
