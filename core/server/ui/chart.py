@@ -64,7 +64,7 @@ def days_chart(first_day: int, days: int,
                      f'width="{width:.1f}" height="{high_in:.1f}" fill="{INPUT_COLOR}"/>'
                      f'<rect class="output" x="{x:.1f}" y="{base - high_in - high_out:.1f}" '
                      f'width="{width:.1f}" height="{high_out:.1f}" fill="{OUTPUT_COLOR}"/>')
-        if index % 2 == days % 2 or days <= 8:
+        if (days - 1 - index) % 2 == 0 or days <= 8:  # the last day always
             parts.append(f'<text x="{x + width / 2:.1f}" y="{_HEIGHT - 8}" '
                          f'text-anchor="middle" class="axis">{label[5:]}</text>')
         parts.append("</g>")
@@ -76,7 +76,7 @@ def bars(rows: Sequence[tuple[str, int, int]]) -> str:
     """One horizontal bar per ``(label, input tokens, output tokens)``, stacked."""
     if not rows:
         return '<p class="empty">No usage in this period.</p>'
-    line, label_width, width = 22, 260, 460
+    line, label_width, width = 22, 300, 440
     peak = max([tokens_in + tokens_out for _, tokens_in, tokens_out in rows] + [1])
     height = line * len(rows) + 4
     parts = [f'<svg class="chart" id="models-chart" viewBox="0 0 {label_width + width + 90} '
@@ -91,7 +91,7 @@ def bars(rows: Sequence[tuple[str, int, int]]) -> str:
                      f'data-output="{tokens_out}"><title>{safe}: {tokens_in:,} input, '
                      f'{tokens_out:,} output tokens</title>'
                      f'<text x="{label_width - 8}" y="{y + 14}" text-anchor="end" '
-                     f'class="label">{escape(label if len(label) <= 40 else label[:39] + "…")}'
+                     f'class="label">{escape(label if len(label) <= 36 else label[:35] + "…")}'
                      '</text>'
                      f'<rect x="{label_width}" y="{y}" width="{wide_in:.1f}" height="16" '
                      f'fill="{INPUT_COLOR}"/>'

@@ -24,7 +24,7 @@ header{background:#1f2a3c;color:#fff;padding:14px 28px}header h1{margin:0;font-s
 header p{margin:2px 0 0;color:#b9c3d3;font-size:13px}
 main{padding:18px 28px;max-width:1100px}
 section{background:#fff;border:1px solid #e2e5ea;border-radius:8px;padding:14px 18px;
-margin-bottom:18px}
+margin-bottom:18px;overflow-x:auto}
 h2{font-size:15px;margin:0 0 10px}
 .figures{display:flex;gap:28px;margin-bottom:6px}.figure b{display:block;font-size:20px}
 .figure span{color:#666;font-size:12px}
@@ -36,7 +36,7 @@ font-variant-numeric:tabular-nums}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;
 border-radius:2px}.empty{color:#777}
 .state-active{color:#1a7f37}.state-revoked,.state-expired{color:#b42318}
-code{font-size:12px}
+code{font-size:12px}td.t{white-space:nowrap}
 """
 
 
@@ -136,7 +136,8 @@ def render(overview: Overview, now: float) -> str:
         + "</tr>"
         for key_id, provider, model, n, t_in, t_out, c in overview.by_key_model]
     error_rows = [
-        "<tr>" + _cell(_when(ts)) + _cell(names.get(str(key_id), key_id)) + _cell(endpoint)
+        f'<tr><td class="t">{escape(_when(ts))}</td>' + _cell(names.get(str(key_id), key_id))
+        + _cell(endpoint)
         + _cell(requested) + _cell(f"{provider or ''}/{model or ''}".strip("/"))
         + _cell(int(status), True) + f"<td><code>{escape(str(error_type))}</code></td>"
         + f"<td><code>{escape(str(request_id or ''))}</code></td></tr>"
