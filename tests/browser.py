@@ -51,7 +51,8 @@ def dump_dom(url: str) -> str:
 def screenshot(url: str, path: Path, width: int, height: int) -> None:
     """A PNG of ``url`` in a ``width`` × ``height`` window."""
     _run(f"--screenshot={path}", f"--window-size={width},{height}", url)
-    assert path.is_file() and path.stat().st_size > 0
+    assert path.is_file()
+    assert path.stat().st_size > 0
 
 
 def read_png(path: Path) -> tuple[int, int, list[tuple[int, int, int]]]:
@@ -69,7 +70,7 @@ def read_png(path: Path) -> tuple[int, int, list[tuple[int, int, int]]]:
             idat += body
         at += 12 + length
     width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
+    assert (depth, color in (2, 6), interlace) == (8, True, 0), (depth, color, interlace)
     channels = 3 if color == 2 else 4
     stride = width * channels
     raw = zlib.decompress(idat)

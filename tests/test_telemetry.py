@@ -80,7 +80,8 @@ def test_the_observer_traces_a_call_with_the_genai_attributes(
     assert attributes["gen_ai.usage.cache_read.input_tokens"] == 4
     assert tuple(attributes["gen_ai.response.finish_reasons"]) == ("length",)
     assert span.status.status_code == StatusCode.UNSET
-    assert span.end_time is not None and span.start_time is not None
+    assert span.end_time is not None
+    assert span.start_time is not None
     assert span.end_time >= span.start_time
     assert "Hi" not in json.dumps({k: str(v) for k, v in attributes.items()})
 
@@ -136,7 +137,8 @@ def test_a_gateway_request_is_a_server_span_with_its_attempts_under_it(
     got = finished(spans, 5)
     servers = [span for span in got if span.kind == SpanKind.SERVER]
     clients = [span for span in got if span.kind == SpanKind.CLIENT]
-    assert len(servers) == 2 and len(clients) == 3
+    assert len(servers) == 2
+    assert len(clients) == 3
     served, failed = sorted(servers, key=lambda span: span.start_time or 0)
     assert served.name == "chat pair"
     attributes = dict(served.attributes or {})

@@ -19,7 +19,7 @@ _WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 760, 240, 64, 28, 12
 
 def day_label(day: int) -> str:
     """``2026-12-07`` for a day number since the epoch."""
-    return datetime.datetime.fromtimestamp(day * 86400, datetime.UTC).strftime("%Y-%m-%d")
+    return datetime.datetime.fromtimestamp(day * 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
 def _count(value: float) -> str:

@@ -43,7 +43,7 @@ code{font-size:12px}td.t{white-space:nowrap}
 def _when(seconds: Any) -> str:
     if seconds is None:
         return ""
-    moment = datetime.datetime.fromtimestamp(float(seconds), datetime.UTC)
+    moment = datetime.datetime.fromtimestamp(float(seconds), datetime.timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
