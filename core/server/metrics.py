@@ -9,8 +9,8 @@ mix their counts.
 Labels stay bounded whatever clients send: requests are labelled by the provider and
 model they resolved to (never the raw ``model`` string of a request that resolved to
 nothing: that is ``none``), and past :data:`MAX_MODELS` distinct provider/model pairs the
-model is ``other``.  Each label set's children are looked up once and kept, so counting
-a request builds no label dictionary.
+model is ``other``.  Counting a request adds to plain numbers kept per label set (no
+lock, no label dictionary); the families are made when scraped.
 
 Read at scrape time, when the gateway has them: the usage ledger's dropped rows
 (``gateway.ledger.stats``) and whether the limiter has fallen back from Redis to
@@ -19,11 +19,12 @@ per-process limits (``gateway.limiter``).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -42,54 +43,41 @@ MAX_MODELS = 200
 #: Seconds: from a cache hit to a long reasoning reply.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
             120.0, 300.0)
-_SERIES = ("endpoint", "provider", "model")
+_SERIES = ["endpoint", "provider", "model"]
+_KINDS = ("input", "output", "cached", "reasoning")
 
 
 class _Series:
-    """The children of one endpoint/provider/model: looked up once, then only counted."""
+    """What one endpoint/provider/model counted: plain numbers, added to on the event loop
+    (no lock, no label lookup) and turned into metric families when scraped."""
 
-    __slots__ = ("duration", "first_piece", "metrics", "statuses", "tokens", "values")
+    __slots__ = ("duration", "first_piece", "statuses", "tokens", "values")
 
-    def __init__(self, metrics: Metrics, values: tuple[str, str, str]) -> None:
-        self.metrics = metrics
+    def __init__(self, values: tuple[str, str, str]) -> None:
         self.values = values
-        self.duration = metrics.duration.labels(*values)
-        self.first_piece = metrics.first_piece.labels(*values)
-        provider, model = values[1], values[2]
-        self.tokens = tuple(metrics.tokens.labels(provider, model, kind)
-                            for kind in ("input", "output", "cached", "reasoning"))
-        self.statuses: dict[int, Any] = {}
+        self.statuses: dict[int, int] = {}
+        #: Per histogram: the count in each bucket (the last: beyond), then the sum.
+        self.duration = [0] * (len(_BUCKETS) + 1) + [0.0]
+        self.first_piece = [0] * (len(_BUCKETS) + 1) + [0.0]
+        self.tokens = [0, 0, 0, 0]
 
-    def status(self, status: int) -> Any:
-        child = self.statuses.get(status)
-        if child is None:
-            child = self.statuses[status] = self.metrics.requests.labels(*self.values,
-                                                                         str(status))
-        return child
+
+def _observe(histogram: list[Any], seconds: float) -> None:
+    histogram[bisect_left(_BUCKETS, seconds)] += 1
+    histogram[-1] += seconds
 
 
 class Metrics:
     """The gateway's metrics, in their own :attr:`registry`; an accountant and a sink of
-    the observer hooks (:func:`.hearing.listen`)."""
+    the observer hooks (:func:`.hearing.listen`).
+
+    Requests are counted on the event loop into plain numbers and scraped on it too
+    (``/metrics`` runs there), so counting one costs a few additions; the rare events the
+    observer thread reports (retries, errors) use prometheus_client's counters."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.registry = registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "chatplug_requests", "Completion requests, by endpoint, the provider and model "
-            "that served (or were asked), and HTTP status (499: the client went away).",
-            [*_SERIES, "status"], registry=registry)
-        self.duration = Histogram(
-            "chatplug_request_duration_seconds", "Seconds from a request's arrival to "
-            "the end of its reply.", _SERIES, buckets=_BUCKETS, registry=registry)
-        self.first_piece = Histogram(
-            "chatplug_time_to_first_piece_seconds", "Seconds from a request's arrival to "
-            "the first piece of its reply (a whole reply: to the reply).", _SERIES,
-            buckets=_BUCKETS, registry=registry)
-        self.tokens = Counter(
-            "chatplug_tokens", "Tokens of served replies by kind: input (cached ones "
-            "included), output (reasoning included), cached, reasoning.",
-            ["provider", "model", "kind"], registry=registry)
         self.upstream_errors = Counter(
             "chatplug_upstream_errors", "Failed upstream attempts by provider and error "
             "type (retried ones included).", ["provider", "type"], registry=registry)
@@ -103,8 +91,11 @@ class Metrics:
         inflight = Gauge("chatplug_requests_in_flight",
                          "Completion requests in flight in this worker.", registry=registry)
         inflight.set_function(lambda: gateway.inflight.count)
+        registry.register(_Requests(self))
         registry.register(_Borrowed(gateway))
         self._series: dict[tuple[str | None, str | None, str | None], _Series] = {}
+        #: One series per label values, whatever raw keys led to it.
+        self._by_values: dict[tuple[str, str, str], _Series] = {}
         self._models: set[tuple[str, str]] = set()
 
     # -- the accountant ------------------------------------------------------------------
@@ -114,22 +105,22 @@ class Metrics:
 
     def settled(self, record: RequestRecord) -> None:
         """Count the request."""
-        key = (record.endpoint, record.provider, record.model)
-        series = self._series.get(key)
+        series = self._series.get((record.endpoint, record.provider, record.model))
         if series is None:
-            series = self._new_series(key)
-        series.status(record.status).inc()
+            series = self._new_series((record.endpoint, record.provider, record.model))
+        statuses = series.statuses
+        statuses[record.status] = statuses.get(record.status, 0) + 1
         if record.duration is not None:
-            series.duration.observe(record.duration)
+            _observe(series.duration, record.duration)
         if record.first_piece is not None:
-            series.first_piece.observe(record.first_piece)
+            _observe(series.first_piece, record.first_piece)
         usage = record.usage
         if usage is not None:
-            for child, count in zip(series.tokens, (
-                    usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
-                    usage.reasoning_tokens), strict=True):
-                if count:
-                    child.inc(count)
+            tokens = series.tokens
+            tokens[0] += usage.prompt_tokens or 0
+            tokens[1] += usage.completion_tokens or 0
+            tokens[2] += usage.cached_tokens or 0
+            tokens[3] += usage.reasoning_tokens or 0
 
     def _new_series(self, key: tuple[str | None, str | None, str | None]) -> _Series:
         endpoint, provider, model = key
@@ -139,10 +130,17 @@ class Metrics:
                 pair = (pair[0], "other")
             else:
                 self._models.add(pair)
-        series = _Series(self, (endpoint or "none", *pair))
+        values = (endpoint or "none", *pair)
+        series = self._by_values.get(values)
+        if series is None:
+            series = self._by_values[values] = _Series(values)
         if len(self._series) < 4 * MAX_MODELS:  # the raw keys are the client's: bounded too
             self._series[key] = series
         return series
+
+    def series(self) -> list[_Series]:
+        """Every series counted so far."""
+        return list(self._by_values.values())
 
     # -- the observer hooks (on the observers' thread) --------------------------------
 
@@ -159,6 +157,53 @@ class Metrics:
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class _Requests:
+    """The requests' metric families, from the series :class:`Metrics` counted."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []  # the families are made at each scrape
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily(
+            "chatplug_requests", "Completion requests, by endpoint, the provider and model "
+            "that served (or were asked), and HTTP status (499: the client went away).",
+            labels=[*_SERIES, "status"])
+        duration = HistogramMetricFamily(
+            "chatplug_request_duration_seconds", "Seconds from a request's arrival to "
+            "the end of its reply.", labels=_SERIES)
+        first_piece = HistogramMetricFamily(
+            "chatplug_time_to_first_piece_seconds", "Seconds from a request's arrival to "
+            "the first piece of its reply (a whole reply: to the reply).", labels=_SERIES)
+        tokens = CounterMetricFamily(
+            "chatplug_tokens", "Tokens of served replies by kind: input (cached ones "
+            "included), output (reasoning included), cached, reasoning.",
+            labels=["provider", "model", "kind"])
+        for series in self.metrics.series():
+            values = list(series.values)
+            for status, count in sorted(series.statuses.items()):
+                requests.add_metric([*values, str(status)], count)
+            for family, histogram in ((duration, series.duration),
+                                      (first_piece, series.first_piece)):
+                if sum(histogram[:-1]):
+                    family.add_metric(values, _cumulative(histogram), histogram[-1])
+            for kind, count in zip(_KINDS, series.tokens, strict=True):
+                if count or series.statuses.get(200):
+                    tokens.add_metric([*values[1:], kind], count)
+        yield from (requests, duration, first_piece, tokens)
+
+
+def _cumulative(histogram: list[Any]) -> list[tuple[str, float]]:
+    """Prometheus' buckets (``le``, cumulative count) of a series' histogram."""
+    buckets, total = [], 0
+    for bound, count in zip([*map(str, _BUCKETS), "+Inf"], histogram[:-1], strict=True):
+        total += count
+        buckets.append((bound, total))
+    return buckets
 
 
 class _Borrowed:
