@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -221,3 +223,24 @@ def test_chatplug_serve_traces_with_the_sdks_environment_variables(
     assert server["attributes"]["gen_ai.provider.name"] == "GravityEngine"
     assert attempt["parent_id"] == server["context"]["span_id"]
     assert attempt["context"]["trace_id"] == server["context"]["trace_id"]
+
+
+def test_an_exporter_that_is_not_installed_stops_chatplug_serve_naming_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATPLUG_"))}
+    env.update(OTEL_TRACES_EXPORTER="no-such-exporter", CHATPLUG_PLUGINS="")
+    done = subprocess.run([str(BIN / "chatplug"), "serve", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1
+    assert "OTEL_TRACES_EXPORTER names no-such-exporter, not installed (installed: " \
+        "console)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_docs_observer_example_runs(upstream: ScriptedServer) -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "observability.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "docs/observability.md", "exec"), namespace)
+    registry = namespace["registry"]
+    assert "otel" in [observer.name for observer in registry.observers()]
+    registry.close()
