@@ -24,6 +24,7 @@ from chatplug.server.ui.chart import INPUT_COLOR, OUTPUT_COLOR, day_label
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 from tests.browser import dump_dom, read_png, screenshot
+from tests.dbservers import PostgresServer
 from tests.gatewayserver import GatewayServer
 
 ADMIN = "admin-key-for-tests-only-0123456789"
@@ -57,11 +58,8 @@ def _usage(database: Any, number: int, ts: float, key_id: str | None, provider: 
          f"req-{number}"))
 
 
-@pytest.fixture
-def seeded(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A gateway database with two keys and a week of usage, and the days it used."""
-    url = f"sqlite:///{tmp_path / 'gateway.db'}"
-    database = open_database(url)
+def seed(database: Any) -> int:
+    """Two keys and a week of usage; today's day number."""
     now = time.time()
     today = int(now // 86400)
     start = today * 86400.0
@@ -82,6 +80,14 @@ def seeded(tmp_path: Path) -> Iterator[dict[str, Any]]:
            None, None, status=429, error_type="rate_limit_exceeded")
     _usage(database, 101, start - 2 * 86400, "vk_evil", "Anthropic", "claude-x", None, None,
            status=502, error_type='<script>alert("x")</script>')
+    return today
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A seeded SQLite gateway database, and today's day number."""
+    database = open_database(f"sqlite:///{tmp_path / 'gateway.db'}")
+    today = seed(database)
     yield {"today": today, "database": database}
     database.close()
 
@@ -168,3 +174,26 @@ def test_the_chart_in_a_screenshot_shows_the_seeded_usage(
     if UPDATE_DOCS:
         DOCS_IMAGE.parent.mkdir(exist_ok=True)
         shutil.copyfile(path, DOCS_IMAGE)
+
+
+def test_the_page_reads_postgresql_too(postgres: PostgresServer) -> None:
+    database = open_database(postgres.database())
+    try:
+        today = seed(database)
+        with ScriptedServer(lifetime=60) as upstream:
+            registry = registry_for(upstream)
+            app = create_app(registry, ServerSettings(admin_key=ADMIN))
+            app.state.gateway.database = database
+            with GatewayServer(app, lifetime=60) as gateway:
+                page = requests.get(f"{gateway.url}/ui", auth=("admin", ADMIN), timeout=10)
+            registry.close()
+    finally:
+        database.close()
+    assert page.status_code == 200
+    html = page.text
+    assert (f'data-day="{day_label(today)}" data-requests="4" data-input="3000" '
+            'data-output="1500"') in html
+    assert (f'data-day="{day_label(today - 1)}" data-requests="2" data-input="4000" '
+            'data-output="2000"') in html
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    assert "150,000 tokens per week" in html
