@@ -161,6 +161,9 @@ def test_a_gateway_request_is_a_server_span_with_its_attempts_under_it(
     assert all(span.context.trace_id == served.context.trace_id for span in under_served)
     assert under_served[0].status.status_code == StatusCode.ERROR
     assert dict(under_served[0].attributes or {})["chatplug.route"] == "pair"
+    # The calls took the gateway's request id: observers hear the id the access log shows.
+    assert {dict(span.attributes or {})["chatplug.request_id"] for span in under_served} \
+        == {"req-trace-1"}
     assert failed.status.status_code == StatusCode.ERROR
     assert dict(failed.attributes or {})["error.type"] == "upstream_http_error"
     assert dict(failed.attributes or {})["http.response.status_code"] >= 500
