@@ -20,6 +20,7 @@ from .calls.params import Parameter, Range
 from .calls.provider import Provider
 from .calls.stream import Stream
 from .errors import (
+    AmbiguousModelError,
     AuthenticationError,
     ChatplugError,
     ConfigurationError,
@@ -62,6 +63,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AmbiguousModelError",
     "AsyncStream",
     "AuthenticationError",
     "ChatplugError",

@@ -21,12 +21,16 @@ naming the file (and the line, for bad TOML).  One format, read with ``tomllib``
     cached = 0.075
 
 Environment variables win over the file (``CHATPLUG_MODELS``, ``CHATPLUG_DEFAULT_MODEL``);
-that merge is the settings' job, not this module's.
+that merge is the model catalog's job (:mod:`chatplug.plugins.catalog`), not this module's.
+:func:`store_default_model` rewrites the one ``default_model`` line (``chatplug models
+default NAME``), leaving the rest of the file, comments included, as it was.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
-from .paths import config_dir
+from .filelock import locked
+from .paths import config_dir, private_dir
 
 __all__ = ["CONFIG_FILE", "CONFIG_VARIABLE", "ConfigFile", "Price", "config_path",
-           "load_config", "parse_models", "parse_prices"]
+           "load_config", "parse_models", "parse_prices", "store_default_model", "use_config"]
 
 #: The variable naming the config file (``--config PATH`` sets it for worker processes).
 CONFIG_VARIABLE = "CHATPLUG_CONFIG"
@@ -93,7 +98,7 @@ def _toml() -> Any:
         import tomllib
 
         return tomllib
-    import tomli  # the dependency declared for Python 3.10 only
+    import tomli  # type: ignore[import-not-found,unused-ignore]  # declared for 3.10 only
 
     return tomli
 
@@ -198,3 +203,65 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
         prices=parse_prices(data.get("prices", {}), where=_where(where, "[prices]")),
         data=data,
     )
+
+
+def use_config(path: str | os.PathLike[str]) -> ConfigFile:
+    """``--config PATH``: read and check the file, then name it in ``$CHATPLUG_CONFIG``
+    so that this process and every worker process it starts read the same file.
+
+    :raises ConfigurationError: as :func:`load_config` (a missing file included).
+    """
+    config = load_config(path)
+    os.environ[CONFIG_VARIABLE] = str(config.path)
+    return config
+
+
+#: A top-level ``default_model = ...`` line (with what follows it on the line).
+_DEFAULT_LINE = re.compile(r"^\s*default_model\s*=.*$")
+_TABLE_LINE = re.compile(r"^\s*\[")
+
+
+def store_default_model(name: str | None, path: str | os.PathLike[str] | None = None) -> Path:
+    """Set (``None``: remove) ``default_model`` in the config file, under its lock
+    (:func:`chatplug.filelock.locked`), by rewriting that one line: the rest of the file,
+    comments included, stays as it was.  The file is created if missing, and replaced
+    by a rename (a reader never sees half of it).  Returns its path.
+
+    :raises ConfigurationError: the file (before or after) is not a valid config file,
+        or ``name`` is empty.
+    :raises StorageError: the lock is held elsewhere, or the file cannot be written.
+    """
+    from .errors import StorageError
+
+    if name is not None and not name.strip():
+        raise ConfigurationError("the default model must be a non-empty model name.")
+    where = config_path(path)
+    private_dir(where.parent)
+    with locked(where):
+        if where.exists():
+            load_config(where)  # never rewrite a file it cannot read
+        text = where.read_text(encoding="utf-8") if where.exists() else ""
+        lines = text.splitlines(keepends=True)
+        first_table = next((i for i, line in enumerate(lines) if _TABLE_LINE.match(line)),
+                           len(lines))
+        found = next((i for i in range(first_table) if _DEFAULT_LINE.match(lines[i])), None)
+        # A JSON string is a TOML basic string (the same escapes).
+        new = [] if name is None else [f"default_model = {json.dumps(name.strip())}\n"]
+        if found is not None:
+            lines[found:found + 1] = new
+        else:
+            lines[first_table:first_table] = new + (["\n"] if first_table < len(lines) else [])
+        updated = "".join(lines)
+        try:
+            _toml().loads(updated)
+        except _toml().TOMLDecodeError as exc:  # a multi-line value it could not see
+            raise ConfigurationError(f"could not set default_model in {where} without "
+                                     f"breaking it ({exc}); edit it by hand.") from None
+        temporary = where.with_name(f".{where.name}.tmp")
+        try:
+            temporary.write_text(updated, encoding="utf-8")
+            os.replace(temporary, where)
+        except OSError as exc:
+            raise StorageError(f"cannot write the config file {where}: "
+                               f"{exc.strerror or exc}.") from None
+    return where

@@ -143,6 +143,16 @@ class Settings(BaseSettings):
     routes: str | None = Field(
         None, description='named routes as JSON: {"fast": ["GravityEngine", "OpenAI/gpt-4o-mini"]}'
     )
+    models: str | None = Field(
+        None, description='model aliases as JSON: {"fast": "OpenAI/gpt-4o-mini", "smart": '
+        '["OpenAI/gpt-4.1", "GravityEngine"]} (a list is a route); wins over chatplug.toml'
+    )
+    default_model: str | None = Field(
+        None, description="the model used when none is named; wins over chatplug.toml"
+    )
+    models_ttl: float = Field(
+        300.0, ge=0, le=86400, description="seconds the model lists of servers are cached"
+    )
     provider_urls: dict[str, str] = Field(default_factory=dict)
     provider_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
     #: check_destination's verdict per provider slug ("" when the call may go).
@@ -307,6 +317,9 @@ _ENV_FOR_FIELD = {
     "native_async": "CHATPLUG_NATIVE_ASYNC",
     "ca_bundle": "CHATPLUG_CA_BUNDLE",
     "routes": "CHATPLUG_ROUTES",
+    "models": "CHATPLUG_MODELS",
+    "default_model": "CHATPLUG_DEFAULT_MODEL",
+    "models_ttl": "CHATPLUG_MODELS_TTL",
     "plugins": "CHATPLUG_PLUGINS",
     "disabled_providers": "CHATPLUG_DISABLED_PROVIDERS",
 }

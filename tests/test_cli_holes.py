@@ -295,7 +295,8 @@ def test_chat_without_p_goes_to_the_provider_with_a_key_and_says_where(
         assert term.wait() == 0, term.text
     assert (f"chatplug: sending to OpenAI at {host} (choose another provider with -p)\n"
             "You said: hi\n") in term.text
-    [request] = chatplug_server.requests
+    # -m gpt-4o-mini asked OpenAI's server (the one configured) for its models first.
+    [request] = [r for r in chatplug_server.requests if r.method == "POST"]
     assert request.path == "/v1/chat/completions"  # OpenAI's route, not GravityEngine's
     # In a pipe the same choice, and stderr keeps to failures.
     piped = run_cli("chat", "-m", "gpt-4o-mini", "hi", env=env)

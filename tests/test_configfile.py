@@ -71,3 +71,52 @@ def test_a_malformed_file_is_an_error_naming_the_file(home: Path, text: str, say
 def test_a_named_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_storing_the_default_model_rewrites_only_its_line(home: Path) -> None:
+    from chatplug.configfile import store_default_model
+
+    path = home / "chatplug.toml"
+    path.write_text("# the team's file\n[models]\nfast = \"OpenAI/gpt-4o-mini\"  # cheap\n"
+                    "[prices.\"OpenAI/gpt-4o-mini\"]\ninput = 0.15\noutput = 0.6\n",
+                    encoding="utf-8")
+    before = path.read_text(encoding="utf-8")
+    assert store_default_model("fast") == path
+    assert load_config().default_model == "fast"
+    store_default_model("OpenAI/gpt-4.1")
+    text = path.read_text(encoding="utf-8")
+    assert text.count("default_model") == 1
+    assert text.replace('default_model = "OpenAI/gpt-4.1"\n\n', "") == before  # all kept
+    assert load_config().prices  # the other sections still parse
+    store_default_model(None)
+    assert load_config().default_model is None
+    assert "# cheap" in path.read_text(encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="non-empty"):
+        store_default_model("  ")
+
+
+def test_storing_creates_the_file_and_never_rewrites_a_broken_one(home: Path) -> None:
+    from chatplug.configfile import store_default_model
+
+    store_default_model('a "quoted" name')
+    assert load_config().default_model == 'a "quoted" name'
+    path = home / "chatplug.toml"
+    path.write_text("[models\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        store_default_model("fast")
+    assert path.read_text(encoding="utf-8") == "[models\n"
+
+
+def test_use_config_names_the_file_for_worker_processes(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from chatplug.configfile import use_config
+
+    monkeypatch.setenv("CHATPLUG_CONFIG", "")  # what use_config sets is undone after the test
+    team = tmp_path / "team.toml"
+    team.write_text('default_model = "fast"\n', encoding="utf-8")
+    assert use_config(team).default_model == "fast"
+    assert os.environ["CHATPLUG_CONFIG"] == str(team)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        use_config(tmp_path / "missing.toml")

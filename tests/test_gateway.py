@@ -267,14 +267,14 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
     models = {model.id: model.owned_by for model in client.models.list()}
     assert models["GravityEngine"] == "GravityEngine"
     assert models["GravityEngine/gpt-3.5-turbo-16k"] == "GravityEngine"
-    assert models["OpenAI"] == "OpenAI"
+    assert "OpenAI" not in models  # it declares no default model: the bare name would fail
+    assert models["OpenAI/gpt-3.5-turbo-16k"] == "OpenAI"  # what its server lists
     assert models["Tools/tool-model"] == "Tools"
     assert client.models.retrieve("GravityEngine/gpt-3.5-turbo-0613").owned_by == \
         "GravityEngine"
-    # OpenAI lists no models: it takes any name, slashes included.
-    assert client.models.retrieve("OpenAI/meta-llama/Llama-3").id == "OpenAI/meta-llama/Llama-3"
-    with pytest.raises(openai.NotFoundError):
-        client.models.retrieve("GravityEngine/gpt-9")
+    for unknown in ("GravityEngine/gpt-9", "OpenAI/meta-llama/Llama-3", "OpenAI"):
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve(unknown)
 
 
 def test_gateway_keys(upstream: ScriptedServer) -> None:

@@ -92,8 +92,8 @@ def test_installed_example_package_is_discovered_and_works(
 
 def test_unknown_name_suggests_the_closest_and_lists_the_installed() -> None:
     with pytest.raises(ProviderNotFoundError,
-                       match=r"no provider named 'GravityEngin'\. Did you mean 'GravityEngine'"
-                             r".*Installed: .*OpenAI"):
+                       match=r"no provider, route, alias or model named 'GravityEngin'\. "
+                             r"Did you mean 'GravityEngine'.*Installed providers: .*OpenAI"):
         registry.get("GravityEngin")
 
 

@@ -68,7 +68,8 @@ class Resolver:
     """What a body's ``model`` names: ``(target, model)``, with the defaults of ``-p``/``-m``.
 
     - ``"Provider/model"``, ``"Provider"`` or a route name: resolved by the registry;
-    - absent: ``provider`` (itself any of those) with ``model`` as its model;
+    - absent: ``provider`` (itself any of those) with ``model`` as its model; without
+      ``provider``, ``model`` as the registry resolves it, else the default model;
     - a bare model name such as ``gpt-4o-mini`` (as OpenAI's own batch files
       have) that names no provider: a model of ``provider``, when one is given.
 
@@ -110,9 +111,13 @@ class Resolver:
             if self.model is not None:
                 target, model = self.registry.resolve(self.model)
                 return target, model
+            if getattr(self.registry, "default_model", None) is not None:
+                target, model = self.registry.resolve(None)
+                return target, model
             raise InvalidRequestError(
                 "body.model is missing: name a provider, a route or Provider/model in it, "
-                "or give a default with -p/--provider (run_batch(provider=...))."
+                "or give a default with -p/--provider (run_batch(provider=...)) or a default "
+                "model (CHATPLUG_DEFAULT_MODEL, or default_model in chatplug.toml)."
             )
         try:
             target, model = self.registry.resolve(name)

@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="provider, route or Provider/model for lines without body.model; "
                              "a body.model that names no provider is a model of it")
     parser.add_argument("-m", "--model", metavar="MODEL",
-                        help="model for lines without body.model")
+                        help="model for lines without body.model: gpt-4o-mini, "
+                             "Provider/model or an alias (default: the default model)")
     parser.add_argument("--concurrency", type=_concurrency, default=8, metavar="N",
                         help="requests in flight at once (default 8)")
     parser.add_argument("--qps", type=_qps, default=None, metavar="X",
@@ -77,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="send again the requests OUTPUT has error lines for, and "
                              "replace those lines")
     parser.add_argument("--quiet", action="store_true", help="no progress (the summary stays)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="the config file (model aliases, default model; default "
+                             "CHATPLUG_CONFIG, else chatplug.toml in chatplug's config "
+                             "directory)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
 
     err = sys.stderr
     try:
+        if args.config is not None:
+            from ..configfile import use_config
+
+            use_config(args.config)  # worker processes read the same file
         summary = run_batch(
             args.input, args.output, concurrency=args.concurrency, qps=args.qps,
             progress=not args.quiet, provider=args.provider, model=args.model,

@@ -22,7 +22,7 @@ from .terminal import RetryAnnouncer, is_terminal
 if TYPE_CHECKING:
     from ..plugins.registry import Registry
 
-__all__ = ["DEFAULT_PROVIDER", "add_arguments", "default_provider", "run"]
+__all__ = ["DEFAULT_PROVIDER", "add_arguments", "default_provider", "default_target", "run"]
 
 DEFAULT_PROVIDER = "GravityEngine"
 #: The provider ``chat`` prefers among those with a key, when GravityEngine is not chosen.
@@ -49,7 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"when its URL is set or no other provider has a key, else "
                              f"the one with a key, {KEYED_DEFAULT} first); repeated: an "
                              "ad-hoc route, tried in order")
-    parser.add_argument("-m", "--model", help="model name (default: the provider's first)")
+    parser.add_argument("-m", "--model",
+                        help="model name: gpt-4o-mini, Provider/model or an alias; without "
+                             "-p it finds its provider (default: the default model, else "
+                             "the provider's first)")
     parser.add_argument("-s", "--system", help="a system message sent before the prompt")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a provider parameter, converted to its declared type (repeatable)")
@@ -109,10 +112,33 @@ def resolve_target(registry: Registry, names: list[str], model: str | None
     return target, model, str(getattr(target, "name", "+".join(names)))
 
 
+def default_target(registry: Registry, model: str | None) -> tuple[Any, str | None]:
+    """What answers ``chat`` without ``-p``: ``-m``'s name as the registry resolves it
+    (``gpt-4o-mini``, an alias...; a name it does not know is a model of
+    :func:`default_provider`), else the default model when one is configured, else
+    :func:`default_provider`'s default model.
+
+    :raises AmbiguousModelError: ``-m`` names a model several providers serve.
+    :raises ConfigurationError: the aliases or chatplug.toml are malformed.
+    """
+    from ..errors import AmbiguousModelError, ProviderNotFoundError
+
+    if model is not None:
+        try:
+            return registry.resolve(model)
+        except AmbiguousModelError:
+            raise
+        except ProviderNotFoundError:
+            return registry.resolve(default_provider(registry))[0], model
+    if registry.default_model is not None:
+        return registry.resolve(None)
+    return registry.resolve(default_provider(registry))
+
+
 def default_provider(registry: Registry) -> str:
     """Who answers ``chat`` without ``-p``: GravityEngine (a public service) only when its
     URL is configured or no other provider has a key; else the provider that has one,
-    OpenAI first.  (Until a default model can be configured.)"""
+    OpenAI first.  A configured default model comes first (:func:`default_target`)."""
     if os.environ.get(env_name(DEFAULT_PROVIDER, "URL"), "").strip():
         return DEFAULT_PROVIDER  # the environment wins: no need to read the settings
     providers = {provider.name: provider for provider in registry.providers()}
@@ -181,12 +207,14 @@ def run(args: argparse.Namespace) -> int:
             conversation.system = args.system
     else:
         conversation = Conversation.new(args.system)
-    names = args.provider
-    model = args.model
-    if not names:
-        names = [conversation.provider or default_provider(registry)]
-        model = model or conversation.model  # going on with whoever answered last
-    target, model, route = resolve_target(registry, names, model)
+    if args.provider:
+        target, model, route = resolve_target(registry, args.provider, args.model)
+    elif conversation.provider:  # going on with whoever answered last
+        target, model, route = resolve_target(registry, [conversation.provider],
+                                              args.model or conversation.model)
+    else:
+        target, model = default_target(registry, args.model)
+        route = None
     if route is not None:
         _say_route_skips()
     session = Session(target, conversation, logbook, model=model,

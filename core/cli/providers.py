@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.name is not None:
         from ..routes import Route
 
-        target = registry.get(args.name)
+        target, _ = registry.resolve(args.name)  # a model's name shows its provider
         if isinstance(target, Route):
             if args.json:
                 print_json(target.as_dict(), out)
@@ -63,7 +63,7 @@ def providers_of(registry: Registry, name: str | None) -> list[Provider]:
         return registry.providers()
     from ..routes import Route
 
-    target = registry.get(name)
+    target, _ = registry.resolve(name)  # a model's name stands for its provider
     if isinstance(target, Route):
         return list(dict.fromkeys(target.providers))
     return [target]

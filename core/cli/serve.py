@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-connections", type=_positive, default=None, metavar="N",
                         help="open client connections per worker; beyond it 503 (default "
                              f"1000, or {PREFIX}MAX_CONNECTIONS)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="the config file (model aliases, default model; default "
+                             f"{PREFIX}CONFIG, else chatplug.toml in chatplug's config "
+                             "directory)")
 
 
 def _positive(text: str) -> int:
@@ -147,6 +151,14 @@ def run(args: argparse.Namespace) -> int:
         os.environ[f"{PREFIX}MAX_CONCURRENCY"] = str(args.max_concurrency)
     if args.max_connections is not None:
         os.environ[f"{PREFIX}MAX_CONNECTIONS"] = str(args.max_connections)
+    if args.config is not None:
+        from ..configfile import use_config
+
+        try:
+            use_config(args.config)
+        except ChatplugError as exc:
+            _error(str(exc))
+            return EXIT_FAILURE
     try:
         import uvicorn  # the extra is installed
 

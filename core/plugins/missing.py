@@ -22,6 +22,7 @@ def not_found(
     failed: Mapping[str, str],
     disabled: bool,
     not_allowed: Mapping[str, str | None],
+    models: list[str] | None = None,
 ) -> ProviderNotFoundError:
     """The error for ``registry.get(name)`` when no loaded provider has that name.
 
@@ -29,6 +30,9 @@ def not_found(
     :param failed: ``{entry-point name: reason}`` of providers that failed to load.
     :param disabled: whether ``name`` is on CHATPLUG_DISABLED_PROVIDERS.
     :param not_allowed: ``{entry-point name: distribution}`` kept out by CHATPLUG_PLUGINS.
+    :param models: for a model name (``registry.get``/``resolve``), the other names that
+        resolve (routes, aliases, models): they are suggested too, and the message gives
+        the ``Provider/model`` form; ``None`` for a provider name.
     """
     wanted = name.lower()
     if disabled:
@@ -49,8 +53,16 @@ def not_found(
                 f"provider {entry!r} is installed but failed to load: {reason}. "
                 "Run `chatplug providers` for details."
             )
-    closest = _closest(wanted, installed)
+    # A provider's name first: "gravity" means GravityEngine, not GravityEngine/some-model.
+    closest = _closest(wanted, installed) or _closest(wanted, models or [])
     hint = f" Did you mean {closest!r}?" if closest else ""
+    if models is not None:
+        example = next((n for n in ("OpenAI", *installed) if n in installed), "Provider")
+        return ProviderNotFoundError(
+            f"no provider, route, alias or model named {name!r}.{hint} Installed providers: "
+            f"{', '.join(installed) or 'none'}. Name a model as Provider/model (e.g. "
+            f"'{example}/{name.rpartition('/')[2]}'), or give it an alias in CHATPLUG_MODELS "
+            "or chatplug.toml's [models].")
     return ProviderNotFoundError(
         f"no provider named {name!r}.{hint} Installed: {', '.join(installed) or 'none'}. "
         "Install a provider package or check the spelling."

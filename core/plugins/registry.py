@@ -5,12 +5,16 @@ Loading is lazy (on the first ``get``/``providers``/``errors``), happens once,
 and is tolerant: a plugin that fails to load is recorded in ``errors`` and
 logged, and every other provider still works.  ``CHATPLUG_STRICT_PLUGINS=1``
 turns such a failure into :class:`PluginLoadError`.  The named routes of
-``CHATPLUG_ROUTES`` are read when a name is not a provider's, or when
-``errors`` is read (a route that cannot load is one of them).
+``CHATPLUG_ROUTES`` and the aliases (``CHATPLUG_MODELS``, ``chatplug.toml``) are
+read when a name is not a provider's, or when ``errors`` is read (a route that
+cannot load is one of them).  What a model name means is :mod:`.catalog`'s;
+:meth:`Registry.resolve` (and :meth:`Registry.aresolve` on an event loop) is the
+one resolver every front end uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -20,20 +24,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 
 from .. import hooks
+from ..calls.bound import BoundModel
 from ..calls.provider import Provider
 from ..calls.runtime import Runtime
 from ..errors import ConfigurationError, PluginLoadError, ProviderNotFoundError
-from ..routes.entries import Entry
+from ..routes.entries import Entry, parse_routes
+from .catalog import Catalog, Target
 from .contract import OBSERVER_GROUP, Observer, plugin_name
 from .contract import Rejected as _LoadFailure
 from .controls import PluginControls, controls_may_be_set
 from .loading import Loaded
 from .missing import not_found
-from .routes import build_route, load_named_routes
+from .routes import alias_routes, build_route, load_named_routes
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from ..configfile import ConfigFile
     from ..routes.route import Route
     from ..settings import Settings
     from ..transport.client import Transport
@@ -53,6 +60,8 @@ class Registry:
     :param observer_entry_points: observers to load; ``None`` scans the installed
         ``chatplug.observers`` entry points when ``entry_points`` is ``None`` too,
         and loads none otherwise (an explicit registry stays explicit).
+    :param config: ``chatplug.toml`` as read (``None``: read on first need, from
+        ``$CHATPLUG_CONFIG`` or chatplug's config directory).
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class Registry:
         settings: Settings | None = None,
         entry_points: tuple[EntryPoint, ...] | list[EntryPoint] | None = None,
         observer_entry_points: tuple[EntryPoint, ...] | list[EntryPoint] | None = None,
+        config: ConfigFile | None = None,
     ) -> None:
         self.group = group
         self._settings = settings
@@ -70,6 +80,7 @@ class Registry:
         self._observer_entry_points = observer_entry_points
         self._routes: dict[str, Route] | None = None
         self._route_errors: dict[str, str] = {}
+        self._building_routes = False
         self._loaded = False
         self._strict_failure: PluginLoadError | None = None
         self._lock = threading.RLock()
@@ -79,6 +90,10 @@ class Registry:
         self.runtime = Runtime(self._load_settings, self._manager)
         self._plugins = Loaded(self._manager, self.runtime, lambda: self.settings)
         self._providers = self._plugins.providers
+        #: What model names mean: aliases, the default model, the servers' lists.
+        self.catalog = Catalog(self._loaded_providers, self._named_routes,
+                               lambda: self.settings, config,
+                               default=lambda: self.default_model, not_found=self._not_found)
 
     def _load_settings(self) -> Settings:
         if self._settings is None:
@@ -124,24 +139,22 @@ class Registry:
 
     # -- lookup ----------------------------------------------------------------------
 
-    def get(self, name: str) -> Provider | Route:
-        """The provider (case-insensitive) or the named route called ``name``; a route is
-        the same :class:`Route` object each time (its state lives in it).
+    def get(self, name: str) -> Provider | Route | BoundModel:
+        """What ``name`` names, ready to call: a provider (case-insensitive), a named route
+        (the same :class:`Route` object each time: its state lives in it), or, for a
+        model (``"gpt-4o-mini"``, ``"OpenAI/gpt-4o-mini"``, an alias), a
+        :class:`BoundModel`: its provider or route bound to that model.  See
+        :meth:`resolve` for how a name is looked up.
 
         :raises ProviderNotFoundError: naming the closest match, the installed
             providers, and the load error if that plugin failed to load.
+        :raises AmbiguousModelError: several providers serve that bare model name.
+        :raises ConfigurationError: the aliases or chatplug.toml are malformed.
         """
-        self._ensure_loaded()
-        if not isinstance(name, str):
-            raise ProviderNotFoundError(f"provider name must be a string, not {name!r}.")
-        provider = self._providers.get(name.lower())
-        if provider is not None:
-            return provider
-        # Routes come from the settings; a provider lookup never reads them (no pydantic).
-        route = self._named_routes().get(name.lower())
-        if route is not None:
-            return route
-        return self.provider(name)
+        if not isinstance(name, str) or not name.strip():
+            raise ProviderNotFoundError(f"a provider or model name is required, not {name!r}.")
+        target, model = self.resolve(name)
+        return target if model is None else BoundModel(target, model)
 
     def provider(self, name: str) -> Provider:
         """The provider called ``name`` (case-insensitive); never a route.
@@ -154,7 +167,10 @@ class Registry:
         provider = self._providers.get(name.lower())
         if provider is not None:
             return provider
-        raise not_found(
+        raise self._not_found(name)
+
+    def _not_found(self, name: str, models: list[str] | None = None) -> ProviderNotFoundError:
+        return not_found(
             name,
             installed=[p.name for p in self.providers()]
             + [r.name for r in self._named_routes().values()],
@@ -162,28 +178,46 @@ class Registry:
                     if k not in self._plugins.failed_observers},
             disabled=self._plugins.controls.is_disabled(name),
             not_allowed=self._plugins.not_allowed,
+            models=models,
         )
 
-    def resolve(self, name: str) -> tuple[Provider | Route, str | None]:
-        """What a model field names: ``"Provider"`` (its default model), a route's name,
-        or ``"Provider/model"`` (split at the first ``/``, so ``OpenAI/meta-llama/Llama-3``
-        is the OpenAI provider with model ``meta-llama/Llama-3``; ``route/model`` gives
-        the route's entries that name no model that one).
+    def resolve(self, name: str | None) -> Target:
+        """What a model field names, as ``(target, model)`` (``model`` ``None``: the
+        target's default).  In order: a provider (``"OpenAI"``) or route name; an alias
+        (``CHATPLUG_MODELS``, else chatplug.toml's ``[models]``); ``"Provider/model"``
+        (split at the first ``/``, so ``OpenAI/meta-llama/Llama-3`` is the OpenAI
+        provider with model ``meta-llama/Llama-3``; ``route/model`` gives the route's
+        entries that name no model that one); a model some provider declares; a model
+        the server of a configured provider lists (cached ``CHATPLUG_MODELS_TTL``
+        seconds; asking blocks, at most a few seconds: use :meth:`aresolve` on an
+        event loop).  ``None`` or ``""``: the default model.
 
-        Returns the target and the model it names (``None``: the target's default).
-
-        :raises ProviderNotFoundError: no provider or route of that name.
+        :raises ProviderNotFoundError: nothing of that name (the closest names, and the
+            ``Provider/model`` form).
+        :raises AmbiguousModelError: several providers serve that bare model name.
+        :raises InvalidRequestError: no name and no default model.
+        :raises ConfigurationError: the aliases or chatplug.toml are malformed.
         """
-        if not isinstance(name, str) or not name.strip():
-            raise ProviderNotFoundError(f"a provider name is required, not {name!r}.")
-        self._ensure_loaded()
-        if name.lower() in self._providers:
-            return self._providers[name.lower()], None
-        head, slash, model = name.partition("/")
-        if slash and model and (head.lower() in self._providers
-                                or head.lower() in self._named_routes()):
-            return self.get(head), model
-        return self.get(name), None
+        return self.catalog.resolve(name)
+
+    async def aresolve(self, name: str | None) -> Target:
+        """:meth:`resolve` for an event loop: the servers' lists, when a name needs them
+        and they are stale, are asked for on a worker thread.  Raises as :meth:`resolve`."""
+        return await self.catalog.aresolve(name)
+
+    @property
+    def default_model(self) -> str | None:
+        """The model used when none is named: ``CHATPLUG_DEFAULT_MODEL``, else
+        ``default_model`` in chatplug.toml, else ``None``.
+
+        :raises ConfigurationError: chatplug.toml is malformed.
+        """
+        if self._settings is None and not os.path.exists(".env"):
+            # Only the environment could set it: no need to read the settings (and import
+            # pydantic) before `chatplug chat` shows where its prompt goes.
+            variable = os.environ.get("CHATPLUG_DEFAULT_MODEL", "").strip()
+            return variable or self.catalog.config.default_model
+        return self.catalog.default_model
 
     def route(
         self,
@@ -217,11 +251,20 @@ class Registry:
         if self._routes is None:
             with self._lock:
                 if self._routes is None:
-                    self._routes = self._load_routes()
+                    if self._building_routes:
+                        return {}  # an entry's error message asks while they are built
+                    self._building_routes = True
+                    try:
+                        self._routes = self._load_routes()
+                    finally:
+                        self._building_routes = False
         return self._routes
 
     def _load_routes(self) -> dict[str, Route]:
-        routes, errors = load_named_routes(self.settings.routes, self._providers, self.route)
+        specs = [(spec, "CHATPLUG_ROUTES") for spec in parse_routes(self.settings.routes)]
+        with contextlib.suppress(ConfigurationError):  # in errors; lookups raise it
+            specs += alias_routes(*self.catalog.models())
+        routes, errors = load_named_routes(specs, self._providers, self.route)
         self._route_errors = errors
         return routes
 
@@ -252,6 +295,7 @@ class Registry:
         except ConfigurationError as exc:
             errors["CHATPLUG_ROUTES"] = exc.message
         errors.update(self._route_errors)
+        errors.update(self.catalog.errors())
         return errors
 
     @property
@@ -321,10 +365,15 @@ class Registry:
                 added = add(name, plugin, distribution, version)
                 # A new provider may be what a named route lacked, or share its name.
                 self._routes = None
+                self.catalog.forget()
                 return added
             except _LoadFailure as exc:
                 raise PluginLoadError(self._plugins.redacted(f"{kind} {name!r}: {exc}"),
                                       entry_point=name) from None
+
+    def _loaded_providers(self) -> dict[str, Provider]:
+        self._ensure_loaded()
+        return self._providers
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:

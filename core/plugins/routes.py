@@ -1,5 +1,6 @@
 """The routes a registry hands out: built over its providers, and the named ones of
-``CHATPLUG_ROUTES`` (read on first need: a provider lookup never reads them).
+``CHATPLUG_ROUTES`` and the aliases that list several targets (``CHATPLUG_MODELS``,
+``[models]``), read on first need: a provider lookup never reads them.
 
 A named route that cannot be built, or whose name is a provider's (which name
 would ``get`` mean?), is a load error of the registry (``route:<name>`` in
@@ -12,15 +13,15 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidRequestError, ProviderNotFoundError
-from ..routes.entries import Entry, parse_entry, parse_routes
+from ..errors import ConfigurationError, InvalidRequestError, ProviderNotFoundError
+from ..routes.entries import Entry, RouteSpec, parse_entry
 
 if TYPE_CHECKING:
     from ..calls.provider import Provider
     from ..calls.runtime import Runtime
     from ..routes.route import Route
 
-__all__ = ["build_route", "load_named_routes"]
+__all__ = ["alias_routes", "build_route", "load_named_routes"]
 
 logger = logging.getLogger("chatplug.registry")
 
@@ -49,30 +50,53 @@ def build_route(
 
 
 def load_named_routes(
-    text: str | None,
+    specs: Sequence[tuple[RouteSpec, str]],
     providers: Mapping[str, Provider],
     build: Callable[..., Route],
 ) -> tuple[dict[str, Route], dict[str, str]]:
-    """The routes of ``CHATPLUG_ROUTES`` (``text``) by lower-cased name, and the load
-    errors ``{"route:<name>": reason}`` of those that could not be made.
+    """The named routes by lower-cased name, and the load errors ``{"route:<name>":
+    reason}`` of those that could not be made.
 
+    :param specs: each route with where it was defined (``CHATPLUG_ROUTES``,
+        ``CHATPLUG_MODELS``, ``[models] in <file>``), for the errors; a name already
+        taken by an earlier spec is an error.
     :param providers: the loaded providers by lower-cased name (a route may not take one's).
     :param build: :func:`build_route` bound to the registry (``entries, name=, **options``).
-    :raises ConfigurationError: CHATPLUG_ROUTES is malformed.
     """
     routes: dict[str, Route] = {}
     errors: dict[str, str] = {}
-    for spec in parse_routes(text):
+    for spec, where in specs:
         key = f"route:{spec.name}"
         if spec.name.lower() in providers:
             errors[key] = (f"the route name {spec.name!r} is a provider's name; rename the "
-                           "route in CHATPLUG_ROUTES")
+                           f"route in {where}")
+        elif spec.name.lower() in routes:
+            errors[key] = f"the route name {spec.name!r} is taken; rename it in {where}"
         else:
             try:
                 routes[spec.name.lower()] = build(spec.entries, name=spec.name, **spec.options)
             except (ProviderNotFoundError, InvalidRequestError) as exc:
-                errors[key] = f"CHATPLUG_ROUTES: {exc.message}"
+                errors[key] = f"{where}: {exc.message}"
             else:
                 continue
         logger.warning("route %r was not loaded: %s", spec.name, errors[key])
     return routes, errors
+
+
+def alias_routes(models: Mapping[str, str | tuple[str, ...]], origins: Mapping[str, str]
+                 ) -> list[tuple[RouteSpec, str]]:
+    """The aliases that list several targets, as route specs (``CHATPLUG_MODELS`` or
+    ``[models]``: ``{"smart": ["OpenAI/gpt-4.1", "GravityEngine"]}``).
+
+    :raises ConfigurationError: an entry is malformed (the message names the alias).
+    """
+    specs = []
+    for name, target in models.items():
+        if isinstance(target, tuple):
+            try:
+                entries = tuple(parse_entry(item) for item in target)
+            except InvalidRequestError as exc:
+                raise ConfigurationError(f"{origins[name]}: alias {name!r}: "
+                                         f"{exc.message}") from None
+            specs.append((RouteSpec(name, entries), origins[name]))
+    return specs

@@ -27,6 +27,7 @@ from ..errors import ChatplugError
 from .access import SCOPE_KEY, note
 from .errors import GatewayError, from_chatplug
 from .limits import Disconnected, read_body
+from .models import model_error
 from .record import KEY_SCOPE, RequestRecord
 from .request import ChatRequest
 from .shutdown import SHUTDOWN, Interruption
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["Endpoint", "Upstream"]
 
 _JSON = (b"content-type", b"application/json")
+#: ``json.dumps(..., ensure_ascii=False)`` builds an encoder per call; one serves them all.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _shutting_down() -> GatewayError:
@@ -194,7 +197,14 @@ class Endpoint(abc.ABC):
         gateway.inflight.enter()
         try:
             try:
-                target, model = gateway.registry.resolve(parsed.model)
+                # Awaited: a bare name may need the servers' model lists (off the loop).
+                target, model = await gateway.registry.aresolve(parsed.model or None)
+            except ChatplugError as error:
+                gateway_error = model_error(error)
+                _failed(record, gateway_error)
+                await self._fail(send, gateway_error)
+                return
+            try:
                 request = self.request_for(parsed, target)
                 upstream = Upstream(target, model, request)
             except ChatplugError as error:
@@ -257,10 +267,11 @@ class Endpoint(abc.ABC):
             record.first_piece = record.elapsed()
         reply = self.whole(completion, upstream, parsed)
         await self.after(parsed, reply)
-        body = json.dumps(reply, ensure_ascii=False).encode()
+        body = _encode(reply).encode()
         overhead = time.perf_counter() - started - upstream_s
         await send({"type": "http.response.start", "status": 200, "headers": [
             _JSON,
+            (b"content-length", b"%d" % len(body)),  # framed by its length, not chunked
             (b"x-chatplug-provider", (completion.provider or upstream.name).encode()),
             (b"x-chatplug-attempts", str(completion.attempts).encode()),
             (b"x-chatplug-overhead-ms", _ms(overhead)),
@@ -300,7 +311,7 @@ class Endpoint(abc.ABC):
                 await self.after(parsed, encoder)
 
             relay = EventStream(send, encoder, headers, before_end)
-            events = stream.events()
+            events = stream.batches()
             try:
                 await relay.relay(events)
             except ChatplugError as error:

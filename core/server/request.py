@@ -59,9 +59,11 @@ def parse_request(body: bytes) -> ChatRequest:
     if not isinstance(payload, dict):
         raise _invalid("the request body must be a JSON object with model and messages.")
     model = payload.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise _invalid("model is required: a provider name, Provider/model or a route name "
-                       "(GET /v1/models lists them).", "model")
+    if model is None:
+        model = ""  # the default model (the registry says so if there is none)
+    elif not isinstance(model, str) or not model.strip():
+        raise _invalid("model must be a model name, a provider name, Provider/model, an "
+                       "alias or a route name (GET /v1/models lists them).", "model")
     messages = payload.get("messages")
     if not isinstance(messages, list):
         raise _invalid("messages is required: a list of chat messages.", "messages")

@@ -62,11 +62,7 @@ class TranslatedEndpoint(Endpoint):
             request = self.translate(load_json(body, self.what))
         except InvalidRequestError as error:
             raise invalid(error) from None
-        if not request.model:
-            raise GatewayError(400, "model is required: a provider name, Provider/model or a "
-                                    "route name (GET /v1/models lists them).",
-                               code="invalid_request", param="model", retry=False)
-        return request
+        return request  # no model: the default model (the registry says if there is none)
 
     def request_for(self, parsed: Any, target: Any) -> ChatRequest:
         parameters = getattr(target, "parameters", None)
