@@ -29,8 +29,10 @@ variable                                default   meaning
 ``CHATPLUG_SERVER_MAX_HEADERS``         100       more request header lines: 431
 ``CHATPLUG_SERVER_REQUEST_TIMEOUT``     30        seconds a client has to send a whole request
                                                   (head and body); then 408 and close
-``CHATPLUG_SERVER_ADMIN_KEY``           (none)    the key of ``/admin/keys`` (16 characters or
-                                                  more); unset: no admin API
+``CHATPLUG_SERVER_ADMIN_KEY``           (none)    the key of ``/admin/keys``, ``/metrics`` and
+                                                  ``/ui`` (16 characters or more); unset: no
+                                                  admin API
+``CHATPLUG_SERVER_METRICS``             true      ``false``: no ``/metrics``, no counting
 ``CHATPLUG_SERVER_REDIS_URL``           (none)    Redis shared by the replicas for virtual
                                                   keys' limits (``redis://host:6379/0``)
 ``CHATPLUG_SERVER_REDIS_FAIL_CLOSED``   false     ``true``: with Redis unreachable, refuse
@@ -94,11 +96,13 @@ class ServerSettings(BaseSettings):
     cors_origins: tuple[str, ...] | str = ()
     allowed_hosts: tuple[str, ...] | str = ()
     auth: bool = True
-    admin_key: SecretStr | None = Field(None, description="the key of the admin API")
+    admin_key: SecretStr | None = Field(
+        None, description="the admin key: the admin API, /metrics and /ui")
     redis_url: SecretStr | None = Field(None, description="Redis shared by the replicas")
     redis_fail_closed: bool = False
     keys_refresh: float = Field(5.0, gt=0, le=3600,
                                 description="seconds between reloads of the virtual keys")
+    metrics: bool = Field(True, description="serve /metrics and count every request")
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod

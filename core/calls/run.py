@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -41,9 +42,13 @@ if TYPE_CHECKING:
     from .prepared import PreparedCall
     from .runtime import Runtime
 
-__all__ = ["COMMITTING", "Call"]
+__all__ = ["COMMITTING", "REQUEST_ID", "Call"]
 
 logger = logging.getLogger("chatplug.provider")
+
+#: The request id a call takes when it is given none: the gateway sets its own for the
+#: request being served, so that observers (metrics, traces) hear the id it logs.
+REQUEST_ID: ContextVar[str | None] = ContextVar("chatplug_request_id", default=None)
 
 #: Raised through as they are: the caller closing the stream, and Ctrl-C.
 _PASS_THROUGH = (GeneratorExit, KeyboardInterrupt)
@@ -76,7 +81,7 @@ class Call:
         self.model = prepared.model
         self.buffered = buffered
         self.route = route
-        self.request_id = request_id or os.urandom(6).hex()
+        self.request_id = request_id or REQUEST_ID.get() or os.urandom(6).hex()
         if deadline is None:
             timeout = options.timeout if options.timeout is not None else settings.timeout
             deadline = time.monotonic() + timeout
@@ -293,7 +298,7 @@ class Call:
                      attempts=len(self._failures), error=error)
 
     def _responded(self, outcome: str, started: float) -> None:
-        if self._hook is None:
+        if self._hook is None or not self._hook.chatplug_on_response.get_hookimpls():
             return
         builder = self.builder
         self._notify(
@@ -309,7 +314,9 @@ class Call:
         )
 
     def _notify(self, name: str, **details: Any) -> None:
-        if self._hook is None:
+        # Only the hooks someone implements are posted: an observer of failures alone
+        # (the gateway's metrics) costs a successful call nothing.
+        if self._hook is None or not getattr(self._hook, name).get_hookimpls():
             return
         details.update(provider=self.provider, model=self.model, request_id=self.request_id,
                        route=self.route)

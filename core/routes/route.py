@@ -29,7 +29,7 @@ from ..calls.caller import Caller, Messages
 from ..calls.completion import Completion, CompletionBuilder
 from ..calls.options import CallOptions, check_call_options
 from ..calls.retry import MAX_RETRY_AFTER, RetryPolicy
-from ..calls.run import Call
+from ..calls.run import REQUEST_ID, Call
 from ..errors import (
     AuthenticationError,
     ChatplugError,
@@ -219,7 +219,7 @@ class RouteCall:
         self.route = route
         self.prepared = prepared
         self.buffered = buffered
-        self.request_id = os.urandom(6).hex()
+        self.request_id = REQUEST_ID.get() or os.urandom(6).hex()
         timeout = options.timeout if options.timeout is not None else settings.timeout
         self.policy = RetryPolicy(
             max_retries=settings.max_retries if options.max_retries is None

@@ -11,7 +11,6 @@ unknown id, 503 when the database fails.  ``POST`` answers 201 with the key itse
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from starlette.responses import JSONResponse
 from ..accounting.keys import UnknownKeyError
 from ..accounting.keyspec import KeySyntaxError, parse_budget, parse_duration, parse_models
 from ..errors import ChatplugError
-from .auth import _bearer
+from .admin_only import is_admin
 from .errors import GatewayError
 
 if TYPE_CHECKING:
@@ -37,8 +36,7 @@ async def _store(request: Request) -> KeyStore:
     if admin is None or gateway.keys is None:
         raise GatewayError(404, "the admin API is off: set CHATPLUG_SERVER_ADMIN_KEY on the "
                                 "gateway to use it.", code="not_found", retry=False)
-    token = _bearer(request.scope)
-    if token is None or not hmac.compare_digest(token, admin):
+    if not is_admin(request.scope, admin):
         raise GatewayError(401, "the admin API needs the admin key "
                                 "(CHATPLUG_SERVER_ADMIN_KEY) as Authorization: Bearer <key>.",
                            code="invalid_api_key", retry=False)

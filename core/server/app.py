@@ -30,13 +30,16 @@ from .dispatch import HotPaths
 from .errors import GatewayError, anthropic_path
 from .guard import RequestGuard
 from .health import liveliness, readiness
+from .hearing import instrument
 from .limits import InFlight
 from .messages import Messages, count_tokens
+from .metrics import metrics_endpoint
 from .models import list_models, retrieve_model
 from .record import Accountant
 from .responses import Responses, delete_response, get_response
 from .shutdown import Drain
 from .store import ResponseStore
+from .ui import ui_page
 from .virtualkeys import VirtualKeys
 
 if TYPE_CHECKING:
@@ -125,6 +128,7 @@ def create_app(registry: Registry | None = None,
     gateway = Gateway(registry, settings)
     if responses is None:
         responses = ResponseStore()
+    metrics = instrument(gateway)  # metrics and traces: accountants and observers
 
     # Virtual keys, their limits and the admin API (docs/keys.md).
     virtual = VirtualKeys(gateway) if settings.auth else None
@@ -141,6 +145,9 @@ def create_app(registry: Registry | None = None,
             gateway.drain.uninstall()
             if virtual is not None:
                 await virtual.stop()
+            database = getattr(app.state, "ui_database", None)  # opened by /ui
+            if database is not None:
+                database.close()
 
     middleware = [Middleware(AccessLog),
                   Middleware(RequestGuard, allowed_hosts=settings.hosts,
@@ -185,6 +192,8 @@ def create_app(registry: Registry | None = None,
             Route("/health/liveliness", liveliness, methods=["GET"]),
             Route("/health/readiness", readiness, methods=["GET"]),
             *(virtual.routes if virtual is not None else ()),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/ui", ui_page, methods=["GET"]),
         ],
         middleware=middleware,
         exception_handlers=handlers,
@@ -192,4 +201,5 @@ def create_app(registry: Registry | None = None,
     )
     app.state.gateway = gateway
     app.state.responses = responses
+    app.state.metrics = metrics
     return app

@@ -27,10 +27,15 @@ if TYPE_CHECKING:
 
     from .keycache import KeyCache
 
-__all__ = ["AUTHORIZED", "OPEN_PATHS", "GatewayAuth", "authorized"]
+__all__ = ["ADMIN_PATHS", "AUTHORIZED", "OPEN_PATHS", "GatewayAuth", "authorized"]
 
 #: Answered without a key: a load balancer's health checks.
 OPEN_PATHS = frozenset({"/health/liveliness", "/health/readiness"})
+#: Checked by their own handlers against the admin key (:mod:`.admin_only`), not here;
+#: so is everything under ``/admin/``.
+ADMIN_PATHS = frozenset({"/metrics", "/ui"})
+#: Checked by their own handlers against the admin key (:mod:`.admin_only`), not here.
+ADMIN_PATHS = frozenset({"/metrics", "/ui"})
 #: The scope entry saying whether a request to an open path carried a valid key.
 AUTHORIZED = "chatplug.authorized"
 
@@ -54,6 +59,10 @@ def _bearer(scope: Scope) -> bytes | None:
         if name == b"x-api-key" and value.strip():
             api_key = value.strip()
     return api_key
+
+
+def _admin(path: str) -> bool:
+    return path in ADMIN_PATHS or path.startswith("/admin/")
 
 
 class GatewayAuth:
@@ -84,7 +93,7 @@ class GatewayAuth:
                         said = "the gateway key is revoked or expired"
             if scope["path"] in OPEN_PATHS:
                 scope[AUTHORIZED] = matched
-            elif not matched and not scope["path"].startswith("/admin/"):
+            elif not matched and not _admin(scope["path"]):
                 await GatewayError(
                     401, f"{said}: send Authorization: Bearer <key> (or x-api-key: <key>) "
                          "with a key of this gateway (CHATPLUG_SERVER_API_KEYS, or a "
