@@ -73,6 +73,8 @@ class _ProviderEntries(PydanticBaseSettingsSource):
             if not key.startswith(prefix) or value is None or not str(value).strip():
                 continue
             rest = key[len(prefix):]
+            if rest.startswith("server_"):
+                continue  # the gateway's own (CHATPLUG_SERVER_DATABASE_URL), no provider's
             if rest.endswith("_api_key"):
                 keys[rest[: -len("_api_key")]] = str(value).strip()
             elif rest.endswith("_url"):

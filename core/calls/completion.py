@@ -14,8 +14,9 @@ empty.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events import (
     Finish,
@@ -26,6 +27,9 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from ..configfile import Price
 
 __all__ = ["Completion", "CompletionBuilder", "TextTally", "ToolCall"]
 
@@ -70,6 +74,8 @@ class Completion:
     #: ``{"type": "thinking", "thinking": ..., "signature": ...}`` and
     #: ``{"type": "redacted_thinking", "data": ...}`` (empty when the server signs none).
     reasoning_blocks: list[dict[str, Any]] = field(default_factory=list)
+    #: USD, from the ``[prices]`` of chatplug.toml (``None``: no price, or no usage).
+    cost: float | None = None
 
     @property
     def message(self) -> dict[str, Any]:
@@ -104,6 +110,7 @@ class Completion:
             "attempts": self.attempts,
             "native_finish_reason": self.native_finish_reason,
             "stop_sequence": self.stop_sequence,
+            "cost": self.cost,
             "message": self.message,
         }
 
@@ -133,8 +140,8 @@ class CompletionBuilder:
     """
 
     __slots__ = ("_blocks", "_reasoning", "_tools", "attempts", "characters", "finish_reason",
-                 "id", "keep_text", "model", "native_finish_reason", "pieces", "provider",
-                 "served_model", "stop_sequence", "usage")
+                 "id", "keep_text", "model", "native_finish_reason", "pieces", "prices",
+                 "provider", "served_model", "stop_sequence", "usage")
 
     def __init__(self, provider: str | None, model: str | None, *,
                  keep_text: bool = True) -> None:
@@ -142,6 +149,8 @@ class CompletionBuilder:
         self.model = model
         self.attempts = 1
         self.keep_text = keep_text
+        #: ``[prices]`` (:func:`chatplug.accounting.pricing.price_list`), to fill ``cost``.
+        self.prices: Mapping[str, Price] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -252,4 +261,11 @@ class CompletionBuilder:
             native_finish_reason=self.native_finish_reason,
             stop_sequence=self.stop_sequence,
             reasoning_blocks=self.reasoning_blocks() if self._blocks else [],
+            cost=self._cost() if self.prices else None,
         )
+
+    def _cost(self) -> float | None:
+        from ..accounting.pricing import cost_of
+
+        return cost_of(self.usage, self.provider, self.served_model or self.model,
+                       self.prices or {}, self.model)

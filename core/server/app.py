@@ -12,6 +12,7 @@ then the routes.  Run it with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from .store import ResponseStore
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from ..accounting.ledger import Ledger
     from ..plugins.registry import Registry
 
 __all__ = ["Gateway", "create_app"]
@@ -95,6 +97,20 @@ def _server_error(request: Request, exc: Exception) -> JSONResponse:
              "report it.", code="internal_error"))
 
 
+def _ledger(settings: ServerSettings) -> Ledger:
+    # The usage ledger (docs/ledger.md): the gateway's database, migrated by the writer
+    # thread (a database down at start-up fails no request), priced by chatplug.toml.
+    from ..accounting.database import open_database
+    from ..accounting.ledger import Ledger
+    from ..accounting.pricing import price_list
+    from ..configfile import load_config
+    from ..paths import data_dir
+
+    return Ledger(open_database(migrate=False), data_dir() / "ledger",
+                  prices=price_list(load_config()), queue_size=settings.ledger_queue,
+                  journal_max=settings.ledger_journal_mb << 20)
+
+
 def create_app(registry: Registry | None = None,
                settings: ServerSettings | None = None, *,
                responses: ResponseStore | None = None) -> Starlette:
@@ -117,14 +133,22 @@ def create_app(registry: Registry | None = None,
     if responses is None:
         responses = ResponseStore()
 
+    ledger = _ledger(settings) if settings.ledger else None
+    if ledger is not None:
+        gateway.accountants.append(ledger)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         registry.runtime.transport.prepare_loop()  # no import stalls the first request
         gateway.drain.install()
+        if ledger is not None:
+            ledger.start()
         try:
             yield
         finally:
             gateway.drain.uninstall()
+            if ledger is not None:
+                await asyncio.to_thread(ledger.close)
 
     middleware = [Middleware(AccessLog),
                   Middleware(RequestGuard, allowed_hosts=settings.hosts,
@@ -160,5 +184,6 @@ def create_app(registry: Registry | None = None,
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.ledger = ledger
     app.state.responses = responses
     return app
