@@ -97,9 +97,6 @@ def insert_rows(database: Database, rows: Sequence[Sequence[Any]]) -> None:
     database.executemany(_INSERT, rows)
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 class Ledger:
     """The usage ledger of one gateway process: an accountant (:mod:`chatplug.server.record`).
 
@@ -157,7 +154,7 @@ class Ledger:
         Never blocks beyond one ``write()``, never raises."""
         try:
             row = self.row(record)
-            line = _dumps(row).encode() + b"\n"
+            line = json.dumps(row).encode() + b"\n"  # the default encoder: the fastest
         except Exception:  # a record the ledger cannot read must not fail the request
             logger.exception("the usage ledger could not read a request's record")
             self._dropped += 1
@@ -202,8 +199,8 @@ class Ledger:
             None if usage is None else usage.completion_tokens,
             None if usage is None else usage.cached_tokens,
             None if usage is None else usage.reasoning_tokens,
-            None if first is None else round(first * 1000, 3),
-            None if duration is None else round(duration * 1000, 3),
+            None if first is None else first * 1000,
+            None if duration is None else duration * 1000,
             cost, record.request_id or None,
         )
 
