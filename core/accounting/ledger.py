@@ -73,7 +73,8 @@ class LedgerStats:
     :ivar pending: rows in the queue or in the batch being written.
     :ivar deferred: rows the full queue left in the journal only (written from it later).
     :ivar dropped: rows lost: neither the queue nor the journal could take them.
-    :ivar replayed: rows read back from journals (dead processes', or deferred ones).
+    :ivar replayed: rows read back from journals (dead processes', or deferred ones) and
+        written (the database skips those it has already).
     :ivar failures: failed attempts to write to the database.
     :ivar journal_bytes: the size of this process's journal.
     :ivar database_ok: the last attempt to write succeeded (or none failed yet).
@@ -137,7 +138,7 @@ class Ledger:
         self._batch: list[tuple[Segment | None, tuple[Any, ...]]] = []
         self._busy = False
         self._written = self._deferred = self._dropped = self._replayed = 0
-        self._failures = 0
+        self._failures = self._unjournaled = 0
         self._database_ok = True
         self._thread: threading.Thread | None = None
 
@@ -164,8 +165,9 @@ class Ledger:
             if segment is not None and self._sealed_bytes + segment.bytes < self._journal_max:
                 try:
                     segment.append(line)
-                except OSError:
+                except OSError:  # a full or failing disk: the row goes on unjournaled
                     segment = None
+                    self._unjournaled += 1
             else:
                 segment = None
             if len(self._queue) < self._queue_size:
@@ -270,7 +272,8 @@ class Ledger:
         pause = 0.5
         orphans_at = 0.0
         synced_at = 0.0
-        dropped_logged = 0
+        dropped_logged = unjournaled_logged = 0
+        was_ok = True
         while True:
             stopping = self._stop.is_set()
             now = time.monotonic()
@@ -296,9 +299,17 @@ class Ledger:
             elif not self._batch:
                 self._idle.set()
                 self._tidy()
+            if not was_ok and self._database_ok:
+                orphans_at = 0.0  # the database is back: what dead processes left, now
+            was_ok = self._database_ok
             if self._database_ok and now >= orphans_at:
                 orphans_at = now + ORPHAN_INTERVAL
                 self._replay_orphans()
+            if self._unjournaled > unjournaled_logged:
+                logger.warning("the usage ledger could not write %d rows to its journal %s "
+                               "(a full or failing disk): a crash would lose them",
+                               self._unjournaled - unjournaled_logged, self.directory)
+                unjournaled_logged = self._unjournaled
             if self._dropped > dropped_logged:
                 logger.warning("the usage ledger dropped %d rows (its queue and journal "
                                "were full)", self._dropped - dropped_logged)
