@@ -6,7 +6,6 @@ it (SQLite by default, PostgreSQL by URL), priced from ``[prices]``; and
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from chatplug.accounting.database import open_database
-from chatplug.accounting.journal import Segment, journal_dir, orphan, segment_name
+from chatplug.accounting.journal import Segment, encode, journal_dir, orphan, segment_name
 from chatplug.accounting.ledger import COLUMNS, Ledger, insert_rows
 from chatplug.paths import data_dir
 from chatplug.server import ServerSettings, create_app
@@ -285,8 +284,8 @@ def test_a_dead_processs_journal_is_replayed_and_no_row_is_written_twice(
     insert_rows(database, made[:4])
     database.close()
     segment = journal_dir(tmp_path / "journal", database.where) / segment_name(1, "dead", 0)
-    segment.write_bytes(b"".join(json.dumps(row).encode() + b"\n" for row in made)
-                        + b'["cut by the kill", 1')
+    cut = encode(made[0])
+    segment.write_bytes(b"".join(encode(row) for row in made) + cut[:len(cut) // 2])
     survivor = Ledger(open_database(url, migrate=False), tmp_path / "journal")
     survivor.start()
     try:
@@ -303,8 +302,8 @@ def test_a_dead_processs_journal_is_replayed_and_no_row_is_written_twice(
 
 
 def test_a_live_processs_journal_is_never_taken(tmp_path: Path) -> None:
-    live = Segment(tmp_path / "1-live-0.jsonl")
-    live.append(b"[]\n")
+    live = Segment(tmp_path / "1-live-0.journal")
+    live.append(encode(()))
     with orphan(live.path) as fd:
         assert fd is None  # locked by a live writer
     live.close(delete=False)  # as its process ending would

@@ -106,7 +106,7 @@ def test_sigkill_while_the_database_is_down_loses_no_acknowledged_row(
         finally:
             stop(second)
     assert sorted(found) == sorted(ids)
-    assert not list((home / "ledger").rglob("*.jsonl"))
+    assert not list((home / "ledger").rglob("*.journal"))
 
 
 def test_sigkill_right_after_the_replies_then_a_restart_writes_each_row_once(
@@ -127,4 +127,4 @@ def test_sigkill_right_after_the_replies_then_a_restart_writes_each_row_once(
         finally:
             stop(second)
     assert sorted(found) == sorted(ids + more)  # every row, none twice
-    assert not list((home / "ledger").rglob("*.jsonl"))
+    assert not list((home / "ledger").rglob("*.journal"))

@@ -1,9 +1,12 @@
 """The usage ledger's local journal: every acknowledged row, on disk, until the database
 has it.
 
-Each gateway process appends its rows, one JSON line each, to a *segment* file of its
-own (``<pid>-<start>-<n>.jsonl``) in a directory per database (a journal is replayed
-into the database it was meant for only).  One ``write()`` per row, on the event loop:
+Each gateway process appends its rows to a *segment* file of its own
+(``<pid>-<start>-<n>.journal``) in a directory per database (a journal is replayed into
+the database it was meant for only).  A row is a record: its length (4 bytes, little
+endian), then the row's tuple of strings, numbers and ``None`` in :mod:`marshal`'s format
+(a fifth of the CPU of JSON; it builds data, never runs code, and :func:`read_rows`
+keeps only tuples of such values).  One ``write()`` per row, on the event loop:
 once it returned, the row is in the kernel's page cache and survives a SIGKILL of the
 process (an OS crash or power loss loses what was not yet fsynced: the writer thread
 fsyncs at most once a second while rows wait).  The process holds an exclusive
@@ -19,8 +22,8 @@ whenever all its rows are.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import marshal
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,15 +32,16 @@ from typing import Any
 from ..filelock import try_lock
 from ..paths import private_dir
 
-__all__ = ["SEGMENT_BYTES", "Segment", "journal_dir", "orphan", "orphans", "read_rows",
-           "segment_name"]
+__all__ = ["SEGMENT_BYTES", "Segment", "encode", "journal_dir", "orphan", "orphans",
+           "read_rows", "segment_name"]
 
 logger = logging.getLogger("chatplug.ledger")
 
 #: A segment past this size is sealed and a new one opened (so that a busy gateway
 #: whose queue never quite empties still deletes its journal as it goes).
 SEGMENT_BYTES = 4 * 1024 * 1024
-_SUFFIX = ".jsonl"
+_SUFFIX = ".journal"
+_SCALARS = (str, int, float, type(None))
 
 
 class Segment:
@@ -65,7 +69,7 @@ class Segment:
         self.deferred = self.bytes > 0  # a reused name with rows: replay them
 
     def append(self, line: bytes) -> None:
-        """Append one row (a whole line, in one ``write()``).
+        """Append one record (:func:`encode`), in one ``write()``.
 
         :raises OSError: the disk is full or failing.
         """
@@ -132,9 +136,15 @@ def orphans(directory: Path, own: set[Path]) -> list[Path]:
     return sorted(found, key=lambda p: (p.stat().st_mtime if p.exists() else 0, p.name))
 
 
+def encode(row: tuple[object, ...]) -> bytes:
+    """One row as a journal record."""
+    data = marshal.dumps(row)
+    return len(data).to_bytes(4, "little") + data
+
+
 def read_rows(fd: int, width: int) -> tuple[list[tuple[Any, ...]], int]:
-    """The rows of a segment (from its start), and how many lines were unreadable (a
-    line cut by a crash mid-write, or not a row of ``width`` values)."""
+    """The rows of a segment (from its start), and how many records were unreadable (one
+    cut short by a crash mid-write, or not a row of ``width`` plain values)."""
     os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
     while True:
@@ -142,18 +152,26 @@ def read_rows(fd: int, width: int) -> tuple[list[tuple[Any, ...]], int]:
         if not chunk:
             break
         chunks.append(chunk)
+    data = b"".join(chunks)
     rows: list[tuple[Any, ...]] = []
     bad = 0
-    for line in b"".join(chunks).splitlines():
-        if not line.strip():
-            continue
+    position = 0
+    while position + 4 <= len(data):
+        size = int.from_bytes(data[position:position + 4], "little")
+        record = data[position + 4:position + 4 + size]
+        position += 4 + size
         try:
-            values = json.loads(line)
-        except ValueError:
+            if len(record) < size:
+                raise ValueError("cut short")
+            values = marshal.loads(record)
+        except (ValueError, EOFError, TypeError):
             bad += 1
             continue
-        if isinstance(values, list) and len(values) == width:
-            rows.append(tuple(values))
+        if (isinstance(values, tuple) and len(values) == width
+                and all(isinstance(value, _SCALARS) for value in values)):
+            rows.append(values)
         else:
             bad += 1
+    if position < len(data):
+        bad += 1  # a length cut short
     return rows, bad

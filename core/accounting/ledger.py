@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import threading
@@ -34,7 +33,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
-from .journal import SEGMENT_BYTES, Segment, journal_dir, orphan, orphans, read_rows, segment_name
+from .journal import (
+    SEGMENT_BYTES,
+    Segment,
+    encode,
+    journal_dir,
+    orphan,
+    orphans,
+    read_rows,
+    segment_name,
+)
 from .pricing import cost_of
 from .schema import migrate
 
@@ -51,8 +59,9 @@ COLUMNS = ("id", "ts", "key_id", "endpoint", "requested_model", "provider", "mod
            "attempts", "status", "error_type", "input_tokens", "output_tokens",
            "cached_tokens", "reasoning_tokens", "first_piece_ms", "duration_ms", "cost_usd",
            "request_id")
-_INSERT = (f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES "
-           f"({', '.join('?' * len(COLUMNS))}) ON CONFLICT (id) DO NOTHING")
+#: Rows per INSERT statement: 900 parameters, within any SQLite's limit (999).
+_ROWS_PER_STATEMENT = 50
+_VALUES = f"({', '.join('?' * len(COLUMNS))})"
 #: Rows per transaction.
 BATCH = 500
 #: Seconds the writer sleeps when the queue is empty (a row waits at most this long).
@@ -93,9 +102,21 @@ class LedgerStats:
 def insert_rows(database: Database, rows: Sequence[Sequence[Any]]) -> None:
     """Insert ledger rows in one transaction; rows whose id is there already are skipped.
 
+    Many rows per statement: each statement releases and takes back the GIL (sqlite3,
+    psycopg), and a writer thread that did so per row would fight the event loop for it
+    hundreds of times per batch.
+
     :raises StorageError: the database failed; none of the rows was written.
     """
-    database.executemany(_INSERT, rows)
+    if not rows:
+        return
+    with database.transaction() as connection:
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start:start + _ROWS_PER_STATEMENT]
+            statement = (f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES "
+                         f"{', '.join([_VALUES] * len(chunk))} ON CONFLICT (id) DO NOTHING")
+            connection.execute(database.sql(statement),
+                               [value for row in chunk for value in row])
 
 
 class Ledger:
@@ -155,7 +176,7 @@ class Ledger:
         Never blocks beyond one ``write()``, never raises."""
         try:
             row = self.row(record)
-            line = json.dumps(row).encode() + b"\n"  # the default encoder: the fastest
+            line = encode(row)
         except Exception:  # a record the ledger cannot read must not fail the request
             logger.exception("the usage ledger could not read a request's record")
             self._dropped += 1
