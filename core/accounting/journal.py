@@ -136,7 +136,7 @@ def orphans(directory: Path, own: set[Path]) -> list[Path]:
     return sorted(found, key=lambda p: (p.stat().st_mtime if p.exists() else 0, p.name))
 
 
-def encode(row: tuple[object, ...]) -> bytes:
+def encode(row: tuple[str | int | float | None, ...]) -> bytes:
     """One row as a journal record."""
     data = marshal.dumps(row)
     return len(data).to_bytes(4, "little") + data
