@@ -520,6 +520,20 @@ def _report(f: Result) -> None:
           "| --- | ---: | ---: | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    print("\nIssue 18's four gateway targets (one worker, 64 plain requests clients):")
+    targets = [
+        ("gateway CPU per request", f"{c['gateway_cpu_us_per_request']:,.0f} µs",
+         f"<= {CPU_US_PER_REQUEST:,.0f} µs",
+         c["gateway_cpu_us_per_request"] <= CPU_US_PER_REQUEST),
+        ("requests/s, 64 clients", f"{c['requests_per_s']:,.0f} req/s",
+         f">= {REQUESTS_PER_S:,.0f} req/s", c["requests_per_s"] >= REQUESTS_PER_S),
+        ("overhead p50 over a direct call", f"+{o['overhead_p50_ms']:.3f} ms",
+         f"<= +{OVERHEAD_P50_MS} ms", o["overhead_p50_ms"] <= OVERHEAD_P50_MS),
+        ("relayed pieces/s, one stream", f"{s['gateway_pieces_per_s']:,.0f} pieces/s",
+         f">= {PIECES_PER_S:,.0f} pieces/s", s["gateway_pieces_per_s"] >= PIECES_PER_S),
+    ]
+    for name, measured, target, ok in targets:
+        print(f"  {name:<34} {measured:>16}   target {target:<20} {_verdict(ok)}")
 
 
 if __name__ == "__main__":

@@ -145,9 +145,18 @@ class PluginLoadError(ChatplugError):
 
 
 class InvalidRequestError(ChatplugError, ValueError):
-    """The call was rejected before anything was sent: bad messages, model or parameters."""
+    """The call was rejected before anything was sent: bad messages, model or parameters.
+
+    ``param`` names the offending field where one is at fault, as OpenAI's errors do
+    (``"temperature"``, ``"messages[0].role"``); ``None`` otherwise.
+    """
 
     code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None, provider: str | None = None,
+                 model: str | None = None) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.param = param
 
 
 class ProviderNotFoundError(InvalidRequestError, LookupError):
@@ -195,7 +204,15 @@ class ProviderHTTPError(ProviderError):
     ``status_code`` is the status, ``body`` a short excerpt of what it said,
     ``retry_after`` the server's ``Retry-After``/``retry-after-ms`` hint in seconds
     (``None`` without a usable one).  408, 409, 429 and 5xx are retried; other
-    statuses are not.
+    statuses are not, and neither is any status the server sent with
+    ``x-should-retry: false`` (another gateway that has already retried).
+
+    What the server's error body said, as it said it (``None`` where it said nothing):
+    ``upstream_code`` (OpenAI's ``code``, ``"context_length_exceeded"``; Google's
+    ``ErrorInfo`` reason), ``upstream_type`` (OpenAI's and Anthropic's ``type``,
+    Google's ``status``), ``param`` (OpenAI's ``param``, ``"messages"``) and
+    ``upstream_message`` (its whole message, keys masked: what a gateway passes on,
+    so that a chain of gateways shows the origin's words once).
     """
 
     code = "upstream_http_error"
@@ -206,6 +223,8 @@ class ProviderHTTPError(ProviderError):
 
     @property
     def retryable(self) -> bool:  # type: ignore[override]
+        if self.should_retry is False:
+            return False
         return self.status_code in (408, 409, 429) or self.status_code >= 500
 
     def __init__(
@@ -216,10 +235,21 @@ class ProviderHTTPError(ProviderError):
         body: str = "",
         provider: str | None = None,
         model: str | None = None,
+        upstream_code: str | None = None,
+        upstream_type: str | None = None,
+        param: str | None = None,
+        upstream_message: str | None = None,
+        should_retry: bool | None = None,
     ):
         super().__init__(message, provider=provider, model=model)
         self.status_code = status_code
         self.body = body
+        self.upstream_code = upstream_code
+        self.upstream_type = upstream_type
+        self.param = param
+        self.upstream_message = upstream_message
+        #: The server's ``x-should-retry`` header: ``False`` makes the error final.
+        self.should_retry = should_retry
 
 
 class RateLimitError(ProviderHTTPError):
@@ -236,9 +266,16 @@ class RateLimitError(ProviderHTTPError):
         retry_after: float | None = None,
         provider: str | None = None,
         model: str | None = None,
+        upstream_code: str | None = None,
+        upstream_type: str | None = None,
+        param: str | None = None,
+        upstream_message: str | None = None,
+        should_retry: bool | None = None,
     ):
         super().__init__(
-            message, status_code=status_code, body=body, provider=provider, model=model
+            message, status_code=status_code, body=body, provider=provider, model=model,
+            upstream_code=upstream_code, upstream_type=upstream_type, param=param,
+            upstream_message=upstream_message, should_retry=should_retry,
         )
         self.retry_after = retry_after
 

@@ -141,6 +141,74 @@ def test_acreate_acomplete_and_streams(registry: Registry) -> None:
     asyncio.run(main())
 
 
+def test_batches_hand_on_what_came_together_and_wait_for_nothing_more(
+        registry: Registry, server: ScriptedServer) -> None:
+    """A relay's view of a stream (``AsyncStream.batches``): the same items as ``events``,
+    in order, in lists; the first list arrives while the server still holds the rest."""
+    server.add(pieces=["first", " second"], hold_after=1, hold=3.0, stream=True)
+
+    async def main() -> tuple[float, list[list[Any]]]:
+        started = time.monotonic()
+        stream = await gravity(registry).acreate(MESSAGES, stream=True)
+        assert isinstance(stream, AsyncStream)
+        batches: list[list[Any]] = []
+        waited = None
+        async for batch in stream.batches():
+            batches.append(batch)
+            if waited is None and "first" in batch:
+                waited = time.monotonic() - started
+        assert waited is not None
+        return waited, batches
+
+    waited, batches = asyncio.run(main())
+    assert waited < 2.0, f"the first piece waited {waited:.2f} s for the held one"
+    assert all(batches), "an empty batch"
+    texts = [item for batch in batches for item in batch if isinstance(item, str)]
+    assert texts == ["first", " second"]
+
+
+def test_a_stream_left_after_a_batch_closes_without_a_dangling_read(
+        registry: Registry, server: ScriptedServer) -> None:
+    """A relay whose client went away after a batch: the read the batch left for later is
+    closed with the stream (no "coroutine was never awaited"), the connection shut."""
+    server.add(pieces=["first", " second"], hold_after=1, hold=2.0, stream=True)
+
+    async def main() -> list[Any]:
+        stream = await gravity(registry).acreate(MESSAGES, stream=True)
+        assert isinstance(stream, AsyncStream)
+        batches = stream.batches()
+        seen: list[Any] = []
+        while "first" not in seen:
+            seen.extend(await batches.__anext__())
+        await batches.aclose()
+        await stream.aclose()
+        return seen
+
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "first" in asyncio.run(main())
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+def test_batches_give_the_pieces_before_a_cut_then_its_error(
+        registry: Registry, server: ScriptedServer) -> None:
+    server.add(pieces=["one", " two", " three", " four"], drop_after=2, stream=True)
+
+    async def main() -> list[str]:
+        stream = await gravity(registry).acreate(MESSAGES, stream=True)
+        assert isinstance(stream, AsyncStream)
+        seen: list[str] = []
+        with pytest.raises(StreamInterruptedError):
+            async for batch in stream.batches():
+                seen.extend(item for item in batch if isinstance(item, str))
+        return seen
+
+    assert asyncio.run(main()) == ["one", " two"]
+
+
 def test_the_first_piece_arrives_while_the_server_holds_the_rest(
         registry: Registry, server: ScriptedServer) -> None:
     server.add(pieces=["first", " second"], hold_after=1, hold=1.5, stream=True)

@@ -85,6 +85,38 @@ def test_the_sse_bytes(upstream: ScriptedServer) -> None:
         assert "usage" not in chunk
 
 
+def test_the_completion_paths_answer_other_methods_and_near_paths_as_before(
+        upstream: ScriptedServer) -> None:
+    """The completion endpoints are reached without Starlette's router (server/dispatch.py):
+    a whole reply has a length, and another method or a near path still gets Starlette's
+    405/404 in the wire's envelope."""
+    upstream.add(text="Hi")
+    with serve(upstream) as gateway:
+        status, headers, body = post(gateway.url, {"model": "GravityEngine",
+                                                   "messages": MESSAGES})
+        assert status == 200
+        assert headers["content-length"] == str(len(body))
+        assert "transfer-encoding" not in headers
+        assert json.loads(body)["choices"][0]["message"]["content"] == "Hi"
+        connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+        try:
+            answers = {}
+            for method, path in [("GET", "/v1/chat/completions"), ("GET", "/v1/messages"),
+                                 ("POST", "/v1/chat/completions/"), ("POST", "/v1/chat")]:
+                connection.request(method, path, b"{}" if method == "POST" else None,
+                                   {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                answers[method, path] = (response.status, response.read())
+        finally:
+            connection.close()
+    status, error = answers["GET", "/v1/chat/completions"]
+    assert (status, json.loads(error)["error"]["code"]) == (405, "method_not_allowed")
+    status, error = answers["GET", "/v1/messages"]
+    assert (status, json.loads(error)["type"]) == (405, "error")
+    assert answers["POST", "/v1/chat"][0] == 404
+    assert answers["POST", "/v1/chat/completions/"][0] in (307, 404)
+
+
 def test_an_upstream_503_before_the_first_piece_is_a_status_not_a_200(
         upstream: ScriptedServer) -> None:
     upstream.add(status=503, text="busy", stream=True)

@@ -277,6 +277,19 @@ class _Buffer:
                 if timer is not None:
                     timer.cancel()
 
+    async def batch(self, call: Call) -> list[Any]:
+        """The next item and every other one the worker had handed on by then.
+
+        :raises StopAsyncIteration: the reply ended.
+        """
+        first = await self.get(call)
+        local = self.local
+        if not local:
+            return [first]
+        batch = [first, *local]
+        local.clear()
+        return batch
+
     @property
     def finished(self) -> bool:
         """The reply ended and everything in it was taken."""
@@ -349,19 +362,29 @@ class _Here:
     reader's task, awaiting what it waits for.  The worker-free counterpart of
     :class:`_Buffer` (same ``get``/``close``/``finished``)."""
 
-    __slots__ = ("_done", "_items", "closed", "local")
+    __slots__ = ("_done", "_error", "_items", "_pending", "closed", "local")
 
     def __init__(self, call: Call, whole: bool) -> None:
         call.context.loop = asyncio.get_running_loop()
         self._items = _items(call, whole)
         self._done = False
+        #: What :meth:`batch` met after the items it returned: the wait to await first,
+        #: or the failure to raise, before anything more is read.
+        self._pending: Pending[Any] | None = None
+        self._error: Exception | None = None
         self.closed = False
         #: Never anything here: no batch is taken ahead of the reader.
         self.local: deque[Any] = deque()
 
     async def get(self, call: Call) -> Any:
+        error, self._error = self._error, None
+        if error is not None:  # met by a batch(), after the items it returned
+            raise error
         items = self._items
+        pending, self._pending = self._pending, None
         try:
+            if pending is not None:  # left by a batch(): awaited before reading on
+                await pending.run()
             while True:
                 item = next(items)
                 if type(item) is not Pending:
@@ -374,14 +397,58 @@ class _Here:
             self._done = True
             raise
 
+    async def batch(self, call: Call) -> list[Any]:
+        """The items the call yields until it has to wait (what one read brought), at
+        least one.
+
+        :raises StopAsyncIteration: the reply ended.
+        """
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        items = self._items
+        batch: list[Any] = []
+        pending, self._pending = self._pending, None
+        try:
+            while True:
+                if pending is not None:
+                    await pending.run()  # nothing is held: the batch is empty here
+                    pending = None
+                item = next(items)
+                if type(item) is not Pending:
+                    batch.append(item)
+                elif batch:
+                    self._pending = item
+                    return batch
+                else:
+                    pending = item
+        except StopIteration:
+            self._done = True
+            if batch:
+                return batch
+            raise StopAsyncIteration from None
+        except Exception as exc:
+            self._done = True
+            if batch:  # the items before the failure go out first
+                self._error = exc
+                return batch
+            raise
+        except BaseException:
+            self._done = True
+            raise
+
     @property
     def finished(self) -> bool:
-        return self._done
+        return self._done and self._error is None
 
     def close(self) -> None:
         """The reader is gone: the call's generators close, and its connection with them."""
         if not self.closed:
             self.closed = True
+            pending, self._pending = self._pending, None
+            close = getattr(pending and pending.awaitable, "close", None)
+            if close is not None:
+                close()  # a read a batch() left and nobody will await: no warning
             with contextlib.suppress(Exception):  # a cleanup bug has nobody to report to
                 self._items.close()
 
@@ -457,6 +524,33 @@ class AsyncStream(CallView):
                     yield await self._next(text_only=False)
                 except StopAsyncIteration:
                     return
+        finally:
+            if not self._finished:
+                self._cancel()
+
+    async def batches(self) -> AsyncIterator[list[str | Event]]:
+        """What :meth:`events` gives, in lists: each holds the items at hand together (on
+        the loop, what one read of the reply brought), so that a relay writes them at
+        once; nothing is held back waiting for more.
+        """
+        buffer = self._start(text_only=False)
+        try:
+            while True:
+                if self._reading:
+                    raise InvalidRequestError(
+                        "this stream is being read by another task; read a stream from "
+                        "one task at a time.", provider=self.provider, model=self.model)
+                self._reading = True
+                try:
+                    batch = await buffer.batch(self._call)
+                except StopAsyncIteration:
+                    return
+                except BaseException:
+                    self._cancel()
+                    raise
+                finally:
+                    self._reading = False
+                yield batch
         finally:
             if not self._finished:
                 self._cancel()

@@ -20,6 +20,7 @@ The provider gets a private copy, so it can never change the caller's list.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -216,11 +217,12 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise InvalidRequestError(
             f"messages must be a list of {{'role': ..., 'content': ...}} dicts, "
-            f"not {type(messages).__name__}."
+            f"not {type(messages).__name__}.", param="messages"
         )
     if not messages:
         raise InvalidRequestError(
-            "messages is empty: pass at least one {'role': 'user', 'content': '...'}."
+            "messages is empty: pass at least one {'role': 'user', 'content': '...'}.",
+            param="messages",
         )
     checked: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
@@ -229,8 +231,18 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
                 and message["content"] and message["content"].isascii()):
             checked.append(dict(message))  # the common shape, checked cheaply
             continue
-        checked.append(_message(message, f"messages[{index}]"))
+        try:
+            checked.append(_message(message, f"messages[{index}]"))
+        except InvalidRequestError as error:
+            # Every message above starts with the path of the field at fault.
+            field = _FIELD.match(error.message)
+            error.param = field.group(0) if field else f"messages[{index}]"
+            raise
     return checked
+
+
+#: The path a message of this module starts with: ``messages[0].content[1].image_url``.
+_FIELD = re.compile(r"messages\[\d+\](?:\.[A-Za-z_]+|\[\d+\])*")
 
 
 def required_capabilities(messages: Sequence[Mapping[str, Any]]) -> frozenset[str]:

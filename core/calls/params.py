@@ -191,13 +191,15 @@ class ParameterSet:
                 raise InvalidRequestError(
                     f"{name!r} is not a provider parameter: it is a call option of "
                     "create()/complete() (timeout, max_retries, api_key, url, headers, "
-                    "extra_body), or supplied by chatplug from the provider's settings."
+                    "extra_body), or supplied by chatplug from the provider's settings.",
+                    param=name,
                 )
             known = ", ".join(self.user) or "none"
             close = difflib.get_close_matches(name, list(self.user), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InvalidRequestError(
-                f"unknown parameter {name!r}.{hint} This provider accepts: {known}."
+                f"unknown parameter {name!r}.{hint} This provider accepts: {known}.",
+                param=name,
             )
         if not values:
             return {}
@@ -215,7 +217,8 @@ class ParameterSet:
             expected = self.user[str(error["loc"][0])].type if error["loc"] else ""
             raise InvalidRequestError(
                 f"parameter {field}={error.get('input')!r} is invalid: {error['msg']}"
-                + (f" (expected {expected})." if expected else ".")
+                + (f" (expected {expected})." if expected else "."),
+                param=field if error["loc"] else None,
             ) from None
         return {name: getattr(checked, name) for name in values}
 

@@ -4,7 +4,7 @@ Starlette routes the requests; every middleware is pure ASGI (never
 ``BaseHTTPMiddleware``, which hides disconnects and buffers streams).  From
 the outside in: the access log and request id, the request guard (``Host``,
 ``Origin``, JSON bodies), CORS (only with ``cors_origins``), the gateway keys,
-then the routes.  Run it with
+the completion endpoints (:mod:`.dispatch`), then the routes.  Run it with
 ``chatplug serve`` or any ASGI server::
 
     uvicorn --factory chatplug.server:create_app
@@ -27,6 +27,7 @@ from ..gateway_settings import ServerSettings, load_server_settings
 from .access import AccessLog
 from .auth import GatewayAuth
 from .chat import ChatCompletions
+from .dispatch import HotPaths
 from .errors import GatewayError, anthropic_path
 from .guard import RequestGuard
 from .health import liveliness, readiness
@@ -164,14 +165,19 @@ def create_app(registry: Registry | None = None,
             expose_headers=["x-request-id", "x-chatplug-provider", "x-chatplug-attempts",
                             "x-chatplug-overhead-ms", "x-chatplug-dropped"]))
     middleware.append(Middleware(GatewayAuth, keys=keys))
+    completions = {"/v1/chat/completions": ChatCompletions(gateway),
+                   "/v1/messages": Messages(gateway),
+                   "/v1/responses": Responses(gateway, responses)}
+    middleware.append(Middleware(HotPaths, endpoints=completions))
     handlers: dict[Any, Any] = {GatewayError: _gateway_error, 404: _http_error,
                                 405: _http_error, 500: _server_error}
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", ChatCompletions(gateway), methods=["POST"]),
-            Route("/v1/messages", Messages(gateway), methods=["POST"]),
+            Route("/v1/chat/completions", completions["/v1/chat/completions"],
+                  methods=["POST"]),
+            Route("/v1/messages", completions["/v1/messages"], methods=["POST"]),
             Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-            Route("/v1/responses", Responses(gateway, responses), methods=["POST"]),
+            Route("/v1/responses", completions["/v1/responses"], methods=["POST"]),
             Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
             Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
             Route("/v1/models", list_models, methods=["GET"]),

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["Endpoint", "Upstream"]
 
 _JSON = (b"content-type", b"application/json")
+#: ``json.dumps(..., ensure_ascii=False)`` builds an encoder per call; one serves them all.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _shutting_down() -> GatewayError:
@@ -257,10 +259,11 @@ class Endpoint(abc.ABC):
             record.first_piece = record.elapsed()
         reply = self.whole(completion, upstream, parsed)
         await self.after(parsed, reply)
-        body = json.dumps(reply, ensure_ascii=False).encode()
+        body = _encode(reply).encode()
         overhead = time.perf_counter() - started - upstream_s
         await send({"type": "http.response.start", "status": 200, "headers": [
             _JSON,
+            (b"content-length", b"%d" % len(body)),  # framed by its length, not chunked
             (b"x-chatplug-provider", (completion.provider or upstream.name).encode()),
             (b"x-chatplug-attempts", str(completion.attempts).encode()),
             (b"x-chatplug-overhead-ms", _ms(overhead)),
@@ -300,7 +303,7 @@ class Endpoint(abc.ABC):
                 await self.after(parsed, encoder)
 
             relay = EventStream(send, encoder, headers, before_end)
-            events = stream.events()
+            events = stream.batches()
             try:
                 await relay.relay(events)
             except ChatplugError as error:

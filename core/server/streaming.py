@@ -7,7 +7,8 @@ route can still fail over.  After it, a failure is sent in-band, in the wire's
 own form (chat completions: ``data: {"error": {...}}`` and no ``[DONE]``;
 Anthropic: an ``error`` event; Responses: ``response.failed``), never a clean end.
 
-Each piece is one ASGI send, nothing is held back; ``Cache-Control:
+The pieces that arrived together (one read of the upstream reply) go out in one
+ASGI send, as soon as they are decoded; nothing is held back waiting for more; ``Cache-Control:
 no-cache`` and ``X-Accel-Buffering: no`` keep proxies such as nginx from
 buffering the stream.
 """
@@ -111,9 +112,11 @@ class EventStream:
         if self._pinger is not None:
             self._pinger.cancel()
 
-    async def relay(self, events: AsyncIterator[str | Event]) -> None:
+    async def relay(self, batches: AsyncIterator[list[str | Event]]) -> None:
         """Send every event, then the end (usage, ``[DONE]``).
 
+        :param batches: the reply's events in lists of those that came together
+            (:meth:`chatplug.AsyncStream.batches`): each list goes out in one send.
         :raises ChatplugError: whatever the call raised; :attr:`committed` tells the
             caller whether to answer with a status or :meth:`fail` in-band.
         """
@@ -121,23 +124,38 @@ class EventStream:
         send = self._send
         content = encoder.content
         encode = encoder.encode
-        async for item in events:
-            if self.committed:
-                # The hot path: one text piece, one send.
-                data = content(item) if type(item) is str and item else encode(item)
-                if data:
-                    self._sent += 1
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-            elif (type(item) is str and item) or isinstance(item, COMMITTING):
-                await self._commit(encoder.start() + encode(item))
-            else:
-                encode(item)  # Meta or Usage: remembered, nothing to send yet
+        async for batch in batches:
+            if not self.committed:
+                first = self._before_commit(batch)
+                if first is not None:
+                    await self._commit(first)
+                continue  # Meta or Usage only: remembered, nothing to send yet
+            # The hot path: the pieces one read brought, one send.
+            data = b"".join([content(item) if type(item) is str and item else encode(item)
+                             for item in batch])
+            if data:
+                self._sent += 1
+                await send({"type": "http.response.body", "body": data, "more_body": True})
         if not self.committed:
             await self._commit(encoder.start())  # an empty reply is still a reply
         last = encoder.end()
         if self._before_end is not None:
             await self._before_end()
         await self._end(last)
+
+    def _before_commit(self, batch: list[str | Event]) -> bytes | None:
+        """What a batch sends before the status is committed: nothing (None) until its
+        first text, tool call, reasoning or finish, then the start and everything from it."""
+        encoder = self._encoder
+        for index, item in enumerate(batch):
+            if (type(item) is str and item) or isinstance(item, COMMITTING):
+                parts = [encoder.start()]
+                for later in batch[index:]:
+                    parts.append(encoder.content(later) if type(later) is str and later
+                                 else encoder.encode(later))
+                return b"".join(parts)
+            encoder.encode(item)  # Meta or Usage: remembered, nothing to send yet
+        return None
 
     async def fail(self, error: GatewayError) -> None:
         """End a committed stream with the wire's in-band error (never a clean end)."""

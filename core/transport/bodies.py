@@ -58,14 +58,23 @@ MARGIN = 1024
 class ServerError:
     """An error a server reported: its message (whitespace collapsed, neither
     masked nor cut; ``""`` when it gave none), its ``type`` (or Google's ``status``) and
-    ``code`` if any, the ``reason`` Google's ``ErrorInfo`` gives, and the seconds its
-    ``RetryInfo`` asks to wait."""
+    ``code`` if any (Google's is its HTTP status, a number), OpenAI's ``param``, the
+    ``reason`` Google's ``ErrorInfo`` gives, and the seconds its ``RetryInfo`` asks to
+    wait."""
 
     message: str
     type: str = ""
     code: str = ""
     reason: str = ""
     retry_after: float | None = None
+    param: str = ""
+
+    @property
+    def symbol(self) -> str:
+        """The error's code as a client matches on it (``context_length_exceeded``):
+        ``code`` unless it is a number (Google's repeats the HTTP status), else
+        Google's ``ErrorInfo`` reason; ``""`` without either."""
+        return self.code if self.code and not self.code.isdigit() else self.reason
 
     @property
     def rate_limited(self) -> bool:
@@ -123,7 +132,7 @@ def error_of(payload: Any) -> ServerError | None:
         return None
     error = payload.get("error")
     if isinstance(error, Mapping):
-        code, kind = error.get("code"), error.get("type")
+        code, kind, param = error.get("code"), error.get("type"), error.get("param")
         if not isinstance(kind, str):
             kind = error.get("status")  # Google's envelope
         reason, wait = _details(error.get("details"))
@@ -133,6 +142,7 @@ def error_of(payload: Any) -> ServerError | None:
             code="" if code is None or isinstance(code, bool) else str(code),
             reason=reason,
             retry_after=wait,
+            param=param if isinstance(param, str) else "",
         )
     if error is True:  # NextChat: {"error": true, "msg" | "message": ...}
         return ServerError(_text(payload.get("msg")) or _text(payload.get("message")))
@@ -168,7 +178,8 @@ def body_error(body: bytes) -> ServerError | None:
 
 def excerpt(text: str | bytes, secret: str | None = None, limit: int = EXCERPT_LENGTH) -> str:
     """``text`` made short enough to quote: keys masked first, then whitespace
-    collapsed, then cut to ``limit`` characters (ending in ``…`` when cut).
+    collapsed, then cut to at most ``limit`` characters, at the end of a word where
+    one ends in the last fifth (ending in ``…`` when cut: never mid-word in prose).
 
     Bytes are decoded as UTF-8, bad bytes replaced.  ``secret`` is masked, and so is
     every key the transport has used (see :func:`chatplug.transport.redaction.redact`).
@@ -181,7 +192,11 @@ def excerpt(text: str | bytes, secret: str | None = None, limit: int = EXCERPT_L
         shown = shown[:-MARGIN]
     shown = " ".join(shown.split())
     if len(shown) > limit:
-        shown = shown[: limit - 1] + "…"
+        cut = shown[: limit - 1]
+        space = cut.rfind(" ")
+        if space >= limit * 4 // 5 and space > 0:  # a word ends near the limit: cut there
+            cut = cut[:space].rstrip(",;:")
+        shown = cut + "…"
     return shown
 
 

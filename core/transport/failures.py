@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..errors import (
     AuthenticationError,
@@ -34,6 +35,7 @@ from ..errors import (
 from .redaction import redact
 
 if TYPE_CHECKING:
+    from .bodies import ServerError
     from .client import HTTPClient, Reply
 
 __all__ = [
@@ -86,11 +88,11 @@ ERROR_BODY_LIMIT = 64 * 1024
 EXCERPT_LENGTH = 200
 
 
-def excerpt(body: bytes | str, secret: str | None) -> str:
+def excerpt(body: bytes | str, secret: str | None, limit: int = EXCERPT_LENGTH) -> str:
     """A short excerpt of a body for a message, the key masked before it is cut."""
     from .bodies import excerpt as cut
 
-    return cut(body, secret, EXCERPT_LENGTH)
+    return cut(body, secret, limit)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -150,13 +152,19 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
 
     401/403 are a refused (or missing) key, naming the variable that holds it, except
     a 403 that says the model is not allowed (NextChat's ``CUSTOM_MODELS``): that is
-    a :class:`ProviderHTTPError` about the model.
+    a :class:`ProviderHTTPError` about the model.  A :class:`ProviderHTTPError` keeps
+    the body's ``code``, ``type``, ``param`` and whole message (see :func:`_said`) and
+    the ``x-should-retry`` header; a 404 at a URL without a version segment says the
+    provider's URL probably lacks ``/v1``.
     """
     from .bodies import body_error, model_refused, sentence
 
     body = reply.read(limit=ERROR_BODY_LIMIT, fail=False)
     error = body_error(body)
-    said_text = excerpt(error.message if error and error.message else body, client.api_key)
+    if error is not None and error.message:
+        said_text = excerpt(error.message, client.api_key, MESSAGE_LENGTH)
+    else:
+        said_text = excerpt(body, client.api_key)
     label = f"{status} {reply.reason}".strip()
     said = f": {said_text}" if said_text else ""
     context: dict[str, Any] = {"provider": client.provider, "model": client.model}
@@ -166,7 +174,7 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
             f"{sentence(said) if said else '.'} Choose a model "
             "this deployment allows (a NextChat deployment lists them in CUSTOM_MODELS); "
             "the key was not refused.",
-            status_code=status, body=said_text, **context,
+            status_code=status, body=said_text, **context, **_said(client, error, reply),
         )
     if status in (401, 403) or (status == 400 and error is not None and error.reason
                                 and error.refused_key):
@@ -189,17 +197,64 @@ def status_error(client: HTTPClient, status: int, reply: Reply, url: str) -> Pro
             body=said_text,
             retry_after=after,
             **context,
+            **_said(client, error, reply),
         )
+    fields = _said(client, error, reply)
     if status == 404:
         hint = f" Check the provider's URL setting; {url} does not exist."
+        path = urlsplit(url).path
+        if path.endswith(_ENDPOINTS) and not _VERSIONED.search(path):
+            hint += _version_hint(client, url)
+            # The URL is at fault, not the request: a gateway says so in these words.
+            fields["upstream_message"] = None
     elif status >= 500:
         hint = " The server failed; try again later."
     else:
         hint = " The server rejected the request."
     return ProviderHTTPError(
         f"{label}{sentence(said) if said else '.'}{hint}", status_code=status, body=said_text,
-        **context,
+        **context, **fields,
     )
+
+
+#: The longest message of a server's JSON error quoted in chatplug's message (a server's
+#: own sentence for people, so longer than an excerpt of an unknown body).
+MESSAGE_LENGTH = 600
+#: The longest message of a server's JSON error kept whole for a gateway to pass on.
+RELAYED_LENGTH = 4000
+#: The endpoints of the OpenAI-style APIs whose base URL ends in a version (``/v1``).
+_ENDPOINTS = ("/chat/completions", "/completions", "/responses", "/messages", "/models",
+              "/embeddings")
+#: A version segment in a URL's path: ``/v1``, ``/v1beta``, ``/v2/``.
+_VERSIONED = re.compile(r"/v\d+[a-z0-9]*(/|$)", re.IGNORECASE)
+
+
+def _said(client: HTTPClient, error: ServerError | None, reply: Reply) -> dict[str, Any]:
+    """What a server's error body and headers said, as :class:`ProviderHTTPError`
+    keeps it: its code, type, param and whole message, and ``x-should-retry``."""
+    flag = str(reply.headers.get("x-should-retry", "")).strip().lower()
+    fields: dict[str, Any] = {"should_retry": False if flag == "false" else None}
+    if error is not None:
+        fields.update(
+            upstream_code=error.symbol or None,
+            upstream_type=error.type or None,
+            param=error.param or None,
+            upstream_message=(excerpt(error.message, client.api_key, RELAYED_LENGTH)
+                              if error.message else None),
+        )
+    return fields
+
+
+def _version_hint(client: HTTPClient, url: str) -> str:
+    """A 404 at a URL with no version segment: the base URL probably lacks ``/v1``
+    (``CHATPLUG_OPENAI_URL=http://host:port`` instead of ``.../v1``)."""
+    from ..naming import variables_for
+
+    parts = urlsplit(url)
+    variable = variables_for(client.provider, "url") if client.provider else "its URL setting"
+    return (f" The URL has no version in its path: the provider's URL probably needs /v1 "
+            f"at its end (set {variable} to {parts.scheme}://{parts.netloc}/v1, or what "
+            "the server documents).")
 
 
 def _key_hint(client: HTTPClient) -> str:

@@ -117,6 +117,10 @@ def _headers(raw: Any) -> Headers:
     return headers
 
 
+#: Header names already found to be tokens: the next request naming one skips the match.
+_good_names: set[str] = set()
+
+
 def _check(headers: Mapping[str, str]) -> None:
     """Refuse what ``requests`` refuses before anything is sent.
 
@@ -124,11 +128,19 @@ def _check(headers: Mapping[str, str]) -> None:
         leading whitespace; ``UnicodeEncodeError`` for a value that is not Latin-1.
     """
     for name, value in headers.items():
-        if type(value) is not str or not _TOKEN.fullmatch(name) or (
+        if type(value) is not str or (name not in _good_names and not _good_name(name)) or (
                 "\n" in value or "\r" in value or "\0" in value) or value[:1] in (" ", "\t"):
             raise InvalidHeader(f"invalid header {name!r}: a header name is a token and a "
                                 "value a string without leading whitespace, line breaks or NUL")
         value.encode("latin-1")
+
+
+def _good_name(name: str) -> bool:
+    if _TOKEN.fullmatch(name) is None:
+        return False
+    if len(_good_names) < 256:
+        _good_names.add(name)
+    return True
 
 
 #: Closes and drains running on their own: referenced until done (a task nobody
@@ -217,6 +229,11 @@ class _Session:
             timeout=aiohttp.ClientTimeout(total=None),
             max_line_size=MAX_LINE, max_field_size=MAX_LINE, max_headers=MAX_HEADERS)
         self._guard: AsyncGenerator[None, None] | None = None
+
+    @property
+    def unguarded(self) -> bool:
+        """Whether :meth:`guard` is still to be awaited."""
+        return self._guard is None
 
     async def guard(self) -> None:
         """Have the session closed when the loop shuts down.
@@ -311,6 +328,10 @@ def abort(response: aiohttp.ClientResponse) -> None:
     response.close()
 
 
+#: The timeouts of requests far from their deadline, by (connect, read) seconds.
+_timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+
+
 async def _exchange(client: HTTPClient, exchange: _Exchange, method: str, url: str,
                     data: bytes | None, headers: Mapping[str, str]) -> aiohttp.ClientResponse:
     """The response to one request, once its headers came.
@@ -323,11 +344,21 @@ async def _exchange(client: HTTPClient, exchange: _Exchange, method: str, url: s
     context = client.context
     transport = client.transport
     session = session_for(transport, exchange.loop)
-    await session.guard()
+    if session.unguarded:
+        await session.guard()
     left = context.remaining()
-    timeout = aiohttp.ClientTimeout(total=None,
-                                    sock_connect=min(transport.connect_timeout, left),
-                                    sock_read=min(client.read_timeout, left))
+    connect, read = transport.connect_timeout, client.read_timeout
+    if left >= connect and left >= read:
+        # The usual case, far from the deadline: one timeout object per pair of bounds.
+        timeout = _timeouts.get((connect, read))
+        if timeout is None:
+            timeout = _timeouts[(connect, read)] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect, sock_read=read)
+            if len(_timeouts) > 64:
+                _timeouts.clear()
+    else:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(connect, left),
+                                        sock_read=min(read, left))
     exchange.driver = asyncio.current_task()
     context.attach(exchange)
     if exchange.cut:  # cancelled, or past the deadline, before anything was sent

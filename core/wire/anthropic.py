@@ -311,12 +311,14 @@ def _error(payload: Mapping[str, Any], *, where: str, secret: str | None,
     status = _ERROR_STATUS.get(error.type)
     if received is None and status is not None:
         text = said(error, payload, secret)
+        # As a status's error would: a gateway passes the server's type and words on.
+        fields: dict[str, Any] = {"upstream_type": error.type, "upstream_message": text}
         if status == 429:
             return RateLimitError(f"the server reported in {where}: {sentence(text)} "
-                                  "Retry later.")
+                                  "Retry later.", **fields)
         return ProviderHTTPError(
             f"{status} {error.type} in {where}: {sentence(text)} Try again later.",
-            status_code=status, body=text)
+            status_code=status, body=text, **fields)
     return reported_error(error, payload, where=where, secret=secret, provider=provider,
                           received=received)
 

@@ -78,7 +78,9 @@ def reported_error(
             received=received,
         )
     if error.rate_limited:
-        return RateLimitError(f"the server reported in {where}: {sentence(text)} Retry later.")
+        return RateLimitError(f"the server reported in {where}: {sentence(text)} Retry later.",
+                              upstream_code=error.symbol or None,
+                              upstream_type=error.type or None, upstream_message=text)
     if error.refused_key:
         from ..naming import env_name
 
