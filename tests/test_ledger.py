@@ -222,6 +222,7 @@ def test_a_database_outage_fails_no_request_and_its_rows_arrive_after(
             with ThreadPoolExecutor(8) as pool:
                 statuses += list(pool.map(one, range(40)))
             assert statuses == [200] * 45  # 0 failed requests
+            assert not ledger.flush(timeout=3)  # nothing can be written meanwhile
             stats = ledger.stats
             assert stats.deferred > 0
             assert not stats.database_ok

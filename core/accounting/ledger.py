@@ -64,9 +64,10 @@ _ROWS_PER_STATEMENT = 50
 _VALUES = f"({', '.join('?' * len(COLUMNS))})"
 #: Rows per transaction.
 BATCH = 500
-#: Seconds between two batches (a row waits about this long): a commit costs SQLite
-#: about as much as 10 rows, so batches of fewer rows cost more CPU per row.
-INTERVAL = 0.25
+#: Seconds between two batches (a row waits about this long; it is in the journal
+#: meanwhile): a commit costs SQLite about as much as 10 rows, and each batch takes the
+#: GIL from the event loop a few times; rare, large batches cost the requests least.
+INTERVAL = 1.0
 #: The longest pause between two attempts while the database is down.
 RETRY_MAX = 10.0
 #: Seconds between two looks for the journals of processes that died.
