@@ -18,6 +18,7 @@ table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -49,13 +50,14 @@ def _free_port() -> int:
 class GatewayProcess:
     """``chatplug serve`` on a free loopback port, in front of ``upstream``."""
 
-    def __init__(self, upstream: str, cwd: str) -> None:
+    def __init__(self, upstream: str, cwd: str, **settings: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
+        # CHATPLUG_HOME: the usage ledger (gateway.db, its journal) in the run's directory.
         env.update(CHATPLUG_GRAVITYENGINE_URL=upstream, CHATPLUG_PLUGINS="",
-                   CHATPLUG_MAX_RETRIES="0")
-        self._log = open(Path(cwd) / "gateway.log", "wb")  # noqa: SIM115  # closed in stop()
+                   CHATPLUG_MAX_RETRIES="0", CHATPLUG_HOME=cwd, **settings)
+        self._log = open(Path(cwd) / f"gateway-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "chatplug", "serve", "--port", str(self.port),
              "--workers", "1"],
@@ -317,10 +319,71 @@ def concurrent_streams(url: str, streams: int, pieces: int) -> Result:
             "total_s": total}
 
 
+def _loop_cpu_s(gateway: GatewayProcess) -> float:
+    """CPU seconds of the gateway's main thread (its event loop: the request path)."""
+    pid = gateway.process.pid
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def ledger_cost(upstream: str, cwd: str, quick: bool) -> Result:
+    """The usage ledger's cost (``--ledger``): a gateway with it (SQLite) and one without,
+    side by side in this run.  Sequential requests alternate between the two one by one,
+    and 64 clients load each of them at the same time (both see the same machine and the
+    same load); each gateway's CPU per request comes from ``/proc``."""
+    sides = {"on": GatewayProcess(upstream, cwd, CHATPLUG_SERVER_LEDGER="true"),
+             "off": GatewayProcess(upstream, cwd, CHATPLUG_SERVER_LEDGER="false")}
+    scenario = scenarios.reply(8, 16)
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    rounds: dict[str, list[Result]] = {"on": [], "off": []}
+    served = 0
+    try:
+        clients = {name: GatewayClient(gateway.url) for name, gateway in sides.items()}
+        for _ in range(100 if quick else 3000):
+            for name, client in clients.items():
+                started = time.perf_counter()
+                client.complete(scenario)
+                times[name].append(time.perf_counter() - started)
+        loop_s = {name: _loop_cpu_s(gateway) for name, gateway in sides.items()}
+        for _ in range(2 if quick else 5):  # both at once: the same machine, the same load
+            with ThreadPoolExecutor(2) as pool:
+                done = {name: pool.submit(concurrent_complete, gateway.url, gateway, 64,
+                                          1.0 if quick else 3.0)
+                        for name, gateway in sides.items()}
+            for name, future in done.items():
+                rounds[name].append(future.result())
+        for name, gateway in sides.items():
+            loop_s[name] = _loop_cpu_s(gateway) - loop_s[name]
+        for client in clients.values():
+            client.close()
+        served = len(times["on"]) + sum(r["requests"] + r["clients"] for r in rounds["on"])
+    finally:
+        for gateway in sides.values():
+            gateway.stop()  # SIGTERM: the ledger writes what it holds before it exits
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(Path(cwd) / "gateway.db")) as database:
+        rows = database.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
+    figures: Result = {"rows": rows, "served": served}
+    for name in sides:
+        figures[name] = {
+            "p50_ms": median(times[name]) * 1000,
+            "requests_per_s": median([r["requests_per_s"] for r in rounds[name]]),
+            "cpu_us_per_request": median([r["gateway_cpu_us_per_request"]
+                                          for r in rounds[name]]),
+            # Every request of the rounds, each client's first (untimed) one included.
+            "loop_cpu_us_per_request": loop_s[name] * 1e6 / sum(
+                r["requests"] + r["clients"] for r in rounds[name]),
+            "errors": sum(r["errors"] for r in rounds[name])}
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the figures here")
+    parser.add_argument("--ledger", action="store_true",
+                        help="only the usage ledger's cost: with it (SQLite) and without")
     args = parser.parse_args(argv)
     quick = args.quick
     figures: Result = {}
@@ -328,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
         env["PYTHONPATH"] = str(ROOT)
         with ServerProcess(env, cwd, lifetime=900) as upstream:
+            if args.ledger:
+                figures["ledger"] = ledger_cost(upstream.url, cwd, quick)
+                _report_ledger(figures["ledger"])
+                if args.json:
+                    Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+                return 0
             gateway = GatewayProcess(upstream.url, cwd)
             try:
                 client = GatewayClient(gateway.url)
@@ -380,6 +449,26 @@ PIECES_PER_S = 78_561.0
 
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "**FAIL**"
+
+
+def _report_ledger(f: Result) -> None:
+    on, off = f["on"], f["off"]
+    print("| figure | with the ledger | without | ratio | target | result |\n"
+          "| --- | ---: | ---: | ---: | --- | --- |")
+    for label, key, unit, higher in (("sequential p50", "p50_ms", "ms", False),
+                                     ("64 clients", "requests_per_s", "req/s", True),
+                                     ("gateway CPU per request (64 clients)",
+                                      "cpu_us_per_request", "µs", False),
+                                     ("... of it on the event loop (the request path)",
+                                      "loop_cpu_us_per_request", "µs", False)):
+        ratio = on[key] / off[key]
+        ok = ratio >= 0.95 if higher else ratio <= 1.05
+        print(f"| {label} | {on[key]:,.3f} {unit} | {off[key]:,.3f} {unit} | {ratio:.3f} | "
+              f"{'>= 0.95' if higher else '<= 1.05'} | {_verdict(ok)} |")
+    print(f"| errors (64 clients) | {on['errors']} | {off['errors']} | | 0 | "
+          f"{_verdict(not on['errors'] and not off['errors'])} |")
+    print(f"| ledger rows / requests served | {f['rows']:,} / {f['served']:,} | | | equal "
+          f"| {_verdict(f['rows'] == f['served'])} |")
 
 
 def _report(f: Result) -> None:

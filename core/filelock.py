@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import StorageError
 
-__all__ = ["WAIT", "lock_path", "locked"]
+__all__ = ["WAIT", "lock_path", "locked", "try_lock"]
 
 #: Seconds to wait for another process's read-modify-write (they take milliseconds).
 WAIT = 10.0
@@ -63,6 +63,12 @@ def _acquire(fd: int, lock: Path, wait: float) -> None:
                 "it has finished."
             )
         time.sleep(_POLL)
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive lock on the open file ``fd`` if nobody holds one; whether it
+    did.  The lock lasts until ``fd`` is closed or its process ends (a SIGKILL too)."""
+    return _try_lock(fd)
 
 
 def _try_lock(fd: int) -> bool:

@@ -40,6 +40,13 @@ variable                                default   meaning
                                                   counting limits per process
 ``CHATPLUG_SERVER_KEYS_REFRESH``        5         seconds between reloads of the virtual keys
                                                   from the database (revocations, new keys)
+``CHATPLUG_SERVER_LEDGER``              true      ``false``: keep no usage ledger (one row per
+                                                  completion in the gateway's database)
+``CHATPLUG_SERVER_LEDGER_QUEUE``        10000     ledger rows held in memory for the writer;
+                                                  beyond, in the journal only
+``CHATPLUG_SERVER_LEDGER_JOURNAL_MB``   1024      MiB of ledger journal per process at most
+                                                  (rows wait there while the database is down;
+                                                  0: no journal, rows not kept across a crash)
 ======================================  ========  =============================================
 
 The provider settings (URLs, keys, ``CHATPLUG_TIMEOUT``...) are chatplug's own
@@ -92,6 +99,11 @@ class ServerSettings(BaseSettings):
     max_headers: int = Field(100, ge=8, le=10_000, description="most request header lines")
     request_timeout: float = Field(30.0, gt=0, le=3600,
                                    description="seconds a client has to send a whole request")
+    ledger: bool = Field(True, description="keep the usage ledger")
+    ledger_queue: int = Field(10_000, ge=1, le=10_000_000,
+                              description="ledger rows held in memory for the writer")
+    ledger_journal_mb: int = Field(1024, ge=0, le=1024 * 1024,
+                                   description="MiB of ledger journal per process at most")
     # A comma-separated string in the environment, or a JSON list.
     cors_origins: tuple[str, ...] | str = ()
     allowed_hosts: tuple[str, ...] | str = ()

@@ -92,6 +92,10 @@ class PostgresServer:
         _stop(self.process)
 
     def start(self) -> None:
+        # The stopped server may still be exiting (its postmaster.pid, its port): wait.
+        deadline = time.monotonic() + _START_SECONDS
+        while (self.datadir / "postmaster.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.process = _start_postgres(self.datadir, self.port)
 
 
@@ -116,7 +120,24 @@ def _start_postgres(datadir: Path, port: int) -> subprocess.Popen[bytes]:
          "-c", "fsync=off", "-c", "full_page_writes=off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_port(port, process, "postgres")
+    _wait_ready(port)
     return process
+
+
+def _wait_ready(port: int) -> None:
+    # Listening is not accepting: "the database system is starting up" comes first.
+    import psycopg
+
+    deadline = time.monotonic() + _START_SECONDS
+    while True:
+        try:
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres",
+                            connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -408,6 +408,9 @@ def test_an_unreachable_redis_is_a_flag_and_counts_the_metrics_can_read(
         assert limits.degraded
         assert limits.redis_failures >= 1
         assert limits.local_fallbacks == 3
+        metrics = requests.get(f"{server.url}/metrics", timeout=10,
+                               headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert "chatplug_limits_redis_degraded 1.0" in metrics.text
     with gateway(upstream, redis_url=nowhere, redis_fail_closed=True) as server:
         with pytest.raises(openai.InternalServerError) as refused:
             openai_client(server.url, secret).chat.completions.create(

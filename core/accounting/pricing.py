@@ -42,6 +42,21 @@ def price_list(config: ConfigFile) -> dict[str, Price]:
     return prices
 
 
+#: The last price list folded to lower case, and its folding (a gateway prices every
+#: reply with one list: folded once, not per reply).
+_last: tuple[Mapping[str, Price], dict[str, Price]] | None = None
+
+
+def _folded(prices: Mapping[str, Price]) -> dict[str, Price]:
+    global _last
+    last = _last
+    if last is not None and last[0] is prices:
+        return last[1]
+    folded = {name.lower(): price for name, price in prices.items()}
+    _last = (prices, folded)
+    return folded
+
+
 def price_for(provider: str | None, model: str | None, prices: Mapping[str, Price],
               requested: str | None = None) -> Price | None:
     """The price of ``model`` served by ``provider``: ``"Provider/model"``, else
@@ -59,7 +74,7 @@ def price_for(provider: str | None, model: str | None, prices: Mapping[str, Pric
         if price is not None:
             return price
     # Provider names are case-insensitive (``openai/gpt-4o`` is OpenAI's).
-    folded = {name.lower(): price for name, price in prices.items()}
+    folded = _folded(prices)
     for name in candidates:
         price = folded.get(name.lower())
         if price is not None:

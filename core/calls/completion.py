@@ -14,8 +14,9 @@ empty.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events import (
     Annotations,
@@ -30,6 +31,9 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from ..configfile import Price
 
 __all__ = ["Completion", "CompletionBuilder", "CompletionChoice", "TextTally", "ToolCall"]
 
@@ -126,6 +130,8 @@ class Completion:
     #: OpenAI's ``system_fingerprint`` and the ``service_tier`` that served the request.
     system_fingerprint: str | None = None
     service_tier: str | None = None
+    #: USD, from the ``[prices]`` of chatplug.toml (``None``: no price, or no usage).
+    cost: float | None = None
     #: The choices after the first (``n`` > 1); :attr:`choices` lists them all.
     other_choices: list[CompletionChoice] = field(default_factory=list)
 
@@ -171,6 +177,7 @@ class Completion:
             "logprobs": self.logprobs,
             "system_fingerprint": self.system_fingerprint,
             "service_tier": self.service_tier,
+            "cost": self.cost,
             "message": self.message,
             "choices": [choice.as_dict() for choice in self.choices],
         }
@@ -202,8 +209,8 @@ class CompletionBuilder:
 
     __slots__ = ("_annotations", "_blocks", "_choices", "_logprobs", "_reasoning", "_refusal",
                  "_tools", "attempts", "characters", "finish_reason", "id", "keep_text",
-                 "model", "native_finish_reason", "pieces", "provider", "served_model",
-                 "service_tier", "stop_sequence", "system_fingerprint", "usage")
+                 "model", "native_finish_reason", "pieces", "prices", "provider",
+                 "served_model", "service_tier", "stop_sequence", "system_fingerprint", "usage")
 
     def __init__(self, provider: str | None, model: str | None, *,
                  keep_text: bool = True) -> None:
@@ -211,6 +218,8 @@ class CompletionBuilder:
         self.model = model
         self.attempts = 1
         self.keep_text = keep_text
+        #: ``[prices]`` (:func:`chatplug.accounting.pricing.price_list`), to fill ``cost``.
+        self.prices: Mapping[str, Price] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -378,4 +387,11 @@ class CompletionBuilder:
             service_tier=self.service_tier,
             other_choices=[builder.choice(index)
                            for index, builder in sorted(self._choices.items())],
+            cost=self._cost() if self.prices else None,
         )
+
+    def _cost(self) -> float | None:
+        from ..accounting.pricing import cost_of
+
+        return cost_of(self.usage, self.provider, self.served_model or self.model,
+                       self.prices or {}, self.model)

@@ -98,6 +98,7 @@ class Call:
         #: Events are recorded but not yielded (the caller reads text only).
         self.text_only = False
         self.builder = CompletionBuilder(prepared.provider, prepared.model)
+        self.builder.prices = runtime.prices
         #: The last failure, once the call failed (routes read it).
         self.error: ChatplugError | None = None
         self.first_piece_s: float | None = None

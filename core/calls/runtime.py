@@ -8,6 +8,7 @@ reaching back into the registry.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from ..hooks import OBSERVER_HOOKS
 if TYPE_CHECKING:
     import pluggy
 
+    from ..configfile import Price
     from ..settings import Settings
     from ..transport.client import Transport
     from .notify import Notifications
@@ -39,6 +41,7 @@ class Runtime:
         self._transport: Transport | None = None
         self._async_pool: WorkerPool | None = None
         self._notifications: Notifications | None = None
+        self._prices: dict[str, Price] | None = None
         self._lock = threading.RLock()
 
     @property
@@ -87,6 +90,25 @@ class Runtime:
                 if self._notifications is None:
                     self._notifications = Notifications()
         return self._notifications
+
+    @property
+    def prices(self) -> dict[str, Price]:
+        """USD per million tokens by model: chatplug.toml's ``[prices]`` (read once), for
+        ``Completion.cost``; empty without any (or when the file is malformed: that is
+        logged, and the calls go on unpriced)."""
+        prices = self._prices
+        if prices is None:
+            from ..accounting.pricing import price_list
+            from ..configfile import load_config
+            from ..errors import ConfigurationError
+
+            try:
+                prices = price_list(load_config())
+            except ConfigurationError as exc:
+                logging.getLogger("chatplug").warning("completions are not priced: %s", exc)
+                prices = {}
+            self._prices = prices
+        return prices
 
     def observers(self) -> Any:
         """pluggy's hook relay if any observer hook is implemented, else ``None``.

@@ -12,6 +12,7 @@ the completion endpoints (:mod:`.dispatch`), then the routes.  Run it with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -45,6 +46,7 @@ from .virtualkeys import VirtualKeys
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from ..accounting.ledger import Ledger
     from ..plugins.registry import Registry
     from .keycache import KeyCache
     from .keyguard import KeyLimits
@@ -69,6 +71,8 @@ class Gateway:
         #: accountant counting their limits (``key_limits.degraded``: Redis unreachable).
         self.keys: KeyCache | None = None
         self.key_limits: KeyLimits | None = None
+        #: The usage ledger (docs/ledger.md), unless ``settings.ledger`` is off.
+        self.ledger: Ledger | None = None
 
 
 def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
@@ -107,6 +111,20 @@ def _server_error(request: Request, exc: Exception) -> JSONResponse:
              "report it.", code="internal_error"))
 
 
+def _ledger(settings: ServerSettings) -> Ledger:
+    # The usage ledger (docs/ledger.md): the gateway's database, migrated by the writer
+    # thread (a database down at start-up fails no request), priced by chatplug.toml.
+    from ..accounting.database import open_database
+    from ..accounting.ledger import Ledger
+    from ..accounting.pricing import price_list
+    from ..configfile import load_config
+    from ..paths import data_dir
+
+    return Ledger(open_database(migrate=False), data_dir() / "ledger",
+                  prices=price_list(load_config()), queue_size=settings.ledger_queue,
+                  journal_max=settings.ledger_journal_mb << 20)
+
+
 def create_app(registry: Registry | None = None,
                settings: ServerSettings | None = None, *,
                responses: ResponseStore | None = None) -> Starlette:
@@ -133,12 +151,19 @@ def create_app(registry: Registry | None = None,
     # Virtual keys, their limits and the admin API (docs/keys.md).
     virtual = VirtualKeys(gateway) if settings.auth else None
 
+    ledger = _ledger(settings) if settings.ledger else None
+    if ledger is not None:
+        gateway.accountants.append(ledger)
+        gateway.ledger = ledger
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         registry.runtime.transport.prepare_loop()  # no import stalls the first request
         gateway.drain.install()
         if virtual is not None:
             await virtual.start()
+        if ledger is not None:
+            ledger.start()
         try:
             yield
         finally:
@@ -148,6 +173,8 @@ def create_app(registry: Registry | None = None,
             database = getattr(app.state, "ui_database", None)  # opened by /ui
             if database is not None:
                 database.close()
+            if ledger is not None:
+                await asyncio.to_thread(ledger.close)
 
     middleware = [Middleware(AccessLog),
                   Middleware(RequestGuard, allowed_hosts=settings.hosts,
@@ -200,6 +227,7 @@ def create_app(registry: Registry | None = None,
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.ledger = ledger
     app.state.responses = responses
     app.state.metrics = metrics
     return app

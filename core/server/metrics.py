@@ -13,8 +13,8 @@ model is ``other``.  Counting a request adds to plain numbers kept per label set
 lock, no label dictionary); the families are made when scraped.
 
 Read at scrape time, when the gateway has them: the usage ledger's dropped rows
-(``gateway.ledger.stats``) and whether the limiter has fallen back from Redis to
-per-process limits (``gateway.limiter``).
+(``gateway.ledger.stats``) and whether the virtual keys' limits have fallen back from
+Redis to per-process limits (``gateway.key_limits.degraded``).
 """
 
 from __future__ import annotations
@@ -217,20 +217,15 @@ class _Borrowed:
         return []  # read at scrape time only: what exists may change
 
     def collect(self) -> Iterator[Any]:
-        stats = getattr(getattr(self.gateway, "ledger", None), "stats", None)
-        dropped = _figure(stats, "dropped")
+        ledger = self.gateway.ledger
+        dropped = _figure(ledger.stats if ledger is not None else None, "dropped")
         if dropped is not None:
             family = CounterMetricFamily(
                 "chatplug_ledger_rows_dropped", "Usage ledger rows dropped (a full queue "
                 "or an unreachable database); the requests were served.")
             family.add_metric([], dropped)
             yield family
-        limiter = getattr(self.gateway, "limiter", None)
-        degraded = None
-        for name in ("degraded", "redis_degraded", "local_only"):
-            degraded = _figure(limiter, name)
-            if degraded is not None:
-                break
+        degraded = _figure(self.gateway.key_limits, "degraded")
         if degraded is not None:
             yield GaugeMetricFamily(
                 "chatplug_limits_redis_degraded", "1 while Redis is unreachable and the "
