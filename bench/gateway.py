@@ -56,7 +56,8 @@ class GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
         # CHATPLUG_HOME: the usage ledger (gateway.db, its journal) in the run's directory.
         env.update(CHATPLUG_GRAVITYENGINE_URL=upstream, CHATPLUG_PLUGINS="",
-                   CHATPLUG_MAX_RETRIES="0", CHATPLUG_HOME=cwd, **settings)
+                   CHATPLUG_MAX_RETRIES="0", CHATPLUG_HOME=cwd)
+        env.update(settings)
         self._log = open(Path(cwd) / f"gateway-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "chatplug", "serve", "--port", str(self.port),
@@ -104,12 +105,14 @@ PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages",
 class GatewayClient:
     """What a client of one of the gateway's wires does, with ``requests`` (one session)."""
 
-    def __init__(self, url: str, wire: str = "chat") -> None:
+    def __init__(self, url: str, wire: str = "chat", key: str | None = None) -> None:
         import requests
 
         self.wire = wire
         self._url = url + PATHS[wire]
         self._session = requests.Session()
+        if key is not None:
+            self._session.headers["Authorization"] = f"Bearer {key}"
 
     def _body(self, scenario: str, stream: bool) -> dict[str, Any]:
         messages = scenarios.messages(scenario)
@@ -250,7 +253,7 @@ def three_wires(gateway: GatewayProcess, direct: Any, count: int, chunks: int) -
 
 
 def concurrent_complete(url: str, gateway: GatewayProcess, clients: int,
-                        seconds: float) -> Result:
+                        seconds: float, key: str | None = None) -> Result:
     """``clients`` threads sending non-stream requests back to back for ``seconds``."""
     scenario = scenarios.reply(8, 16)
     expected = scenarios.expected_chars(scenario)
@@ -260,7 +263,7 @@ def concurrent_complete(url: str, gateway: GatewayProcess, clients: int,
     barrier = threading.Barrier(clients + 1)
 
     def run(index: int) -> None:
-        client = GatewayClient(url)
+        client = GatewayClient(url, key=key)
         client.complete(scenario)
         barrier.wait()
         while time.monotonic() < stop:
@@ -378,12 +381,114 @@ def ledger_cost(upstream: str, cwd: str, quick: bool) -> Result:
     return figures
 
 
+#: The admin key of the team side of ``--team`` (a bench's own, on loopback).
+TEAM_ADMIN = "bench-admin-key-0123456789"
+
+
+def _virtual_key(home: Path) -> str:
+    """A virtual key with limits no bench reaches (they are counted all the same)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
+    env["CHATPLUG_HOME"] = str(home)
+    made = subprocess.run(
+        [sys.executable, "-m", "chatplug", "gateway", "keys", "create", "--name", "bench",
+         "--rpm", "100000000", "--tpm", "100000000000", "--max-parallel", "10000",
+         "--budget", "100000000000tokens", "--period", "month"],
+        env=env, capture_output=True, text=True, check=True, timeout=60)
+    return made.stdout.strip()
+
+
+def team_cost(upstream: str, cwd: str, quick: bool) -> Result:
+    """Issue 22's figure (``--team``): a bare gateway (no ledger, no metrics, no keys) and
+    one with everything on (a virtual key with rpm, tpm, parallel and budget limits, the
+    SQLite ledger, /metrics), in one run.  Sequential requests go to the two and to the
+    provider directly in turn (the overhead is each gateway's p50 minus the direct one);
+    then 64 clients load each gateway alone, twice, alternating."""
+    homes = {name: Path(cwd) / name for name in ("bare", "team")}
+    for home in homes.values():
+        home.mkdir()
+    key = _virtual_key(homes["team"])
+    sides = {"bare": GatewayProcess(upstream, cwd, CHATPLUG_HOME=str(homes["bare"]),
+                                    CHATPLUG_SERVER_LEDGER="false",
+                                    CHATPLUG_SERVER_METRICS="false"),
+             "team": GatewayProcess(upstream, cwd, CHATPLUG_HOME=str(homes["team"]),
+                                    CHATPLUG_SERVER_ADMIN_KEY=TEAM_ADMIN)}
+    keys = {"bare": None, "team": key}
+    scenario = scenarios.reply(8, 16)
+    messages = scenarios.messages(scenario)
+    direct = _direct(upstream)
+    times: dict[str, list[float]] = {"bare": [], "team": [], "direct": []}
+    rounds: dict[str, list[Result]] = {"bare": [], "team": []}
+    try:
+        clients = {name: GatewayClient(gateway.url, key=keys[name])
+                   for name, gateway in sides.items()}
+        clock = time.perf_counter
+        for number in range(100 if quick else 2000):
+            for name, client in clients.items():
+                started = clock()
+                client.complete(scenario)
+                times[name].append(clock() - started)
+            started = clock()
+            direct.create(messages)
+            times["direct"].append(clock() - started)
+            if number == 20:  # the first ones warm up
+                times = {name: [] for name in times}
+        for _ in range(2):
+            for name, gateway in sides.items():
+                rounds[name].append(concurrent_complete(gateway.url, gateway, 64,
+                                                        1.0 if quick else 4.0, keys[name]))
+        scraped = clients["team"]._session.get(
+            sides["team"].url + "/metrics", timeout=10,
+            headers={"Authorization": f"Bearer {TEAM_ADMIN}"}).text
+        for client in clients.values():
+            client.close()
+    finally:
+        for gateway in sides.values():
+            gateway.stop()
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(homes["team"] / "gateway.db")) as database:
+        rows = database.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
+    direct_p50 = median(times["direct"])
+    figures: Result = {"rows": rows, "metrics_counted": "chatplug_requests_total" in scraped,
+                       "direct_p50_ms": direct_p50 * 1000}
+    for name in sides:
+        figures[name] = {
+            "p50_ms": median(times[name]) * 1000,
+            "overhead_p50_ms": (median(times[name]) - direct_p50) * 1000,
+            "requests_per_s": max(r["requests_per_s"] for r in rounds[name]),
+            "cpu_us_per_request": min(r["gateway_cpu_us_per_request"] for r in rounds[name]),
+            "errors": sum(r["errors"] for r in rounds[name])}
+    return figures
+
+
+def _report_team(f: Result) -> None:
+    bare, team = f["bare"], f["team"]
+    ratio = team["overhead_p50_ms"] / bare["overhead_p50_ms"]
+    print("| figure | everything on | bare | target | result |\n| --- | ---: | ---: | --- | --- |")
+    print(f"| overhead p50 (direct {f['direct_p50_ms']:.3f} ms) | "
+          f"{team['overhead_p50_ms']:.3f} ms | {bare['overhead_p50_ms']:.3f} ms | "
+          f"<= 1.2x bare ({ratio:.2f}x) | {_verdict(ratio <= 1.2)} |")
+    print(f"| 64 clients, one worker | {team['requests_per_s']:,.0f} req/s | "
+          f"{bare['requests_per_s']:,.0f} req/s | >= 500 | "
+          f"{_verdict(team['requests_per_s'] >= 500)} |")
+    print(f"| gateway CPU per request | {team['cpu_us_per_request']:,.0f} µs | "
+          f"{bare['cpu_us_per_request']:,.0f} µs | | |")
+    print(f"| errors | {team['errors']} | {bare['errors']} | 0 | "
+          f"{_verdict(not team['errors'] and not bare['errors'])} |")
+    print(f"| ledger rows (team) | {f['rows']:,} | | one per request | |")
+    print(f"| /metrics counted | {f['metrics_counted']} | | True | "
+          f"{_verdict(f['metrics_counted'])} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the figures here")
     parser.add_argument("--ledger", action="store_true",
                         help="only the usage ledger's cost: with it (SQLite) and without")
+    parser.add_argument("--team", action="store_true",
+                        help="only issue 22's figure: keys, limits, ledger and metrics all on, "
+                             "against the bare gateway")
     args = parser.parse_args(argv)
     quick = args.quick
     figures: Result = {}
@@ -391,6 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
         env["PYTHONPATH"] = str(ROOT)
         with ServerProcess(env, cwd, lifetime=900) as upstream:
+            if args.team:
+                figures["team"] = team_cost(upstream.url, cwd, quick)
+                _report_team(figures["team"])
+                if args.json:
+                    Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+                return 0
             if args.ledger:
                 figures["ledger"] = ledger_cost(upstream.url, cwd, quick)
                 _report_ledger(figures["ledger"])
