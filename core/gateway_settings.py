@@ -38,6 +38,9 @@ variable                                default   meaning
 ``CHATPLUG_SERVER_REDIS_FAIL_CLOSED``   false     ``true``: with Redis unreachable, refuse
                                                   virtual keys' requests (503) instead of
                                                   counting limits per process
+``CHATPLUG_SERVER_DATABASE_URL``        (none)    the gateway's database (virtual keys, usage
+                                                  ledger): ``postgresql://...`` or
+                                                  ``sqlite:///path``; unset: ``gateway.db``
 ``CHATPLUG_SERVER_KEYS_REFRESH``        5         seconds between reloads of the virtual keys
                                                   from the database (revocations, new keys)
 ``CHATPLUG_SERVER_LEDGER``              true      ``false``: keep no usage ledger (one row per
@@ -56,12 +59,15 @@ The provider settings (URLs, keys, ``CHATPLUG_TIMEOUT``...) are chatplug's own
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .accounting.database import Database
 
 __all__ = ["MIN_KEY_LENGTH", "PREFIX", "ServerSettings", "load_server_settings"]
 
@@ -111,6 +117,8 @@ class ServerSettings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None, description="the admin key: the admin API, /metrics and /ui")
     redis_url: SecretStr | None = Field(None, description="Redis shared by the replicas")
+    database_url: SecretStr | None = Field(
+        None, description="the gateway's database (virtual keys, usage ledger)")
     redis_fail_closed: bool = False
     keys_refresh: float = Field(5.0, gt=0, le=3600,
                                 description="seconds between reloads of the virtual keys")
@@ -165,6 +173,18 @@ class ServerSettings(BaseSettings):
                     "with: python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
         return tuple(key.encode() for key in found)
 
+    def database(self, *, migrate: bool = True) -> Database:
+        """Open the gateway's database (``CHATPLUG_SERVER_DATABASE_URL`` from the
+        environment or ``.env``, else ``gateway.db``; :func:`chatplug.accounting.open_database`).
+
+        :raises ConfigurationError: the URL is malformed, or names PostgreSQL without psycopg.
+        :raises StorageError: it cannot be opened or migrated.
+        """
+        from .accounting.database import open_database
+
+        url = self.database_url.get_secret_value().strip() if self.database_url else None
+        return open_database(url or None, migrate=migrate)
+
     def admin(self) -> bytes | None:
         """The admin key (UTF-8), or ``None`` when unset.
 
@@ -208,7 +228,8 @@ def load_server_settings(**overrides: object) -> ServerSettings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else "settings"
-        value = "" if name in ("api_keys", "admin_key", "redis_url") else f"={error.get('input')!r}"
+        secret = name in ("api_keys", "admin_key", "redis_url", "database_url")
+        value = "" if secret else f"={error.get('input')!r}"
         raise ConfigurationError(
             f"invalid setting {PREFIX}{name.upper()}{value}: {error['msg']}. "
             "Fix it in the environment or in .env."

@@ -102,3 +102,27 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     database.close()
     with pytest.raises(StorageError, match="upgrade chatplug"):
         open_database(url)
+
+
+def test_the_gateway_reads_its_database_url_from_dot_env_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatplug.gateway_settings import load_server_settings
+
+    target = tmp_path / "team" / "gateway.db"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"CHATPLUG_SERVER_DATABASE_URL=sqlite:///{target}\n",
+                                   encoding="utf-8")
+    database = load_server_settings().database()
+    try:
+        assert database.where == str(target)
+        assert current_version(database) == len(MIGRATIONS)
+    finally:
+        database.close()
+
+
+def test_a_password_in_the_query_never_shows() -> None:
+    from chatplug.accounting import redacted_url
+
+    shown = redacted_url("postgresql://db.internal/team?password=s3cret-pw&sslmode=require")
+    assert "s3cret-pw" not in shown
+    assert "sslmode=require" in shown

@@ -250,6 +250,27 @@ def test_a_budget_in_tokens_counts_whole_replies_and_streams_then_is_insufficien
                 model="OpenAI/gpt-4o-mini", max_tokens=10, messages=USER)
 
 
+def test_a_reply_without_usage_still_spends_the_budget(upstream: ScriptedServer) -> None:
+    # A server that reports no usage, and a stream cut before its usage chunk: the gateway
+    # counts an estimate (about 4 characters a token, request and reply), never nothing.
+    _, secret = make(budget=parse_budget("400tokens"), period="day")
+    text = "word " * 300  # about 375 tokens of reply
+    with gateway(upstream) as server:
+        client = openai_client(server.url, secret)
+        upstream.add(text=text, stream=False)  # no usage
+        client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+        upstream.add(pieces=[text[:100]] * 3, piece_delay=0.3, usage=USAGE)
+        with requests.post(f"{server.url}/v1/chat/completions", stream=True, timeout=10,
+                           headers={"Authorization": f"Bearer {secret}"},
+                           json={"model": "OpenAI/gpt-4o-mini", "messages": USER,
+                                 "stream": True}) as cut:
+            next(cut.iter_lines())  # the client goes away before the usage chunk
+        time.sleep(0.3)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="OpenAI/gpt-4o-mini", messages=USER)
+        assert refused.value.code == "insufficient_quota"
+
+
 def test_tokens_per_minute_refuse_once_the_windows_tokens_reach_the_limit(
         upstream: ScriptedServer) -> None:
     _, secret = make(tpm=150)

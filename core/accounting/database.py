@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StorageError
 from ..paths import data_dir, private_dir
@@ -38,14 +38,24 @@ _PLACEHOLDER = re.compile(r"\?")
 Dialect = Literal["sqlite", "postgresql"]
 
 
+#: libpq parameters that hold a secret when written in the URL's query.
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def redacted_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
+    """``url`` without its password (``user:password@`` or ``?password=``), for
+    messages and logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(name.lower() in _SECRET_PARAMETERS for name, _ in pairs):
+            parts = parts._replace(query=urlencode(
+                [(name, "***" if name.lower() in _SECRET_PARAMETERS else value)
+                 for name, value in pairs], safe="*"))
+    return urlunsplit(parts)
 
 
 class Database:

@@ -29,6 +29,11 @@ class CallView:
         return self._call.model
 
     @property
+    def text_length(self) -> int:
+        """Characters of text received so far (counted even when the text is not kept)."""
+        return self._call.builder.text_length
+
+    @property
     def completion(self) -> Completion:
         """The :class:`Completion` so far; final once the stream ended normally."""
         return self._call.completion

@@ -86,13 +86,14 @@ def _spent(key: VirtualKey) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..accounting import open_database
     from ..accounting.keys import KeyStore
     from ..accounting.keyspec import KeySyntaxError, parse_budget, parse_duration, parse_models
     from ..configfile import load_config
+    from ..gateway_settings import load_server_settings
 
     out = Output()
-    database = open_database()
+    # The gateway's database as the gateway sees it (the environment, then .env).
+    database = load_server_settings().database()
     try:
         store = KeyStore(database)
         if args.keys_command == "create":

@@ -47,11 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..accounting.database import open_database
     from ..accounting.report import usage_report
+    from ..gateway_settings import load_server_settings
 
     since = parse_since(args.since) if args.since else None
-    database = open_database()
+    # The gateway's database as the gateway sees it (the environment, then .env).
+    database = load_server_settings().database()
     try:
         report = usage_report(database, args.by, since)
     finally:

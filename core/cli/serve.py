@@ -20,6 +20,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
+from ..configfile import CONFIG_VARIABLE
 from ..errors import ChatplugError
 from ..gateway_settings import PREFIX, load_server_settings
 
@@ -61,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open client connections per worker; beyond it 503 (default "
                              f"1000, or {PREFIX}MAX_CONNECTIONS)")
     parser.add_argument("--config", metavar="PATH",
-                        help="the config file (model aliases, default model; default "
-                             f"{PREFIX}CONFIG, else chatplug.toml in chatplug's config "
-                             "directory)")
+                        help="the config file (model aliases, default model, prices; "
+                             f"default {CONFIG_VARIABLE}, else chatplug.toml in chatplug's "
+                             "config directory)")
 
 
 def _positive(text: str) -> int:

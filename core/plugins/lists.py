@@ -85,10 +85,11 @@ class ModelLists:
             ttl = self._ttl()
             try:
                 names = _accepted(provider, provider.list_models())
-            except ChatplugError as exc:
+            except Exception as exc:  # a plugin's own failure is remembered the same way
+                reason = exc.reason if isinstance(exc, ChatplugError) else type(exc).__name__
                 logger.warning("could not list %s's models (%s); only its declared models "
                                "and Provider/model names resolve for now",
-                               provider.name, exc.reason)
+                               provider.name, reason)
                 names, ttl = [], min(ttl, FAILURE_TTL)
             if ttl > 0:
                 self._cache[provider.name] = (self._clock() + ttl, names)

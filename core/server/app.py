@@ -114,13 +114,12 @@ def _server_error(request: Request, exc: Exception) -> JSONResponse:
 def _ledger(settings: ServerSettings) -> Ledger:
     # The usage ledger (docs/ledger.md): the gateway's database, migrated by the writer
     # thread (a database down at start-up fails no request), priced by chatplug.toml.
-    from ..accounting.database import open_database
     from ..accounting.ledger import Ledger
     from ..accounting.pricing import price_list
     from ..configfile import load_config
     from ..paths import data_dir
 
-    return Ledger(open_database(migrate=False), data_dir() / "ledger",
+    return Ledger(settings.database(migrate=False), data_dir() / "ledger",
                   prices=price_list(load_config()), queue_size=settings.ledger_queue,
                   journal_max=settings.ledger_journal_mb << 20)
 

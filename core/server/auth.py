@@ -34,8 +34,6 @@ OPEN_PATHS = frozenset({"/health/liveliness", "/health/readiness"})
 #: Checked by their own handlers against the admin key (:mod:`.admin_only`), not here;
 #: so is everything under ``/admin/``.
 ADMIN_PATHS = frozenset({"/metrics", "/ui"})
-#: Checked by their own handlers against the admin key (:mod:`.admin_only`), not here.
-ADMIN_PATHS = frozenset({"/metrics", "/ui"})
 #: The scope entry saying whether a request to an open path carried a valid key.
 AUTHORIZED = "chatplug.authorized"
 

@@ -184,7 +184,10 @@ class Endpoint(abc.ABC):
                      record: RequestRecord | None, started: float) -> None:
         gateway = self.gateway
         try:
-            parsed = self.parse(await read_body(scope, receive, gateway.settings.max_body_bytes))
+            body = await read_body(scope, receive, gateway.settings.max_body_bytes)
+            if record is not None:
+                record.body_bytes = len(body)
+            parsed = self.parse(body)
             note(scope, model=parsed.model)
             await self.before(parsed)
         except Disconnected:
@@ -263,7 +266,7 @@ class Endpoint(abc.ABC):
         if completion.provider:
             note(scope, provider=completion.provider)
         if record is not None:
-            _served(record, completion)
+            _served(record, completion, len(completion.text))
             record.first_piece = record.elapsed()
         reply = self.whole(completion, upstream, parsed)
         await self.after(parsed, reply)
@@ -324,11 +327,11 @@ class Endpoint(abc.ABC):
             finally:
                 relay.close()
                 interruption.settled()
+                if record is not None:  # a client gone mid-stream was served this much
+                    _served(record, stream.completion, stream.text_length)
                 close = getattr(events, "aclose", None)  # an async generator's: close it now
                 if close is not None:
                     await close()
-            if record is not None:
-                _served(record, stream.completion)
         if interruption.reason == SHUTDOWN:
             _failed(record, _shutting_down(), committed=relay is not None and relay.committed)
             if relay is not None and relay.committed:
@@ -343,13 +346,19 @@ class Endpoint(abc.ABC):
 CLIENT_CLOSED = 499
 
 
-def _served(record: RequestRecord, completion: Completion) -> None:
+#: Characters per token, for a reply that reports no usage (a rough, common rule).
+_CHARS_PER_TOKEN = 4
+
+
+def _served(record: RequestRecord, completion: Completion, characters: int) -> None:
     # What served it, and what it cost in tokens (a stream's usage arrives at its end).
     record.status = record.status or 200
     record.provider = completion.provider or record.provider
     record.model = completion.model or record.model
     record.attempts = completion.attempts
     record.usage = completion.usage
+    if completion.usage is None:
+        record.estimated_tokens = -(-(record.body_bytes + characters) // _CHARS_PER_TOKEN)
 
 
 def _failed(record: RequestRecord | None, error: GatewayError, *,

@@ -30,12 +30,12 @@ from ..accounting.limits import LocalLimits, refusal
 from ..accounting.pricing import cost_of, price_for, price_list
 from ..accounting.shared import SharedLimits
 from ..errors import ConfigurationError
+from ..events import Usage
 from .errors import GatewayError
 
 if TYPE_CHECKING:
     from ..accounting.keys import VirtualKey
     from ..configfile import Price
-    from ..events import Usage
     from ..gateway_settings import ServerSettings
     from .keycache import KeyCache
     from .record import RequestRecord
@@ -45,14 +45,6 @@ __all__ = ["KeyLimits"]
 logger = logging.getLogger("chatplug.server.keys")
 #: The record's note holding whether Redis counted the admission.
 _ADMITTED = "chatplug.keys.shared"
-
-
-def _tokens(usage: Usage | None) -> int:
-    if usage is None:
-        return 0
-    if usage.total_tokens is not None:
-        return usage.total_tokens
-    return (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
 
 
 class KeyLimits:
@@ -136,11 +128,15 @@ class KeyLimits:
                            retry=not spent)
 
     def _spent(self, key: VirtualKey, record: RequestRecord, tokens: int) -> float:
-        if key.budget is None or record.usage is None:
+        if key.budget is None or not tokens:
             return 0.0
         if key.budget.unit == "tokens":
             return float(tokens)
-        cost = cost_of(record.usage, record.provider, record.model, self.prices,
+        # A reply without usage is priced at its estimate, all of it as output (the dearer
+        # kind): a budget is never spent by replies that say nothing.
+        usage = record.usage or Usage(prompt_tokens=0, completion_tokens=tokens,
+                                      total_tokens=tokens)
+        cost = cost_of(usage, record.provider, record.model, self.prices,
                        record.requested_model)
         if cost is None:
             logger.warning("no price for %s/%s: the reply counts 0 USD against the key %s.",
@@ -153,7 +149,7 @@ class KeyLimits:
         if key is None or _ADMITTED not in record.notes:
             return
         now = time.time()
-        tokens = _tokens(record.usage)
+        tokens = record.tokens()  # the usage, else an estimate: never a free reply
         spent = self._spent(key, record, tokens)
         if isinstance(self.limits, SharedLimits):
             task = asyncio.get_running_loop().create_task(

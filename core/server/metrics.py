@@ -183,6 +183,9 @@ class _Requests:
             "chatplug_tokens", "Tokens of served replies by kind: input (cached ones "
             "included), output (reasoning included), cached, reasoning.",
             labels=["provider", "model", "kind"])
+        # Tokens are labelled by provider and model only: the series of several endpoints
+        # add up into one sample each (a label set twice is refused by Prometheus).
+        token_counts: dict[tuple[str, ...], int] = {}
         for series in self.metrics.series():
             values = list(series.values)
             for status, count in sorted(series.statuses.items()):
@@ -193,7 +196,10 @@ class _Requests:
                     family.add_metric(values, _cumulative(histogram), histogram[-1])
             for kind, count in zip(_KINDS, series.tokens, strict=True):
                 if count or series.statuses.get(200):
-                    tokens.add_metric([*values[1:], kind], count)
+                    labels = (*values[1:], kind)
+                    token_counts[labels] = token_counts.get(labels, 0) + count
+        for labels, count in token_counts.items():
+            tokens.add_metric(list(labels), count)
         yield from (requests, duration, first_piece, tokens)
 
 

@@ -54,10 +54,25 @@ class RequestRecord:
     #: The error's code (``rate_limit_exceeded``, ``upstream_http_error``...) if it failed.
     error_type: str | None = None
     usage: Usage | None = None
+    #: Tokens guessed (about 4 characters each, request body and reply text) when the
+    #: reply reported no usage (a stream cut before its usage chunk, a server that sends
+    #: none): limits and budgets count these rather than nothing.
+    estimated_tokens: int | None = None
+    #: Bytes of the request body, for that guess.
+    body_bytes: int = 0
     first_piece: float | None = None
     duration: float | None = None
     #: Set by accountants for one another (e.g. the cost the ledger priced).
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def tokens(self) -> int:
+        """The reply's tokens as its usage reports them, else the estimate (0 if none)."""
+        usage = self.usage
+        if usage is None:
+            return self.estimated_tokens or 0
+        if usage.total_tokens is not None:
+            return usage.total_tokens
+        return (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
 
     def elapsed(self) -> float:
         """Seconds since the request arrived."""

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from starlette.routing import Route
 
-from ..accounting.database import open_database
 from ..accounting.shared import SharedLimits
 from .admin import create_key, list_keys, revoke_key
 from .cooldowns import SharedCooldowns
@@ -37,7 +36,7 @@ class VirtualKeys:
         """
         settings = gateway.settings
         admin = settings.admin()  # a short admin key fails at start-up
-        cache = gateway.keys = KeyCache(open_database, settings.keys_refresh,
+        cache = gateway.keys = KeyCache(settings.database, settings.keys_refresh,
                                         required=admin is not None)
         limits = gateway.key_limits = KeyLimits.for_settings(settings)
         gateway.accountants.insert(0, limits)

@@ -37,12 +37,13 @@ def _database(state: Any) -> Database:
     database: Database | None = getattr(gateway, "database", None)
     if database is not None:
         return database
+    if gateway.ledger is not None:  # the ledger's own (its connections are per thread)
+        ledger_database: Database = gateway.ledger.database
+        return ledger_database
     with _lock:
         database = getattr(state, "ui_database", None)
         if database is None:
-            from ...accounting.database import open_database
-
-            database = state.ui_database = open_database()
+            database = state.ui_database = gateway.settings.database()
     return database
 
 
