@@ -175,10 +175,17 @@ class Endpoint(abc.ABC):
         try:
             await self._serve(scope, receive, send, record, started)
         finally:
-            if record is not None:
-                record.duration = record.elapsed()
-                for accountant in gateway.accountants:
-                    accountant.settled(record)
+            self._settle(record)
+
+    def _settle(self, record: RequestRecord | None) -> None:
+        # Once per request.  A served reply is settled before its last bytes leave, so that
+        # whatever the client has received is already in the ledger's journal (a SIGKILL
+        # right after it loses no row); every other outcome when the request ends.
+        if record is not None and not record.told:
+            record.told = True
+            record.duration = record.elapsed()
+            for accountant in self.gateway.accountants:
+                accountant.settled(record)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
                      record: RequestRecord | None, started: float) -> None:
@@ -272,6 +279,7 @@ class Endpoint(abc.ABC):
         await self.after(parsed, reply)
         body = _encode(reply).encode()
         overhead = time.perf_counter() - started - upstream_s
+        self._settle(record)
         await send({"type": "http.response.start", "status": 200, "headers": [
             _JSON,
             (b"content-length", b"%d" % len(body)),  # framed by its length, not chunked
@@ -312,6 +320,9 @@ class Endpoint(abc.ABC):
 
             async def before_end() -> None:
                 await self.after(parsed, encoder)
+                if record is not None:  # the stream ended whole: settled before its end
+                    _served(record, stream.completion, stream.text_length)
+                    self._settle(record)
 
             relay = EventStream(send, encoder, headers, before_end)
             events = stream.batches()

@@ -9,7 +9,9 @@ the usage, the time to the first piece) and hands it to the gateway's
   anything is sent upstream: a key's model list, rate limits, parallel slots and budget
   refuse it here by raising :class:`~.errors.GatewayError` (403, 429), in the client's
   wire.  An accountant that admitted the request is always told :meth:`settled` later.
-- :meth:`Accountant.settled`, once the reply has been sent or has failed: the usage
+- :meth:`Accountant.settled`, once per request: for a served reply just before its last
+  bytes are sent (what a client has received is already accounted for: a crash right
+  after loses no ledger row), for any other outcome when the request ends.  The usage
   ledger, the metrics and the budgets count it.  It runs on the event loop and must not
   block (queue the work).
 
@@ -64,6 +66,8 @@ class RequestRecord:
     duration: float | None = None
     #: Set by accountants for one another (e.g. the cost the ledger priced).
     notes: dict[str, Any] = field(default_factory=dict)
+    #: The accountants were told (:meth:`Accountant.settled` runs once per request).
+    told: bool = False
 
     def tokens(self) -> int:
         """The reply's tokens as its usage reports them, else the estimate (0 if none)."""
