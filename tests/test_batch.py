@@ -458,7 +458,12 @@ def test_ctrl_c_cancels_requests_in_flight_exits_130_and_the_rerun_resumes(
     assert "3 succeeded, 0 failed, 0 skipped (already answered), 9 not sent" in stderr
     assert "interrupted; run the same command again to resume" in stderr
     assert "Traceback" not in stderr
-    assert ids_of(output) == Counter(f"req-{i}" for i in range(3))  # cut requests not written
+    # Cut requests are not written: only the three quick answers, once each.  Which three
+    # lines got them depends on which requests reached the server first (a reused
+    # connection can overtake a new one), so the test does not name them.
+    answered = ids_of(output)
+    assert len(answered) == 3
+    assert set(answered.values()) == {1}
     with ScriptedServer(lifetime=60) as fresh:
         rerun = batch(source, "-o", output, server=fresh)
         assert rerun.returncode == 0, rerun.stderr

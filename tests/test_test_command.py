@@ -55,7 +55,7 @@ def test_the_test_extra_leaves_ray_out_and_ci_runs_its_tests() -> None:
     # Ray goes in before the README's command, which then runs as written; there a Ray
     # test that would skip fails.
     readme_command = 'pip install -e ".[test]" && python -m pytest'
-    assert ci.index('pip install -e ".[ray]"') < ci.index(readme_command)
+    assert ci.index('pip install -e ".[ray,test]"') < ci.index(readme_command)
     assert ci.index("export CHATPLUG_REQUIRE_RAY=1") < ci.index(readme_command)
 
 
