@@ -16,22 +16,12 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING
 
-from .output import Output, UsageError, note, print_json, table
+from .output import Output, UsageError, note, print_json, table, whole_number
 
 if TYPE_CHECKING:
     from ..accounting.keys import VirtualKey
 
 __all__ = ["add_arguments", "run"]
-
-
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--models", metavar="PATTERN,...",
                         help="models it may use: Provider/model, Provider/*, an alias, a "
                              "route (default: any)")
-    create.add_argument("--rpm", type=_whole, metavar="N", help="requests per minute")
-    create.add_argument("--tpm", type=_whole, metavar="N", help="tokens per minute")
-    create.add_argument("--max-parallel", type=_whole, metavar="N",
+    create.add_argument("--rpm", type=whole_number, metavar="N", help="requests per minute")
+    create.add_argument("--tpm", type=whole_number, metavar="N", help="tokens per minute")
+    create.add_argument("--max-parallel", type=whole_number, metavar="N",
                         help="requests in flight at once")
     create.add_argument("--budget", metavar="AMOUNT",
                         help="per period: 150000tokens, or 5usd (needs [prices])")

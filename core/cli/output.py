@@ -14,7 +14,7 @@ from .terminal import is_terminal
 
 __all__ = ["CLI_ADVICE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Output",
            "OutputError", "UsageError", "error_line", "in_cli_terms", "note", "print_json",
-           "printable", "seconds", "table", "warn"]
+           "printable", "seconds", "table", "warn", "whole_number"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -144,6 +144,17 @@ def table(rows: Sequence[Sequence[str]]) -> str:
         for row in rows
     ]
     return "\n".join(lines) + "\n"
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: a whole number ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def seconds(highest: float) -> Any:

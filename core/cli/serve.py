@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from ..configfile import CONFIG_VARIABLE
 from ..errors import ChatplugError
 from ..gateway_settings import PREFIX, load_server_settings
+from .output import whole_number
 
 if TYPE_CHECKING:
     from ..gateway_settings import ServerSettings
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default 127.0.0.1; anything else needs gateway "
                              f"keys in {PREFIX}API_KEYS, or --no-auth)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--workers", type=_positive, default=1,
+    parser.add_argument("--workers", type=whole_number, default=1,
                         help="worker processes (default 1); each has its own limits and "
                              "route state")
     parser.add_argument("--no-auth", action="store_true",
@@ -55,26 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                         help="a host name clients call the gateway by (repeatable; localhost "
                              "and IP addresses always work; '*': any)")
-    parser.add_argument("--max-concurrency", type=_positive, default=None, metavar="N",
+    parser.add_argument("--max-concurrency", type=whole_number, default=None, metavar="N",
                         help="completions in flight per worker; beyond it 429 (default 512, "
                              f"or {PREFIX}MAX_CONCURRENCY)")
-    parser.add_argument("--max-connections", type=_positive, default=None, metavar="N",
+    parser.add_argument("--max-connections", type=whole_number, default=None, metavar="N",
                         help="open client connections per worker; beyond it 503 (default "
                              f"1000, or {PREFIX}MAX_CONNECTIONS)")
     parser.add_argument("--config", metavar="PATH",
                         help="the config file (model aliases, default model, prices; "
                              f"default {CONFIG_VARIABLE}, else chatplug.toml in chatplug's "
                              "config directory)")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
