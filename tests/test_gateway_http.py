@@ -175,14 +175,14 @@ def head_then_hold(delay: float) -> Any:
     return behaviour, hung_up
 
 
-@pytest.mark.parametrize("when", ["before the first piece", "mid-stream"])
+@pytest.mark.parametrize("when", ["before the first piece", "mid-stream", "a whole reply"])
 def test_a_client_disconnect_closes_the_upstream_call_within_200_ms(when: str) -> None:
-    behaviour, hung_up = (held(5) if when == "before the first piece" else head_then_hold(5))
+    behaviour, hung_up = (head_then_hold(5) if when == "mid-stream" else held(5))
     with RawServer() as raw, serve(raw) as gateway:
         raw.then(behaviour)
         client = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
         body = json.dumps({"model": "GravityEngine", "messages": MESSAGES,
-                           "stream": True}).encode()
+                           "stream": when != "a whole reply"}).encode()
         client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                        % (len(body), body))

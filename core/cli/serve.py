@@ -183,8 +183,13 @@ def run(args: argparse.Namespace) -> int:
     _raise_open_file_limit(settings)
     # Each completion in flight holds one of chatplug's async workers.
     os.environ.setdefault("CHATPLUG_ASYNC_WORKERS", str(settings.max_concurrency))
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..server.access import LineFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # No log line names its thread or process: each record skips looking them up.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
     # uvicorn raises the signal that stopped it again once it has shut down gracefully;
     # that second SIGTERM must end run() with 0, not kill the process.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SCOPE_KEY", "AccessLog", "note"]
+__all__ = ["SCOPE_KEY", "AccessLog", "LineFormatter", "note"]
 
 logger = logging.getLogger("chatplug.server.access")
 
@@ -74,7 +74,31 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            logger.info("%s %s %s provider=%s model=%s %.1fms request_id=%s",
-                        scope["method"], _shown(scope["path"]), status or "-",
-                        _shown(info["provider"]), _shown(info["model"]),
-                        (time.perf_counter() - started) * 1000, request_id)
+            if logger.isEnabledFor(logging.INFO):
+                # Formatted here, and handed to the handlers as a record: a record made by
+                # logger.info() looks up the caller's frame, which no access line shows.
+                line = (f"{scope['method']} {_shown(scope['path'])} {status or '-'} "
+                        f"provider={_shown(info['provider'])} model={_shown(info['model'])} "
+                        f"{(time.perf_counter() - started) * 1000:.1f}ms "
+                        f"request_id={request_id}")
+                logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line,
+                                                None, None))
+
+
+class LineFormatter(logging.Formatter):
+    """A :class:`logging.Formatter` that formats each second's time once: an access line
+    per request otherwise pays ``time.strftime`` every time (``chatplug serve`` uses it)."""
+
+    _second = -1
+    _formatted = ""
+
+    def formatTime(self, record: logging.LogRecord,  # noqa: N802  (logging's name)
+                   datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._formatted = time.strftime(self.default_time_format,
+                                            self.converter(record.created))
+            self._second = second
+        return f"{self._formatted},{int(record.msecs):03d}"

@@ -250,7 +250,7 @@ class Endpoint(abc.ABC):
                         record: RequestRecord | None) -> None:
         error: ChatplugError | None = None
         completion: Completion | None = None
-        async with Interruption(receive, self.gateway.drain) as interruption:
+        async with Interruption(scope, receive, self.gateway.drain) as interruption:
             called = time.perf_counter()
             try:
                 completion = await upstream.complete()
@@ -294,7 +294,7 @@ class Endpoint(abc.ABC):
                       parsed: Any, extra: list[tuple[bytes, bytes]], started: float,
                       record: RequestRecord | None) -> None:
         relay: EventStream | None = None
-        async with Interruption(receive, self.gateway.drain) as interruption:
+        async with Interruption(scope, receive, self.gateway.drain) as interruption:
             try:
                 stream = await upstream.stream()
             except ChatplugError as error:

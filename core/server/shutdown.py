@@ -1,8 +1,10 @@
 """Ending requests early: a client that went away, and the grace period of a shutdown.
 
-:class:`Interruption` watches one request: when its client disconnects (the
-ASGI ``http.disconnect`` message, read concurrently with the upstream call)
-or the shutdown's grace period ends, it cancels the task serving the request.
+:class:`Interruption` watches one request: when its client disconnects or the
+shutdown's grace period ends, it cancels the task serving the request.  The
+disconnect is told by ``chatplug serve``'s protocol through the scope's
+:data:`ON_DISCONNECT` list (no task per request); under another ASGI server
+the ``http.disconnect`` message is read concurrently with the upstream call.
 chatplug's async calls turn that cancellation into a cross-thread close of
 the upstream response, so the upstream server sees its connection closed at
 once, also while the gateway is still waiting for the first piece.
@@ -27,12 +29,15 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from starlette.types import Receive
+    from starlette.types import Receive, Scope
 
-__all__ = ["DISCONNECT", "SHUTDOWN", "Drain", "Interruption"]
+__all__ = ["DISCONNECT", "ON_DISCONNECT", "SHUTDOWN", "Drain", "Interruption"]
 
 DISCONNECT = "disconnect"
 SHUTDOWN = "shutdown"
+#: The scope entry (a list of callables) that chatplug serve's protocol calls, once,
+#: when the request's client is gone (:mod:`chatplug.server.protocol`).
+ON_DISCONNECT = "chatplug.on_disconnect"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -104,28 +109,39 @@ class Interruption:
     """While active, cancels the current task when the client disconnects or the drain
     expires; :attr:`reason` says which (``None``: not interrupted).
 
-    ``async with Interruption(receive, drain) as interruption:`` swallows what
-    the interrupted call raises; check :attr:`reason` after the block.  Enter it
-    after the request body was read: from then on the request's ASGI
+    ``async with Interruption(scope, receive, drain) as interruption:`` swallows
+    what the interrupted call raises; check :attr:`reason` after the block.  Enter
+    it after the request body was read: from then on the request's ASGI
     ``receive`` only reports the disconnect.
     """
 
-    __slots__ = ("_active", "_drain", "_receive", "_task", "_watcher", "reason")
+    __slots__ = ("_active", "_callbacks", "_drain", "_receive", "_scope", "_task",
+                 "_watcher", "reason")
 
-    def __init__(self, receive: Receive, drain: Drain) -> None:
+    def __init__(self, scope: Scope, receive: Receive, drain: Drain) -> None:
+        self._scope = scope
         self._receive = receive
         self._drain = drain
         self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._callbacks: list[Callable[[], None]] | None = None
         self._active = False
         self.reason: str | None = None
 
     async def __aenter__(self) -> Interruption:
         self._task = asyncio.current_task()
         self._active = True
-        self._watcher = asyncio.get_running_loop().create_task(self._listen())
+        callbacks = self._scope.get(ON_DISCONNECT)
+        if callbacks is not None:
+            callbacks.append(self._gone)
+            self._callbacks = callbacks
+        else:
+            self._watcher = asyncio.get_running_loop().create_task(self._listen())
         self._drain.watch(self.interrupt)
         return self
+
+    def _gone(self) -> None:
+        self.interrupt(DISCONNECT)
 
     async def _listen(self) -> None:
         while True:
@@ -145,6 +161,9 @@ class Interruption:
         self._drain.unwatch(self.interrupt)
         if self._watcher is not None:
             self._watcher.cancel()
+        elif self._callbacks is not None:
+            with contextlib.suppress(ValueError):  # called already (and dropped)
+                self._callbacks.remove(self._gone)
         if self.reason is None:
             return False
         if not isinstance(error, asyncio.CancelledError):

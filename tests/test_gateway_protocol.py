@@ -1,0 +1,153 @@
+"""chatplug serve's HTTP protocol on the hot path (chatplug.server.protocol): a reply framed
+by Content-Length leaves in one write, and a client that goes away is told to the request
+serving it without a task per request.  Limits and refusals: tests/test_gateway_holes.py."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from chatplug.server import ServerSettings, create_app
+from chatplug.server.protocol import OneWrite
+from chatplug.testing import ScriptedServer
+from chatplug.testing.pytest_plugin import registry_for
+from tests.gatewayserver import GatewayServer
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+class Recording:
+    """Stands in for the socket's transport: what was written, in which writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
+CHUNKED = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def test_a_head_with_a_length_leaves_with_the_body() -> None:
+    transport = Recording()
+    writer = OneWrite(transport)  # type: ignore[arg-type]
+    writer.write(HEAD)
+    assert transport.writes == []
+    writer.write(b"{}")
+    assert transport.writes == [HEAD + b"{}"]
+    writer.flush()  # nothing held any more
+    assert transport.writes == [HEAD + b"{}"]
+
+
+def test_a_chunked_head_and_a_continue_leave_at_once() -> None:
+    transport = Recording()
+    writer = OneWrite(transport)  # type: ignore[arg-type]
+    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    writer.write(CHUNKED)
+    writer.write(b"5\r\nhello\r\n")
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n", CHUNKED, b"5\r\nhello\r\n"]
+
+
+def test_a_held_head_is_written_by_flush_and_before_close() -> None:
+    transport = Recording()
+    writer = OneWrite(transport)  # type: ignore[arg-type]
+    writer.write(HEAD)
+    writer.flush()
+    assert transport.writes == [HEAD]
+    writer.write(HEAD)
+    writer.close()
+    assert transport.writes == [HEAD, HEAD]
+    assert transport.closed
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayServer]:
+    with ScriptedServer(lifetime=60) as upstream:
+        upstream.add(text="first reply")
+        upstream.add(pieces=["stre", "amed"])
+        upstream.add(text="third reply")
+        registry = registry_for(upstream, max_retries=0)
+        with GatewayServer(create_app(registry, ServerSettings())) as server:
+            yield server
+
+
+def test_whole_replies_heads_and_streams_follow_each_other_on_one_connection(
+        gateway: GatewayServer) -> None:
+    """Every response completes on one keep-alive connection: a held head never waits for
+    a body that does not come (HEAD), nor delays the next response."""
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        def post(stream: bool) -> tuple[int, bytes]:
+            connection.request("POST", "/v1/chat/completions", json.dumps(
+                {"model": "GravityEngine", "messages": MESSAGES, "stream": stream}),
+                {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, response.read()
+
+        status, body = post(False)
+        assert status == 200
+        assert json.loads(body)["choices"][0]["message"]["content"] == "first reply"
+        connection.request("HEAD", "/health/liveliness")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert int(response.headers["content-length"]) > 0
+        assert response.read() == b""
+        status, body = post(True)
+        assert status == 200
+        assert b"stre" in body and body.endswith(b"data: [DONE]\n\n")
+        status, body = post(False)
+        assert json.loads(body)["choices"][0]["message"]["content"] == "third reply"
+    finally:
+        connection.close()
+
+
+#: Linux's ``struct tcp_info``: ``tcpi_data_segs_in`` (segments that carried data) at 152.
+_DATA_SEGS_IN = 152
+
+
+def data_segments_in(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int(struct.unpack_from("I", info, _DATA_SEGS_IN)[0])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="counts segments with Linux's TCP_INFO")
+def test_a_whole_reply_arrives_in_one_segment(gateway: GatewayServer) -> None:
+    """Head and body leave in one write: the client's socket receives one segment with
+    data (two writes are two segments on a connection without Nagle)."""
+    body = json.dumps({"model": "GravityEngine", "messages": MESSAGES}).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        before = data_segments_in(sock)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < length(
+                answer):
+            part = sock.recv(1 << 20)
+            assert part, "the gateway closed the connection mid-reply"
+            answer += part
+        segments = data_segments_in(sock) - before
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["choices"][0]["message"][
+        "content"] == "first reply"
+    assert segments == 1
+
+
+def length(answer: bytes) -> int:
+    head = answer.partition(b"\r\n\r\n")[0]
+    return next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"content-length:")), 1 << 30)
