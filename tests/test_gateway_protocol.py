@@ -151,3 +151,19 @@ def length(answer: bytes) -> int:
     head = answer.partition(b"\r\n\r\n")[0]
     return next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                  if line.lower().startswith(b"content-length:")), 1 << 30)
+
+
+def test_the_access_log_formatter_writes_what_loggings_own_writes() -> None:
+    """LineFormatter formats each second's time once; its lines are logging's own."""
+    import logging
+
+    from chatplug.server.access import LineFormatter
+
+    layout = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    ours, theirs = LineFormatter(layout), logging.Formatter(layout)
+    for created in (1_800_000_000.001, 1_800_000_000.999, 1_800_000_001.5, 1_800_000_000.25):
+        record = logging.LogRecord("chatplug.server.access", logging.INFO, __file__, 0,
+                                   "POST /v1/chat/completions 200", None, None)
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        assert ours.format(record) == theirs.format(record)
