@@ -11,8 +11,10 @@ Figures: non-stream overhead (gateway minus direct, p50/p99); one
 20,000-chunk stream in pieces/s; time to first piece added by the gateway;
 64 concurrent non-stream clients (requests/s, errors); 128 concurrent streams
 (errors, p99 time to first piece, total time); the gateway's peak RSS and CPU
-microseconds per request (from ``/proc``).  Nothing is asserted: it prints a
-table and writes JSON.
+microseconds per request (from ``/proc``); then the floor: the overhead,
+requests/s and CPU per request of ``bench/relay.py`` (uvicorn and aiohttp relaying
+the same requests, nothing of chatplug), and the load client's own CPU per request.
+Nothing is asserted: it prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ def _free_port() -> int:
 
 
 class GatewayProcess:
-    """``chatplug serve`` on a free loopback port, in front of ``upstream``."""
+    """``chatplug serve`` on a free loopback port, in front of ``upstream`` (``relay``:
+    ``bench/relay.py``, the floor, instead)."""
 
-    def __init__(self, upstream: str, cwd: str, **settings: str) -> None:
+    def __init__(self, upstream: str, cwd: str, *, relay: bool = False,
+                 **settings: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
@@ -59,10 +63,14 @@ class GatewayProcess:
                    CHATPLUG_MAX_RETRIES="0", CHATPLUG_HOME=cwd)
         env.update(settings)
         self._log = open(Path(cwd) / f"gateway-{self.port}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "chatplug", "serve", "--port", str(self.port),
-             "--workers", "1"],
-            env=env, cwd=cwd, stdout=self._log, stderr=self._log)
+        if relay:  # run from the temporary directory: bench is found through the path
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT),
+                                                              env.get("PYTHONPATH")]))
+        command = ([sys.executable, "-m", "bench.relay", str(self.port), upstream] if relay
+                   else [sys.executable, "-m", "chatplug", "serve", "--port", str(self.port),
+                         "--workers", "1"])
+        self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=self._log,
+                                        stderr=self._log)
         deadline = time.monotonic() + STARTUP
         while time.monotonic() < deadline:
             try:
@@ -71,7 +79,7 @@ class GatewayProcess:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("chatplug serve did not start")
+        raise RuntimeError(f"{'bench.relay' if relay else 'chatplug serve'} did not start")
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -280,6 +288,7 @@ def concurrent_complete(url: str, gateway: GatewayProcess, clients: int,
         thread.start()
     barrier.wait()
     cpu = gateway.cpu_s()
+    client_cpu = time.process_time()
     started = time.perf_counter()
     for thread in threads:
         thread.join(seconds + 60)
@@ -287,7 +296,10 @@ def concurrent_complete(url: str, gateway: GatewayProcess, clients: int,
     requests = sum(counts)
     return {"clients": clients, "requests": requests, "errors": sum(errors),
             "requests_per_s": requests / elapsed,
-            "gateway_cpu_us_per_request": (gateway.cpu_s() - cpu) / max(1, requests) * 1e6}
+            "gateway_cpu_us_per_request": (gateway.cpu_s() - cpu) / max(1, requests) * 1e6,
+            # The load client's own cost (this process): what the machine has left.
+            "client_cpu_us_per_request": (time.process_time() - client_cpu)
+            / max(1, requests) * 1e6}
 
 
 def concurrent_streams(url: str, streams: int, pieces: int) -> Result:
@@ -533,10 +545,26 @@ def main(argv: list[str] | None = None) -> int:
                 client.close()
             finally:
                 gateway.stop()
+            figures["floor"] = floor(upstream.url, cwd, direct, quick)
     _report(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def floor(upstream: str, cwd: str, direct: Any, quick: bool) -> Result:
+    """The same figures for ``bench/relay.py`` (uvicorn and aiohttp, nothing of chatplug):
+    what any Python gateway on this machine, loaded by this client, gets at best."""
+    relay = GatewayProcess(upstream, cwd, relay=True)
+    try:
+        client = GatewayClient(relay.url)
+        figures = {"overhead": overhead(client, direct, 100 if quick else 1000),
+                   "concurrent_complete": concurrent_complete(relay.url, relay, 64,
+                                                              2.0 if quick else 8.0)}
+        client.close()
+    finally:
+        relay.stop()
+    return figures
 
 
 class _DirectStream:
@@ -645,6 +673,17 @@ def _report(f: Result) -> None:
     ]
     for name, measured, target, ok in targets:
         print(f"  {name:<34} {measured:>16}   target {target:<20} {_verdict(ok)}")
+    floor_o, floor_c = f["floor"]["overhead"], f["floor"]["concurrent_complete"]
+    print("\nThe floor in the same run (bench/relay.py: uvicorn + aiohttp, nothing of chatplug) "
+          "and the load client:")
+    print(f"  floor overhead p50                 {floor_o['overhead_p50_ms']:>+13.3f} ms"
+          f"   (chatplug {o['overhead_p50_ms']:+.3f} ms)")
+    print(f"  floor requests/s, 64 clients       {floor_c['requests_per_s']:>12,.0f} req/s"
+          f"   (chatplug {c['requests_per_s']:,.0f})")
+    print(f"  floor CPU per request              {floor_c['gateway_cpu_us_per_request']:>13,.0f} µs"
+          f"   (chatplug {c['gateway_cpu_us_per_request']:,.0f} µs)")
+    print(f"  load client CPU per request        {c['client_cpu_us_per_request']:>13,.0f} µs"
+          f"   (requests, 64 threads, this process)")
 
 
 if __name__ == "__main__":

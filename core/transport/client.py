@@ -309,8 +309,9 @@ class HTTPClient:
             raise
         except Exception as exc:
             raise self.translate(exc, url=url) from None
-        logger.debug("%s: %s %s -> %s in %.1f ms (native)", self.provider, method, url,
-                     reply.status_code, (time.perf_counter() - reply.started) * 1000)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: %s %s -> %s in %.1f ms (native)", self.provider, method, url,
+                         reply.status_code, (time.perf_counter() - reply.started) * 1000)
         return self._checked(reply, url)
 
     def _json_request(self, body: Any, headers: Mapping[str, str] | None

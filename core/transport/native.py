@@ -110,10 +110,11 @@ class Headers(dict[str, str]):
 
 def _headers(raw: Any) -> Headers:
     headers = Headers()
+    known = dict.get  # not Headers.get: the key is lower-cased already
     for name, value in raw.items():
         key = name.lower()
-        known = headers.get(key)
-        dict.__setitem__(headers, key, value if known is None else f"{known}, {value}")
+        before = known(headers, key)
+        dict.__setitem__(headers, key, value if before is None else f"{before}, {value}")
     return headers
 
 
