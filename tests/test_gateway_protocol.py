@@ -40,7 +40,8 @@ class Recording:
 
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
-CHUNKED = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+CHUNKED = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+           b"transfer-encoding: chunked\r\n\r\n")
 
 
 def test_a_head_with_a_length_leaves_with_the_body() -> None:
@@ -109,7 +110,8 @@ def test_whole_replies_heads_and_streams_follow_each_other_on_one_connection(
         assert response.read() == b""
         status, body = post(True)
         assert status == 200
-        assert b"stre" in body and body.endswith(b"data: [DONE]\n\n")
+        assert b"stre" in body
+        assert body.endswith(b"data: [DONE]\n\n")
         status, body = post(False)
         assert json.loads(body)["choices"][0]["message"]["content"] == "third reply"
     finally:

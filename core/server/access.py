@@ -82,7 +82,7 @@ class AccessLog:
                         f"{(time.perf_counter() - started) * 1000:.1f}ms "
                         f"request_id={request_id}")
                 logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line,
-                                                None, None))
+                                                (), None))
 
 
 class LineFormatter(logging.Formatter):
@@ -92,7 +92,7 @@ class LineFormatter(logging.Formatter):
     _second = -1
     _formatted = ""
 
-    def formatTime(self, record: logging.LogRecord,  # noqa: N802  (logging's name)
+    def formatTime(self, record: logging.LogRecord,
                    datefmt: str | None = None) -> str:
         if datefmt is not None:
             return super().formatTime(record, datefmt)

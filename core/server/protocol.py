@@ -215,7 +215,7 @@ class GatewayProtocol(HttpToolsProtocol):
         if cycle is not None and cycle.scope is self.scope:  # not an upgrade
             cycle.transport = self._writer  # type: ignore[assignment]
             if cycle is self.cycle and not self.pipeline:
-                self._on_disconnect = self.scope[ON_DISCONNECT] = []  # type: ignore[typeddict-unknown-key]
+                self._on_disconnect = self.scope[ON_DISCONNECT] = []  # type: ignore[literal-required]
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
