@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import struct
+import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -169,3 +172,19 @@ def test_the_access_log_formatter_writes_what_loggings_own_writes() -> None:
         record.created = created
         record.msecs = (created - int(created)) * 1000
         assert ours.format(record) == theirs.format(record)
+
+
+def test_a_serving_process_collects_young_garbage_less_often(tmp_path: Any) -> None:
+    """chatplug serve's factory raises the young generation's threshold in its own process;
+    create_app (embedded in someone's process) leaves the collector alone."""
+    code = ("import gc; from chatplug.server.app import create_app, serving_app; "
+            "before = gc.get_threshold(); create_app(); embedded = gc.get_threshold(); "
+            "serving_app(); print(before == embedded, gc.get_threshold()[0])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPLUG_")}
+    env["CHATPLUG_HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    from chatplug.server.app import GC_THRESHOLD
+
+    assert done.stdout.split() == ["True", str(GC_THRESHOLD)]

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["APP", "PROTOCOL", "add_arguments", "run"]
 
 #: The factory every worker process calls (with ``--workers N`` each builds its own app).
-APP = "chatplug.server.app:create_app"
+APP = "chatplug.server.app:serving_app"
 #: The HTTP protocol every worker runs: uvicorn's, with the gateway's connection limits.
 PROTOCOL = "chatplug.server.protocol:GatewayProtocol"
 EXIT_FAILURE = 1
