@@ -26,11 +26,13 @@ MESSAGES = [{"role": "user", "content": "hello"}]
 
 
 class Recording:
-    """Stands in for the socket's transport: what was written, in which writes."""
+    """Stands in for the socket's transport (and holds the cycle's ``transport``): what
+    was written, in which writes."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closed = False
+        self.transport: Any = None
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -48,23 +50,28 @@ CHUNKED = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
 
 
 def test_a_head_with_a_length_leaves_with_the_body() -> None:
-    transport = Recording()
+    transport, cycle = Recording(), Recording()
     writer = OneWrite(transport)  # type: ignore[arg-type]
+    writer.arm(cycle)
+    assert cycle.transport is writer
     writer.write(HEAD)
     assert transport.writes == []
     writer.write(b"{}")
     assert transport.writes == [HEAD + b"{}"]
+    assert cycle.transport is transport  # the head is out: the socket's own from now on
     writer.flush()  # nothing held any more
     assert transport.writes == [HEAD + b"{}"]
 
 
 def test_a_chunked_head_and_a_continue_leave_at_once() -> None:
-    transport = Recording()
+    transport, cycle = Recording(), Recording()
     writer = OneWrite(transport)  # type: ignore[arg-type]
+    writer.arm(cycle)
     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert cycle.transport is writer  # the head is still to come
     writer.write(CHUNKED)
-    writer.write(b"5\r\nhello\r\n")
-    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n", CHUNKED, b"5\r\nhello\r\n"]
+    assert cycle.transport is transport  # a stream's pieces go straight to the socket
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n", CHUNKED]
 
 
 def test_a_held_head_is_written_by_flush_and_before_close() -> None:
@@ -188,3 +195,28 @@ def test_a_serving_process_collects_young_garbage_less_often(tmp_path: Any) -> N
     from chatplug.server.app import GC_THRESHOLD
 
     assert done.stdout.split() == ["True", str(GC_THRESHOLD)]
+
+
+def test_pipelined_requests_are_answered_in_order(gateway: GatewayServer) -> None:
+    """Two requests in one send: the second (queued behind the first) is answered after
+    the first, whole, on the same connection."""
+    body = json.dumps({"model": "GravityEngine", "messages": MESSAGES}).encode()
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+               % (len(body), body))
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(request + request.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\n"
+                                               b"Connection: close\r\n", 1))
+        answer = b""
+        while True:
+            part = sock.recv(1 << 20)
+            if not part:
+                break
+            answer += part
+    replies = []
+    while answer:
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        size = length(head + b"\r\n\r\n")
+        replies.append(json.loads(rest[:size])["choices"][0]["message"]["content"])
+        answer = rest[size:]
+    assert replies == ["first reply", "stre" + "amed"]

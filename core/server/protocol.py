@@ -94,36 +94,53 @@ def _response(error: GatewayError) -> bytes:
 
 
 class OneWrite:
-    """The transport a request's cycle writes to: a response head framed by
+    """The transport a request's cycle writes to until its head is out: a head framed by
     ``Content-Length`` is held until the body's first write and leaves with it.
 
-    Anything else (a chunked head, ``100 Continue``, body pieces) is written at once;
-    :meth:`flush` writes a head still held (a ``HEAD`` request's, a response without
-    body), and the protocol calls it when each response completes.
+    Once the head is out (with its body, or a chunked head at once) the cycle is handed
+    the socket's transport back, so a stream's pieces pay nothing here.  ``100 Continue``
+    is written at once; :meth:`flush` writes a head still held (a ``HEAD`` request's, a
+    response without body), and the protocol calls it when each response completes.
     """
 
-    __slots__ = ("_held", "_transport")
+    __slots__ = ("_cycle", "_held", "_transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self._held: bytes | None = None
+        self._cycle: Any = None
+
+    def arm(self, cycle: Any) -> None:
+        """Stand between ``cycle`` and the socket until its head is out."""
+        self._cycle = cycle
+        cycle.transport = self
 
     def write(self, data: bytes) -> None:
         held = self._held
         if held is not None:
             self._held = None
+            self._release()
             self._transport.write(held + data)
         elif data[:5] == b"HTTP/" and b"\r\ncontent-length: " in data:
             # uvicorn writes a head in one piece, its names lower-cased.
             self._held = data
         else:
+            if not data.startswith(b"HTTP/1.1 100 "):
+                self._release()  # a chunked head: the pieces go straight to the socket
             self._transport.write(data)
+
+    def _release(self) -> None:
+        cycle = self._cycle
+        if cycle is not None:
+            self._cycle = None
+            cycle.transport = self._transport
 
     def flush(self) -> None:
         held = self._held
         if held is not None:
             self._held = None
             self._transport.write(held)
+        self._release()
 
     def close(self) -> None:
         self.flush()
@@ -212,10 +229,12 @@ class GatewayProtocol(HttpToolsProtocol):
                 return
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope:  # not an upgrade
-            cycle.transport = self._writer  # type: ignore[assignment]
-            if cycle is self.cycle and not self.pipeline:
-                self._on_disconnect = self.scope[ON_DISCONNECT] = []  # type: ignore[literal-required]
+        # Not an upgrade, not a request queued behind another (pipelined): those go as
+        # uvicorn sends them.
+        if (cycle is not None and cycle.scope is self.scope and not self.pipeline
+                and self._writer is not None):
+            self._writer.arm(cycle)
+            self._on_disconnect = self.scope[ON_DISCONNECT] = []  # type: ignore[literal-required]
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
