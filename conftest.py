@@ -7,6 +7,9 @@ into a temporary directory put on ``sys.path`` and ``PYTHONPATH`` (so the
 ``chatplug`` subprocesses of the tests see them too) and removed afterwards:
 never into the environment, never into the checkout (each is built from a copy).
 
+Under pytest-xdist the workers inherit the controller's ``PYTHONPATH`` and so its
+installed examples.
+
 A test run must not leave files in the checkout (an events file, rewritten benchmark
 results): a file that is neither tracked nor ignored and was not there before fails the run.
 """
@@ -86,6 +89,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        # An xdist worker: the controller looks once all are done, since one worker's
+        # test may have a file of its own there while another starts or ends.
+        return
     after = _untracked()
     if _untracked_before is None or after is None:
         return

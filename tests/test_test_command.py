@@ -59,29 +59,40 @@ def test_the_test_extra_leaves_ray_out_and_ci_runs_its_tests() -> None:
     assert ci.index("export CHATPLUG_REQUIRE_RAY=1") < ci.index(readme_command)
 
 
-def _without_ray(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    """tests/test_ray.py run where ``import ray`` fails (a package that refuses to load
-    stands in front of the installed one)."""
+def _without_ray(tmp_path: Path, **extra: str) -> subprocess.Popen[str]:
+    """tests/test_ray.py started where ``import ray`` fails (a package that refuses to load
+    stands in front of the installed one); ``communicate()`` gives its output."""
     hidden = tmp_path / "hidden" / "ray"
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'ray'\", name='ray')\n")
     env = {k: v for k, v in os.environ.items() if k != "CHATPLUG_REQUIRE_RAY"}
-    env.update(PYTHONPATH=str(hidden.parent), **extra)
-    return subprocess.run(
+    # In front of this session's PYTHONPATH, which holds the example packages the root
+    # conftest installed (so the child need not install them again).
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(hidden.parent),
+                                                        os.environ.get("PYTHONPATH")])),
+               **extra)
+    return subprocess.Popen(
         # With one test beside them: a session of skipped modules alone collects nothing,
-        # which this suite turns into a failure on purpose.
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+        # which this suite turns into a failure on purpose.  -n 0: two tests need no
+        # workers of their own.
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-n", "0",
          "tests/test_ray.py", "tests/test_test_command.py", "-k", "500_rows or listed"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def test_ray_tests_skip_with_a_reason_without_ray_and_fail_where_ci_requires_them(
         tmp_path: Path) -> None:
-    skipped = _without_ray(tmp_path)
-    assert skipped.returncode == 0, skipped.stdout[-2000:]
-    assert "skipped" in skipped.stdout
-    assert "Ray is not installed" in skipped.stdout
-    required = _without_ray(tmp_path / "ci", CHATPLUG_REQUIRE_RAY="1")
-    assert required.returncode == 1, required.stdout[-2000:]
-    assert "skipped" not in required.stdout
+    # Both sessions at once: each mostly waits on its own start-up.
+    runs = [_without_ray(tmp_path), _without_ray(tmp_path / "ci", CHATPLUG_REQUIRE_RAY="1")]
+    try:
+        skipped, required = (run.communicate(timeout=300)[0] for run in runs)
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait()
+    assert runs[0].returncode == 0, skipped[-2000:]
+    assert "skipped" in skipped
+    assert "Ray is not installed" in skipped
+    assert runs[1].returncode == 1, required[-2000:]
+    assert "skipped" not in required
