@@ -195,7 +195,10 @@ def run(args: argparse.Namespace) -> int:
     # that second SIGTERM must end run() with 0, not kill the process.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
+        # proxy_headers off: nothing in the gateway reads the client's address or the scheme,
+        # and uvicorn's X-Forwarded-* rewriting is a layer per request for nothing.
         uvicorn.run(APP, factory=True, host=args.host, port=args.port, workers=args.workers,
+                    proxy_headers=False,
                     http=PROTOCOL, access_log=False, log_config=None, lifespan="on",
                     timeout_graceful_shutdown=int(settings.grace) + 2)
     except SystemExit as exc:  # uvicorn exits on a failed start (port taken meanwhile...)
