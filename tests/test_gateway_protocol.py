@@ -221,3 +221,18 @@ def test_pipelined_requests_are_answered_in_order(gateway: GatewayServer) -> Non
         replies.append(json.loads(rest[:size])["choices"][0]["message"]["content"])
         answer = rest[size:]
     assert replies == ["first reply", "stre" + "amed"]
+
+
+@pytest.mark.parametrize(("complete", "written"), [(True, [HEAD]), (False, [])])
+def test_close_writes_a_held_head_only_for_a_complete_response(
+        complete: bool, written: list[bytes]) -> None:
+    """A HEAD answered with Connection: close goes out; the head of an app that failed
+    before its body is dropped: no answer rather than a head without its body."""
+    transport, cycle = Recording(), Recording()
+    cycle.response_complete = complete  # type: ignore[attr-defined]
+    writer = OneWrite(transport)  # type: ignore[arg-type]
+    writer.arm(cycle)
+    writer.write(HEAD)
+    writer.close()
+    assert transport.writes == written
+    assert transport.closed

@@ -21,11 +21,17 @@ Two savings on every request, for the gateway's hot path (docs/performance.md):
 - **one write per whole reply**: a response framed by ``Content-Length`` leaves in
   one write, head and body together (:class:`OneWrite`), so its client is woken
   once, not once for the head and again for the body;
-- **the disconnect is told, not polled**: an endpoint that must stop when its
-  client goes away puts a callback in the scope's :data:`ON_DISCONNECT` list,
-  called when the connection is lost (or refused mid-request), instead of a task
-  per request awaiting ``receive()``.  Under another ASGI server the list is
-  absent and the endpoint listens as ASGI says.
+- **the disconnect is told, not polled**: every request's scope holds the
+  connection's :class:`~.shutdown.Hangup` (:data:`ON_DISCONNECT`); an endpoint that
+  must stop when its client goes away listens there instead of running a task per
+  request that awaits ``receive()``.  It is told when the connection is lost, also
+  the requests queued behind another (pipelined), which uvicorn's own
+  ``http.disconnect`` never reaches.  Under another ASGI server the entry is absent
+  and the endpoint listens as ASGI says.
+
+A request refused while an earlier one on the same connection is still being
+answered (a pipelined head too large, a next request that dribbles) is answered
+after that reply is complete, never inside it, and the earlier request goes on.
 
 Each refusal is written here, in OpenAI's error envelope with
 ``Connection: close``; then the connection is half-closed and whatever the
@@ -46,7 +52,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .errors import GatewayError
-from .shutdown import ON_DISCONNECT
+from .shutdown import ON_DISCONNECT, Hangup
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
@@ -143,6 +149,11 @@ class OneWrite:
         self._release()
 
     def close(self) -> None:
+        cycle = self._cycle
+        if cycle is not None and not cycle.response_complete:
+            # The app failed after its head: better no answer than a head without its
+            # body (the client sees the connection end, not a truncated reply).
+            self._held = None
         self.flush()
         self._transport.close()
 
@@ -170,10 +181,13 @@ class GatewayProtocol(HttpToolsProtocol):
         self._received = 0
         self._in_head = True
         self._refused = False
+        #: A request ended inside the current read: a head after it was not counted.
+        self._ended_in_read = False
         self._timer: asyncio.TimerHandle | None = None
         self._writer: OneWrite | None = None
-        #: The current request's :data:`ON_DISCONNECT` callbacks.
-        self._on_disconnect: list[Any] = []
+        self._hangup = Hangup()
+        #: A refusal waiting for the reply being written to complete.
+        self._deferred: GatewayError | None = None
 
     # -- the connection ----------------------------------------------------------------
 
@@ -191,18 +205,14 @@ class GatewayProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
-        self._disconnected()
-
-    def _disconnected(self) -> None:
-        callbacks, self._on_disconnect = self._on_disconnect, []
-        for callback in callbacks:
-            callback()
+        self._hangup.hang_up()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the answer is out: what still comes is dropped
         if self._in_head:
             self._received += len(data)
+        self._ended_in_read = False
         super().data_received(data)
         if self._in_head and self._received > self._limits.max_header_bytes:
             self._head_too_large()
@@ -221,20 +231,20 @@ class GatewayProtocol(HttpToolsProtocol):
         if len(self.headers) > limits.max_headers:
             self._head_too_large()
             return
-        if self._received > limits.max_header_bytes:
-            # The count included body bytes that came in the same read: measure the head.
+        if self._received > limits.max_header_bytes or self._ended_in_read:
+            # The count included body bytes that came in the same read, or missed this
+            # head's first bytes (they came with the end of the request before): measure.
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
             if size > limits.max_header_bytes:
                 self._head_too_large()
                 return
         super().on_headers_complete()
         cycle = self.cycle
-        # Not an upgrade, not a request queued behind another (pipelined): those go as
-        # uvicorn sends them.
-        if (cycle is not None and cycle.scope is self.scope and not self.pipeline
-                and self._writer is not None):
-            self._writer.arm(cycle)
-            self._on_disconnect = self.scope[ON_DISCONNECT] = []  # type: ignore[literal-required]
+        if cycle is not None and cycle.scope is self.scope:  # not an upgrade
+            self.scope[ON_DISCONNECT] = self._hangup  # type: ignore[literal-required]
+            # A request queued behind another (pipelined) goes as uvicorn sends it.
+            if not self.pipeline and self._writer is not None:
+                self._writer.arm(cycle)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -247,11 +257,16 @@ class GatewayProtocol(HttpToolsProtocol):
         self._disarm()
         self._in_head = True
         self._received = 0
+        self._ended_in_read = True
 
     def on_response_complete(self) -> None:
         if self._writer is not None:
             self._writer.flush()
         super().on_response_complete()
+        deferred = self._deferred
+        if deferred is not None:
+            self._deferred = None
+            self._answer(deferred)
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # a parse error after a refusal has been answered already
@@ -291,7 +306,13 @@ class GatewayProtocol(HttpToolsProtocol):
             code="request_header_too_large", type="invalid_request_error", retry=False))
 
     def _refuse(self, error: GatewayError) -> None:
-        """Answer ``error``, stop serving this connection, drain it, then close it."""
+        """Answer ``error``, stop serving this connection, drain it, then close it.
+
+        A refused request that follows one still being answered (pipelined, or sent
+        while the reply streams) is answered once that reply is complete; the earlier
+        request goes on.  Requests queued behind the refused one get no answer: the
+        connection ends.
+        """
         if self._refused or self.transport.is_closing():
             return
         self._refused = True
@@ -299,11 +320,19 @@ class GatewayProtocol(HttpToolsProtocol):
         self.pipeline.clear()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
+            if cycle.scope is not self.scope:  # an earlier request's, still being answered
+                self._deferred = error
+                return
             # The app still reading this request hears a disconnect and answers nothing.
             cycle.disconnected = True
             cycle.message_event.set()
-            self._disconnected()
+            self._hangup.hang_up()
+        self._answer(error)
+
+    def _answer(self, error: GatewayError) -> None:
         transport = self.transport
+        if transport.is_closing():
+            return
         transport.write(_response(error))
         if transport.can_write_eof():
             transport.write_eof()

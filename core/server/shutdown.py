@@ -31,13 +31,43 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope
 
-__all__ = ["DISCONNECT", "ON_DISCONNECT", "SHUTDOWN", "Drain", "Interruption"]
+__all__ = ["DISCONNECT", "ON_DISCONNECT", "SHUTDOWN", "Drain", "Hangup", "Interruption"]
 
 DISCONNECT = "disconnect"
 SHUTDOWN = "shutdown"
-#: The scope entry (a list of callables) that chatplug serve's protocol calls, once,
-#: when the request's client is gone (:mod:`chatplug.server.protocol`).
+#: The scope entry (a :class:`Hangup`) through which chatplug serve's protocol tells the
+#: requests of a connection that its client is gone (:mod:`chatplug.server.protocol`).
 ON_DISCONNECT = "chatplug.on_disconnect"
+
+
+class Hangup:
+    """One connection's "the client is gone", told once to whoever listens, before or
+    after it happened."""
+
+    __slots__ = ("_callbacks", "gone")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the client goes (now, if it went already)."""
+        if self.gone:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):  # told already, or never listening
+            self._callbacks.remove(callback)
+
+    def hang_up(self) -> None:
+        """The client is gone: tell every listener, once."""
+        if not self.gone:
+            self.gone = True
+            callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                callback()
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -115,7 +145,7 @@ class Interruption:
     ``receive`` only reports the disconnect.
     """
 
-    __slots__ = ("_active", "_callbacks", "_drain", "_receive", "_scope", "_task",
+    __slots__ = ("_active", "_drain", "_hangup", "_receive", "_scope", "_task",
                  "_watcher", "reason")
 
     def __init__(self, scope: Scope, receive: Receive, drain: Drain) -> None:
@@ -124,17 +154,17 @@ class Interruption:
         self._drain = drain
         self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._callbacks: list[Callable[[], None]] | None = None
+        self._hangup: Hangup | None = None
         self._active = False
         self.reason: str | None = None
 
     async def __aenter__(self) -> Interruption:
         self._task = asyncio.current_task()
         self._active = True
-        callbacks = self._scope.get(ON_DISCONNECT)
-        if callbacks is not None:
-            callbacks.append(self._gone)
-            self._callbacks = callbacks
+        hangup = self._scope.get(ON_DISCONNECT)
+        if hangup is not None:
+            self._hangup = hangup
+            hangup.listen(self._gone)  # a client gone already: interrupted at once
         else:
             self._watcher = asyncio.get_running_loop().create_task(self._listen())
         self._drain.watch(self.interrupt)
@@ -161,9 +191,8 @@ class Interruption:
         self._drain.unwatch(self.interrupt)
         if self._watcher is not None:
             self._watcher.cancel()
-        elif self._callbacks is not None:
-            with contextlib.suppress(ValueError):  # called already (and dropped)
-                self._callbacks.remove(self._gone)
+        elif self._hangup is not None:
+            self._hangup.forget(self._gone)
         if self.reason is None:
             return False
         if not isinstance(error, asyncio.CancelledError):
