@@ -3,8 +3,9 @@
 :class:`Interruption` watches one request: when its client disconnects or the
 shutdown's grace period ends, it cancels the task serving the request.  The
 disconnect is told by ``chatplug serve``'s protocol through the scope's
-:data:`ON_DISCONNECT` list (no task per request); under another ASGI server
-the ``http.disconnect`` message is read concurrently with the upstream call.
+:data:`ON_DISCONNECT` entry, the connection's :class:`Hangup` (no task per
+request); under another ASGI server the ``http.disconnect`` message is read
+concurrently with the upstream call.
 chatplug's async calls turn that cancellation into a cross-thread close of
 the upstream response, so the upstream server sees its connection closed at
 once, also while the gateway is still waiting for the first piece.
