@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from chatplug.server import ServerSettings, create_app
+from chatplug.server.shutdown import Hangup
 from chatplug.testing import ScriptedServer
 from chatplug.testing.pytest_plugin import registry_for
 from tests.gatewayserver import GatewayServer
@@ -472,6 +473,21 @@ def test_bodies_in_parts_and_late_bodies_arrive_whole_and_in_order(
 
 # -- clients that go away ------------------------------------------------------------------------
 
+def answering(body: bytes, after: float = 0.0) -> Any:
+    """An upstream behaviour that answers ``body`` as JSON (``after`` seconds late)."""
+    def behaviour(conn: socket.socket, request: bytes) -> None:
+        time.sleep(after)
+        conn.sendall(response_head(Content_Type="application/json",
+                                   Content_Length=str(len(body))) + body)
+    return behaviour
+
+
+def chat_reply(text: str) -> bytes:
+    """A whole chat completion saying ``text``."""
+    return json.dumps({"choices": [{"index": 0, "message": {
+        "role": "assistant", "content": text}}]}, separators=(",", ":")).encode()
+
+
 def hold_upstream(delay: float) -> tuple[Any, list[float]]:
     """An upstream behaviour that answers nothing for ``delay`` s; when its client hung up."""
     hung_up: list[float] = []
@@ -508,14 +524,9 @@ def test_a_client_gone_mid_body_runs_nothing_and_the_gateway_serves_on(
 def test_a_second_request_on_a_keep_alive_connection_is_interrupted_when_its_client_goes(
 ) -> None:
     """The disconnect is told to the request being served now, not to the first one."""
-    first = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"one"}}]}'
     behaviour, hung_up = hold_upstream(5)
-
-    def answer(conn: socket.socket, request: bytes) -> None:
-        conn.sendall(response_head(Content_Type="application/json",
-                                   Content_Length=str(len(first))) + first)
     with RawServer() as raw, serve(raw) as gateway:
-        raw.then(answer).then(behaviour)
+        raw.then(answering(chat_reply("one"))).then(behaviour)
         client = Client(gateway.port, timeout=5)
         try:
             client.send(post(completion()))
@@ -535,15 +546,10 @@ def test_fifty_held_clients_gone_at_once_close_every_upstream_call() -> None:
     closes, nothing is left in flight, and the gateway serves the next client."""
     count = 50
     holds = [hold_upstream(10) for _ in range(count)]
-    reply = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"later"}}]}'
-
-    def answer(conn: socket.socket, request: bytes) -> None:
-        conn.sendall(response_head(Content_Type="application/json",
-                                   Content_Length=str(len(reply))) + reply)
     with RawServer() as raw, serve(raw) as gateway:
         for behaviour, _ in holds:
             raw.then(behaviour)
-        raw.then(answer)
+        raw.then(answering(chat_reply("later")))
         clients = [Client(gateway.port) for _ in range(count)]
         try:
             for client in clients:
@@ -575,21 +581,17 @@ def test_many_requests_on_one_connection_leave_no_disconnect_callbacks(
             assert client.reply().status == 200
         state = gateway.server.server_state
         (protocol,) = state.connections
-        lists = [value for value in vars(protocol).values() if isinstance(value, list)]
-        assert all(not callable(item) for values in lists for item in values)
+        hangups = [value for value in vars(protocol).values() if isinstance(value, Hangup)]
+        assert len(hangups) == 1  # the connection's, which every request listened to
+        assert not hangups[0]._callbacks
         assert wait_for(lambda: not state.tasks)
 
 
 def test_a_pipelined_request_served_behind_a_queued_one_is_interrupted_when_its_client_goes(
 ) -> None:
-    first = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"one"}}]}'
     behaviour, hung_up = hold_upstream(5)
-
-    def answer(conn: socket.socket, request: bytes) -> None:
-        conn.sendall(response_head(Content_Type="application/json",
-                                   Content_Length=str(len(first))) + first)
     with RawServer() as raw, serve(raw) as gateway:
-        raw.then(answer).then(behaviour)
+        raw.then(answering(chat_reply("one"))).then(behaviour)
         client = Client(gateway.port, timeout=5)
         try:
             # Three in one send: the first answered, the second held upstream, the third
@@ -808,13 +810,8 @@ def test_a_client_gone_while_its_model_is_resolved_is_never_called_upstream(
     the client goes away meanwhile.  The completion must not outlive it."""
     listing = json.dumps({"object": "list", "data": [{"id": "held-model"}]}).encode()
     behaviour, hung_up = hold_upstream(3)
-
-    def slow_list(conn: socket.socket, request: bytes) -> None:
-        time.sleep(0.6)
-        conn.sendall(response_head(Content_Type="application/json",
-                                   Content_Length=str(len(listing))) + listing)
     with RawServer() as raw:
-        raw.then(slow_list).then(behaviour)
+        raw.then(answering(listing, after=0.6)).then(behaviour)
         registry = registry_for(upstream, urls={"OpenAI": raw.url + "/v1"}, max_retries=0)
         with GatewayServer(create_app(registry, ServerSettings())) as gateway:
             client = Client(gateway.port, timeout=5)
